@@ -1,0 +1,351 @@
+"""The model client: OpenAI-compatible ``POST {base_url}/chat/completions`` and the one place where
+every way a call can fail becomes exactly one :class:`~ddscope.errors.ModelError` (``classify``).
+
+It keeps the httpx API but, by default, runs it over the aiohttp transport (``httpx-aiohttp``,
+the package behind the OpenAI SDK's ``aiohttp`` extra): httpx's own async pool costs several
+times more CPU per request under concurrency (DESIGN §3, ``benchmarks/bench_client.py``).
+``transport="httpx"`` keeps the plain httpx transport.
+
+Failure map (first match wins; the tests enumerate every httpx and aiohttp exception class):
+
+=============================================  ================================================
+failure                                        error
+=============================================  ================================================
+HTTP 429                                       RateLimited, ``retry_after_s`` from
+                                               Retry-After-Ms or Retry-After (seconds or date)
+HTTP 5xx                                       ServerError
+HTTP 408                                       RequestTimeout (the server gave up waiting)
+other HTTP 4xx; 3xx (redirects not followed)   ClientError (not retryable)
+2xx that is not JSON / not a chat completion   BadResponse
+timeouts (httpx, aiohttp, overall deadline)    RequestTimeout
+refused, reset, disconnected, protocol error   ConnectionFailed
+undecodable Content-Encoding                   BadResponse
+an invalid request or URL (ours)               ClientError
+=============================================  ================================================
+
+Secrets: the API key lives in a pydantic ``SecretStr`` and travels only in the Authorization
+header. Error messages are one line, truncated, and have the key redacted should a server
+echo it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+from pydantic import SecretStr
+
+from ddscope.engine.retry_after import parse_retry_after, retry_after_from_headers
+from ddscope.errors import (
+    BadResponse,
+    ClientError,
+    ConfigError,
+    ConnectionFailed,
+    ModelError,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+)
+
+__all__ = [
+    "CLASSIFIED_EXCEPTIONS",
+    "EXCEPTION_CLASSES",
+    "STATUS_CLASSES",
+    "ChatResult",
+    "ModelClient",
+    "classify",
+    "error_class_for_exception",
+    "error_class_for_status",
+    "parse_chat_completion",
+    "parse_retry_after",
+]
+
+TransportName = Literal["aiohttp", "httpx"]
+MAX_DETAIL_CHARS = 200
+
+# Exception class → error class. First match wins, so subclasses precede their bases.
+EXCEPTION_CLASSES: tuple[tuple[type[BaseException], type[ModelError]], ...] = (
+    (httpx.TimeoutException, RequestTimeout),  # connect / read / write / pool
+    (TimeoutError, RequestTimeout),  # the overall deadline; aiohttp's ServerTimeoutError family
+    (httpx.NetworkError, ConnectionFailed),  # ConnectError, ReadError, WriteError, CloseError
+    (httpx.RemoteProtocolError, ConnectionFailed),  # the server broke HTTP or closed early
+    (httpx.ProxyError, ConnectionFailed),
+    (aiohttp.InvalidURL, ClientError),
+    (aiohttp.NonHttpUrlClientError, ClientError),
+    (aiohttp.ClientError, ConnectionFailed),  # refused, reset, disconnected, cut short, garbled
+    (OSError, ConnectionFailed),
+    (httpx.DecodingError, BadResponse),  # a body whose Content-Encoding cannot be decoded
+    (httpx.LocalProtocolError, ClientError),  # our request is not valid HTTP
+    (httpx.UnsupportedProtocol, ClientError),
+    (httpx.TooManyRedirects, ClientError),
+    (httpx.InvalidURL, ClientError),
+    (httpx.CookieConflict, ClientError),
+    (httpx.StreamError, ClientError),
+    (httpx.HTTPError, ConnectionFailed),  # any other request that failed in transit
+)
+CLASSIFIED_EXCEPTIONS: tuple[type[BaseException], ...] = tuple(c for c, _ in EXCEPTION_CLASSES)
+
+# HTTP status → error class, for answers that are not a chat completion.
+STATUS_CLASSES: tuple[tuple[range, type[ModelError]], ...] = (
+    (range(408, 409), RequestTimeout),
+    (range(429, 430), RateLimited),
+    (range(400, 500), ClientError),
+    (range(500, 600), ServerError),
+    (range(300, 400), ClientError),  # redirects are not followed: the base URL is likely wrong
+    (range(100, 300), BadResponse),  # a 1xx/2xx that reaches classify is not a completion
+)
+
+_SUMMARY: dict[type[ModelError], str] = {
+    RequestTimeout: "no answer in time",
+    ConnectionFailed: "connection failed",
+    ClientError: "request not sent",
+    BadResponse: "unreadable response",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """One chat completion: the reply text, token usage as reported, and the answering model."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    response_model: str | None
+    status_code: int
+
+
+def classify(
+    failure: BaseException | httpx.Response,
+    *,
+    secrets: Sequence[str] = (),
+    timeout_s: float | None = None,
+) -> ModelError:
+    """The one error for a failed call: an exception raised while calling, or a response that
+    is not a chat completion. ``secrets`` are redacted from the message; ``timeout_s`` only
+    words a timeout's message. An exception outside :data:`EXCEPTION_CLASSES` is a bug, not an
+    endpoint failure: TypeError."""
+    if isinstance(failure, httpx.Response):
+        return _classify_response(failure, secrets)
+    if isinstance(failure, httpx.HTTPStatusError):
+        return _classify_response(failure.response, secrets)
+    original = _original_exception(failure)
+    error_class = error_class_for_exception(type(original))
+    if error_class is None:
+        raise TypeError(f"not a model endpoint failure: {type(failure).__name__}")
+    summary = _SUMMARY[error_class]
+    if error_class is RequestTimeout and timeout_s is not None:
+        summary = f"no answer within {timeout_s:g} s"
+    detail = str(original) or str(failure)
+    name = type(original).__name__
+    return error_class(
+        _one_line(f"{summary}: {name}: {detail}" if detail else f"{summary}: {name}", secrets)
+    )
+
+
+def error_class_for_exception(exc_type: type[BaseException]) -> type[ModelError] | None:
+    """The error class for an exception type, by :data:`EXCEPTION_CLASSES` (None: unmapped)."""
+    for exc_class, error_class in EXCEPTION_CLASSES:
+        if issubclass(exc_type, exc_class):
+            return error_class
+    return None
+
+
+def _original_exception(exc: BaseException) -> BaseException:
+    # httpx-aiohttp re-raises aiohttp errors as httpx ones, and not always faithfully
+    # (connection refused and server disconnects both arrive as ConnectTimeout): the original,
+    # kept as __cause__, is the more specific.
+    cause = exc.__cause__
+    if isinstance(exc, httpx.HTTPError) and isinstance(cause, aiohttp.ClientError | TimeoutError):
+        return cause
+    return exc
+
+
+def error_class_for_status(status: int) -> type[ModelError]:
+    for statuses, error_class in STATUS_CLASSES:
+        if status in statuses:
+            return error_class
+    return BadResponse
+
+
+def _classify_response(response: httpx.Response, secrets: Sequence[str]) -> ModelError:
+    status = response.status_code
+    error_class = error_class_for_status(status)
+    detail = _error_detail(response)
+    if error_class is RateLimited:
+        retry_after = retry_after_from_headers(response.headers)
+        wait = "" if retry_after is None else f" (retry after {retry_after:g} s)"
+        message = _one_line(f"HTTP 429 rate limited{wait}: {detail}", secrets)
+        return RateLimited(message, retry_after_s=retry_after)
+    reason = response.reason_phrase or "error"
+    return error_class(_one_line(f"HTTP {status} {reason}: {detail}", secrets), status_code=status)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The OpenAI error message if the body has one, else the start of the body."""
+    try:
+        message = orjson.loads(response.content)["error"]["message"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
+        message = None
+    if isinstance(message, str):
+        return message
+    return response.content[: MAX_DETAIL_CHARS * 2].decode("utf-8", "replace") or "(empty body)"
+
+
+def _one_line(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
+
+
+def parse_chat_completion(response: httpx.Response, *, secrets: Sequence[str] = ()) -> ChatResult:
+    """A 2xx response as a :class:`ChatResult`; BadResponse if it is not a chat completion."""
+    status = response.status_code
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise BadResponse(
+            _one_line(f"HTTP {status}: body is not JSON: {_error_detail(response)}", secrets),
+            status_code=status,
+        ) from None
+    try:
+        text = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        text = None
+    if not isinstance(text, str):
+        raise BadResponse(
+            _one_line(f"HTTP {status}: not a chat completion: {_error_detail(response)}", secrets),
+            status_code=status,
+        )
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    model = body.get("model")
+    return ChatResult(
+        text=text,
+        input_tokens=_count(usage.get("prompt_tokens")),
+        output_tokens=_count(usage.get("completion_tokens")),
+        response_model=model if isinstance(model, str) else None,
+        status_code=status,
+    )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class ModelClient:
+    """An async client for one OpenAI-compatible endpoint. Use as ``async with``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: SecretStr | str | None = None,
+        timeout_s: float = 60.0,
+        transport: TransportName = "aiohttp",
+        max_connections: int = 256,
+    ) -> None:
+        self._base_url = _checked_base_url(base_url)
+        if not (isinstance(timeout_s, int | float) and timeout_s > 0):
+            raise ConfigError(f"timeout_s must be > 0, got {timeout_s!r}")
+        if not (isinstance(max_connections, int) and max_connections >= 1):
+            raise ConfigError(f"max_connections must be >= 1, got {max_connections!r}")
+        if transport not in ("aiohttp", "httpx"):
+            raise ConfigError(f"transport must be 'aiohttp' or 'httpx', got {transport!r}")
+        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
+        self._secrets = (self._api_key.get_secret_value(),) if self._api_key else ()
+        self._timeout_s = float(timeout_s)
+        self._transport_name = transport
+        self._http = self._make_http(max_connections)
+
+    @classmethod
+    def from_env(
+        cls, base_url: str, api_key_env: str = "OPENAI_API_KEY", **kwargs: Any
+    ) -> ModelClient:
+        """A client whose API key is read from the environment variable ``api_key_env``."""
+        value = os.environ.get(api_key_env)
+        if not value:
+            raise ConfigError(f"environment variable {api_key_env} is not set (the API key)")
+        return cls(base_url, api_key=SecretStr(value), **kwargs)
+
+    def _make_http(self, max_connections: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        transport = AiohttpTransport(limits=limits) if self._transport_name == "aiohttp" else None
+        headers = {"content-type": "application/json"}
+        if self._secrets:
+            headers["authorization"] = f"Bearer {self._secrets[0]}"
+        return httpx.AsyncClient(
+            base_url=self._base_url,
+            headers=headers,
+            timeout=httpx.Timeout(self._timeout_s),
+            limits=limits,
+            transport=transport,
+        )
+
+    async def chat(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ChatResult:
+        """One chat completion. Raises exactly one ModelError subclass on failure."""
+        payload: dict[str, Any] = {"model": model, "messages": messages}
+        if max_tokens is not None:
+            payload["max_tokens"] = max_tokens
+        if temperature is not None:
+            payload["temperature"] = temperature
+        try:
+            # The overall deadline: httpx's timeouts bound each phase, not the whole call.
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http.post("chat/completions", content=orjson.dumps(payload))
+        except CLASSIFIED_EXCEPTIONS as exc:
+            raise classify(exc, secrets=self._secrets, timeout_s=self._timeout_s) from exc
+        if not response.is_success:
+            raise classify(response, secrets=self._secrets)
+        return parse_chat_completion(response, secrets=self._secrets)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ModelClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def base_url(self) -> str:
+        return str(self._base_url).rstrip("/")
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return (
+            f"ModelClient(base_url={self.base_url!r}, transport={self._transport_name!r}, "
+            f"timeout_s={self._timeout_s:g}, api_key={key})"
+        )
+
+
+def _checked_base_url(base_url: str) -> httpx.URL:
+    try:
+        url = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(f"base_url is not a URL: {exc}") from None
+    if url.userinfo:  # checked first: the messages below quote the URL
+        raise ConfigError("base_url must not carry credentials; use api_key / api_key_env")
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"base_url {base_url!r} must be an http(s) URL with a host")
+    # A trailing slash makes "chat/completions" resolve *under* the base path (…/v1/…).
+    return url.copy_with(path=url.path.rstrip("/") + "/")
