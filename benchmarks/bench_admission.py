@@ -119,7 +119,9 @@ def s1(policy: str) -> dict[str, Any]:
         "message": out.summary.message,
         "seconds_to_end": round(out.wall_s, 1),
         "seconds_to_breaker_open": round(opened[0].t_ns / 1e9, 1) if opened else None,
-        "shutdown_names_domain": bool(shutdown and "mock/mock-model" in shutdown.message),
+        "shutdown_names_domain": bool(
+            shutdown and shutdown.domain == "mock/mock-model" and "mock-model" in shutdown.message
+        ),
         "rows_completed": out.summary.rows_completed,
         "rows_written": out.rows_written,
         "longest_silence_s": round(longest_silence_s(out.events), 1),
