@@ -1,0 +1,102 @@
+"""A domain's 429 cooldown: while it runs, no new request of the domain is admitted.
+
+The duration honours the server's ``Retry-After`` (already parsed to seconds by the model client,
+whether it was given in seconds or as an HTTP date), else a default, capped at a maximum. A 429
+during a cooldown extends it only if it asks for longer; an extension finishes the running
+cooldown and starts a new one, so every cooldown interval in the record lasts exactly the
+duration its ``cooldown_started`` announced.
+
+The expiry is a timer on the engine clock; ``on_end`` runs when it fires (not on :meth:`finish`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from ddscope import events
+from ddscope.engine.clock import TimerHandle
+from ddscope.engine.emitter import Emitter
+
+
+class DomainCooldown:
+    def __init__(
+        self,
+        domain: str,
+        emitter: Emitter,
+        *,
+        default_s: float,
+        max_s: float,
+        on_end: Callable[[], None],
+    ) -> None:
+        self.domain = domain
+        self.default_s = default_s
+        self.max_s = max_s
+        self._emitter = emitter
+        self._on_end = on_end
+        # Invariant: all three are None together (no cooldown) or all set (one running).
+        self._cooldown_id: int | None = None
+        self._ends_at: float | None = None
+        self._timer: TimerHandle | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._timer is not None
+
+    def remaining(self, now: float) -> float:
+        return 0.0 if self._ends_at is None else max(0.0, self._ends_at - now)
+
+    def duration_for(self, retry_after_s: float | None) -> float:
+        if retry_after_s is None:
+            return self.default_s
+        return min(max(0.0, retry_after_s), self.max_s)
+
+    def start(
+        self,
+        retry_after_s: float | None,
+        *,
+        cause: Literal["rate_limited", "probe"] = "rate_limited",
+        request_id: int | None = None,
+        attempt: int | None = None,
+    ) -> bool:
+        """Starts or extends the cooldown; False if it changed nothing."""
+        duration = self.duration_for(retry_after_s)
+        if duration <= 0:
+            return False  # "Retry-After: 0" (or an HTTP date already past): retry now
+        now = self._emitter.clock.now()
+        if self._ends_at is not None and now + duration <= self._ends_at:
+            return False
+        self.finish()
+        self._cooldown_id = self._emitter.next_id()
+        self._ends_at = now + duration
+        self._timer = self._emitter.clock.call_later(duration, self._expired)
+        self._emitter.emit(
+            events.CooldownStarted(
+                t_ns=self._emitter.t_ns(),
+                cooldown_id=self._cooldown_id,
+                domain=self.domain,
+                cause=cause,
+                retry_after_s=retry_after_s,
+                duration_s=duration,
+                request_id=request_id,
+                attempt=attempt,
+            )
+        )
+        return True
+
+    def finish(self) -> None:
+        """Ends a running cooldown now (emits ``cooldown_finished``); no-op when none runs."""
+        if self._timer is None or self._cooldown_id is None:
+            return
+        self._timer.cancel()
+        cooldown_id = self._cooldown_id
+        self._cooldown_id = self._ends_at = self._timer = None
+        self._emitter.emit(
+            events.CooldownFinished(
+                t_ns=self._emitter.t_ns(), cooldown_id=cooldown_id, domain=self.domain
+            )
+        )
+
+    def _expired(self) -> None:
+        self.finish()
+        self._on_end()

@@ -1,0 +1,368 @@
+"""The dispatcher: row groups in memory, the ready queue, task leases and the workers.
+
+One loop (:meth:`Dispatcher.pump`), woken by an ``asyncio.Event`` — set when a worker finishes,
+when a gate's capacity may have grown (gate listener), by the health tick, and on a stop — never
+by a polling sleep. Each wake it
+
+1. sizes ``request:{domain}`` from the gate: permits our workers hold + ``gate.available()``, so
+   a model task is leased only when its request can be admitted at once (0 during a cooldown or
+   while the breaker is open: the task waits in the ready queue, not as a gate waiter that could
+   time out);
+2. leases ready tasks in fair order (select, try the lease, commit) and spawns one asyncio
+   worker per lease;
+3. admits another row group if the target allows (fixed, or adaptive: see ``row_groups``), and
+   repeats from 2 for the new ready work.
+
+Worker results are applied in one place (:meth:`Dispatcher._apply`): a done cell may make more
+cells ready; a non-retryable failure drops the row (its other queued and deferred tasks go with
+it); a retryable one defers the task for salvage. A row group is checkpointed when resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import Counter
+from collections.abc import Mapping
+
+from ddscope import events
+from ddscope.engine.emitter import Emitter
+from ddscope.engine.fair_queue import FairQueue
+from ddscope.engine.output import RowWriter
+from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.request_admission import RequestGate
+from ddscope.engine.row_groups import (
+    AdmissionTarget,
+    Checkpointer,
+    row_group_bounds,
+    row_group_count,
+)
+from ddscope.engine.task_admission import Lease, TaskAdmission
+from ddscope.engine.tasks import ModelTask, RowGroup, Settled, plan_columns
+from ddscope.engine.worker import TaskResult, Worker, WorkerContext
+
+log = logging.getLogger(__name__)
+LLM_WAIT = "llm_wait"
+
+
+def request_resource(domain: str) -> str:
+    return f"request:{domain}"
+
+
+def task_resources(gates: Mapping[str, RequestGate]) -> TaskAdmission:
+    """``llm_wait``: every domain's maximum together (a global bound on model-task leases);
+    ``request:{domain}``: starts at the gate's limit and is re-sized on every wake."""
+    total = sum(g.settings.max_parallel for g in gates.values()) or 1
+    return TaskAdmission(
+        {LLM_WAIT: total} | {request_resource(d): g.limit for d, g in gates.items()}
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        emitter: Emitter,
+        output: RowWriter,
+        gates: Mapping[str, RequestGate],
+        ctx: WorkerContext,
+    ) -> None:
+        run = pipeline.run
+        self._emitter = emitter
+        self._gates = gates
+        self._ctx = ctx
+        self._num_records, self._buffer_size = run.num_records, run.buffer_size
+        self._seed = run.seed
+        self._plans = plan_columns(pipeline)
+        self._queue: FairQueue[ModelTask] = FairQueue()
+        self._admission = task_resources(gates)
+        self._needs = {
+            name: {LLM_WAIT: 1, request_resource(p.domain): 1}
+            for name, p in self._plans.items()
+            if p.domain
+        }
+        self._target = AdmissionTarget.from_settings(
+            run.row_groups_in_flight, run.max_row_groups_in_flight
+        )
+        self.row_group_total = row_group_count(run.num_records, run.buffer_size)
+        self.next_group = 0
+        self.groups: dict[int, RowGroup] = {}  # admitted and not yet written
+        self._abandoned: set[int] = set()
+        self.checkpointer = Checkpointer(output, emitter)
+        self.workers: dict[asyncio.Task[TaskResult], Worker] = {}
+        self.deferred: list[ModelTask] = []
+        self.drops_by_reason: Counter[str] = Counter()
+        self.wake = asyncio.Event()  # set whenever the loop may have something new to do
+        self.stopping = False
+        self.crash: BaseException | None = None
+        for gate in gates.values():
+            gate.add_listener(self.wake.set)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def pump(self, *, admit_groups: bool) -> None:
+        """Runs until no ready task, no worker and (if ``admit_groups``) no row group is left;
+        when stopping, until the last worker has finished."""
+        while True:
+            self.wake.clear()
+            if self.crash is not None:
+                raise self.crash
+            if not self.stopping:
+                self._dispatch(admit_groups)
+            if not self.workers and (self.stopping or self._pass_done(admit_groups)):
+                return
+            await self.wake.wait()
+
+    def _pass_done(self, admit_groups: bool) -> bool:
+        if len(self._queue):
+            return False
+        return not admit_groups or self.next_group >= self.row_group_total
+
+    def _dispatch(self, admit_groups: bool) -> None:
+        self._refresh_request_limits()
+        while True:
+            self._lease_ready()
+            if not (admit_groups and self._admit_group()):
+                return
+
+    def _refresh_request_limits(self) -> None:
+        for domain, gate in self._gates.items():
+            capacity = self._ctx.permits[domain] + gate.available()
+            self._admission.set_limit(request_resource(domain), capacity)
+
+    def _lease_ready(self) -> None:
+        blocked: set[str] = set()
+        while (candidate := self._queue.select(blocked)) is not None:
+            need = self._needs[candidate.group]
+            if not self._admission.can_admit(need):
+                blocked.add(candidate.group)
+                continue
+            lease = self._admission.try_acquire(need, self._emitter.next_id())
+            assert lease is not None  # can_admit said yes, nothing ran in between
+            self._spawn(self._queue.commit(candidate), lease)
+
+    def idle_model_slots(self) -> int:
+        free = sum(self._admission.room(request_resource(d)) for d in self._gates)
+        return min(free, self._admission.room(LLM_WAIT))
+
+    def _admit_group(self) -> bool:
+        if self.next_group >= self.row_group_total:
+            return False
+        active = sum(1 for g in self.groups.values() if g.active)
+        if not self._target.should_admit(active, self.idle_model_slots(), len(self._queue)):
+            return False
+        index = self.next_group
+        self.next_group += 1
+        first, size = row_group_bounds(self._num_records, self._buffer_size, index)
+        group = RowGroup(index, first, size, self._plans, self._seed)
+        self.groups[index] = group
+        self._emitter.emit(
+            events.RowGroupStarted(
+                t_ns=self._emitter.t_ns(), row_group=index, first_row=first, rows=size
+            )
+        )
+        self._absorb(group, group.start())
+        self.checkpoint_if_resolved(group)
+        return True
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _spawn(self, task: ModelTask, lease: Lease) -> None:
+        self._emitter.emit(
+            events.LeaseStarted(
+                t_ns=self._emitter.t_ns(),
+                lease_id=lease.lease_id,
+                task_id=task.task_id,
+                row_group=task.row_group,
+                column=task.plan.name,
+                row=task.row,
+                resources=dict(lease.resources),
+                salvage_round=task.salvage_round,
+            )
+        )
+        group = self.groups[task.row_group]
+        worker = Worker(self._ctx, task, lease.lease_id, group.values[task.row - group.first_row])
+        runner = asyncio.create_task(self._run_worker(worker), name=task.task_id)
+        self.workers[runner] = worker
+        # A done-callback, not a `finally`: a task cancelled before its first step never runs
+        # its body, and its lease must still be finished and released.
+        runner.add_done_callback(functools.partial(self._worker_done, worker, lease))
+
+    async def _run_worker(self, worker: Worker) -> TaskResult:
+        try:
+            return await worker.run()
+        except Exception as exc:  # a bug, not an endpoint failure: stop the run, say why
+            log.exception("worker for %s failed", worker.task.task_id)
+            self.crash = self.crash or exc
+            self.wake.set()
+            return TaskResult("cancelled")
+
+    def _worker_done(self, worker: Worker, lease: Lease, runner: asyncio.Task[TaskResult]) -> None:
+        failed = runner.cancelled() or runner.exception() is not None
+        result = TaskResult("cancelled") if failed else runner.result()
+        task = worker.task
+        self._emitter.emit(
+            events.LeaseFinished(
+                t_ns=self._emitter.t_ns(),
+                lease_id=lease.lease_id,
+                task_id=task.task_id,
+                row_group=task.row_group,
+                column=task.plan.name,
+                outcome=result.outcome,
+                error_kind=result.error_kind,  # type: ignore[arg-type]
+            )
+        )
+        self._admission.release(lease)
+        self.workers.pop(runner, None)
+        self._apply(task, result)
+        self.wake.set()
+
+    def cancel_workers(self, *, waiting_only: bool) -> int:
+        """Cancels workers (only those without a request on the wire if ``waiting_only``)."""
+        cancelled = 0
+        for runner, worker in list(self.workers.items()):
+            if not waiting_only or worker.phase != "on_wire":
+                cancelled += runner.cancel()
+        return cancelled
+
+    async def wait_workers(self) -> None:
+        while self.workers:
+            await asyncio.gather(*self.workers, return_exceptions=True)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _apply(self, task: ModelTask, result: TaskResult) -> None:
+        group = self.groups.get(task.row_group)
+        if group is None:  # already written (a stop finalised it): nothing left to update
+            return
+        group.live -= 1
+        if group.is_dropped(task.row):
+            pass
+        elif result.outcome == "ok":
+            task.succeeded = True
+            self._absorb(group, group.complete_cell(task.row, task.plan.name, result.value))
+        elif result.outcome == "dropped":
+            message = (
+                f"row {task.row} dropped: column {task.plan.name!r} failed with "
+                f"{result.error_kind}, which is not retryable ({result.message})"
+            )
+            self.drop_row(group, task.row, result.error_kind or "error", message, task)
+        elif result.outcome == "deferred":
+            self._defer(group, task, result)
+        self.checkpoint_if_resolved(group)
+
+    def _defer(self, group: RowGroup, task: ModelTask, result: TaskResult) -> None:
+        group.deferred += 1
+        self.deferred.append(task)
+        self._emitter.emit(
+            events.TaskDeferred(
+                t_ns=self._emitter.t_ns(),
+                task_id=task.task_id,
+                row_group=task.row_group,
+                column=task.plan.name,
+                row=task.row,
+                error_kind=result.error_kind or "server_error",  # type: ignore[arg-type]
+                attempts=task.attempts,
+                message=result.message,
+            )
+        )
+
+    def _absorb(self, group: RowGroup, settled: Settled) -> None:
+        for failure in settled.failures:
+            self.drop_row(
+                group, failure.row, failure.reason, failure.message, None, column=failure.column
+            )
+        for task in settled.tasks:
+            if not group.is_dropped(task.row):
+                group.live += 1
+                self._queue.push(task.plan.name, task, key=task.row)
+
+    def requeue(self, tasks: list[ModelTask]) -> None:
+        """Puts deferred tasks back into the ready queue (a salvage round)."""
+        for task in tasks:
+            group = self.groups[task.row_group]
+            group.deferred -= 1
+            group.live += 1
+            self._queue.push(task.plan.name, task, key=task.row)
+        self.wake.set()
+
+    def drop_row(
+        self,
+        group: RowGroup,
+        row: int,
+        reason: str,
+        message: str,
+        task: ModelTask | None,
+        *,
+        column: str | None = None,
+    ) -> None:
+        """Drops a row (once): its queued and deferred tasks are discarded, its running
+        workers cancelled (their leases finish ``cancelled``)."""
+        if not group.drop(row, reason):
+            return
+        self.drops_by_reason[reason] += 1
+        self._emitter.emit(
+            events.RowDropped(
+                t_ns=self._emitter.t_ns(),
+                row_group=group.index,
+                row=row,
+                column=task.plan.name if task else column,
+                task_id=task.task_id if task else None,
+                reason=reason,
+                message=message,
+            )
+        )
+        group.live -= self._queue.remove_where(lambda t: t.row == row)
+        kept = [t for t in self.deferred if t.row != row]
+        group.deferred -= len(self.deferred) - len(kept)
+        self.deferred = kept
+        for runner, worker in self.workers.items():
+            if worker.task.row == row:  # its result could no longer be used: free the slot
+                runner.cancel()
+
+    def checkpoint_if_resolved(self, group: RowGroup) -> None:
+        """Writes the group (in order, see ``Checkpointer``) once all its rows are resolved."""
+        if group.resolved:
+            abandoned = group.index in self._abandoned
+            for written in self.checkpointer.finished(group, abandoned=abandoned):
+                self.groups.pop(written.index, None)
+
+    def finalize(self, reason: str, why: str) -> None:
+        """A stopped run: every unfinished row of an admitted group is dropped with ``reason``
+        (``why`` is the stop's reason code, for the sentence); the groups are written with the
+        rows they completed (outcome ``abandoned``)."""
+        for index in sorted(self.groups):
+            group = self.groups.get(index)
+            if group is None or group.resolved:
+                continue
+            self._abandoned.add(index)
+            for row in group.unresolved_rows():
+                message = f"row {row} was not finished when the run stopped ({why})"
+                self.drop_row(group, row, reason, message, None)
+            self.checkpoint_if_resolved(group)
+
+    # -- figures ----------------------------------------------------------------------------
+
+    @property
+    def rows_completed(self) -> int:
+        pending = sum(g.completed for g in self.groups.values())
+        return self.checkpointer.rows_written + pending
+
+    @property
+    def rows_dropped(self) -> int:
+        return sum(self.drops_by_reason.values())
+
+    def health(self, note: str | None = None) -> events.Health:
+        return events.Health(
+            t_ns=self._emitter.t_ns(),
+            queue_depth=len(self._queue),
+            leases=self._admission.leases,
+            in_flight=sum(self._ctx.permits.values()),
+            deferred=len(self.deferred),
+            rows_completed=self.rows_completed,
+            rows_dropped=self.rows_dropped,
+            row_groups_in_flight=sum(1 for g in self.groups.values() if not g.resolved),
+            domains=[gate.statistics().to_event() for gate in self._gates.values()],
+            note=note,
+        )

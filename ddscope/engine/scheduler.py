@@ -1,0 +1,376 @@
+"""The run loop: main pass, salvage rounds, early shutdown, cancellation, and the run's events.
+
+:func:`run_pipeline` is the engine's entry point. It opens the record (the header), one model
+client per provider and one request gate per (provider, model) domain, then runs the phases:
+
+1. **main pass** — row groups admitted up to the target, tasks leased and run (``dispatch``);
+2. **salvage** — bounded, paced rounds over the deferred tasks (``salvage``); rows still failing
+   after the last round are dropped with ``retries_exhausted``;
+3. **finish** — every row group checkpointed, a last health snapshot, ``RunFinished``.
+
+Stopping early (``shutdown``): the error-rate window tripped (``shutdown.ErrorRateWindow``) or
+a domain's circuit breaker opened under ``fail_fast`` (reason ``endpoint_saturated``). Then
+nothing new is leased, workers that are only waiting are cancelled, requests on the wire may
+finish within a grace period, and every admitted row group is written with the rows it completed
+— its unfinished rows are dropped with reason ``shutdown``. Cancellation (Ctrl-C, task cancel)
+does the same at once with reason ``cancelled``, closes the record with outcome ``cancelled``,
+and re-raises.
+
+A health snapshot is emitted every ``health_interval_s`` for the whole run (clock timers, so a
+``FakeClock`` drives it), so a stalled run is never a silent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ddscope import __version__, events
+from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
+from ddscope.engine.dispatch import Dispatcher
+from ddscope.engine.emitter import Emitter
+from ddscope.engine.model_client import ModelClient
+from ddscope.engine.output import RowWriter
+from ddscope.engine.pipeline import ModelAlias, Pipeline, Provider
+from ddscope.engine.request_admission import AdmissionSettings, RequestAdmission
+from ddscope.engine.salvage import EXHAUSTED, SalvageRound, exhausted_message, pause_before_round
+from ddscope.engine.shutdown import ErrorRateWindow, StopReason
+from ddscope.engine.worker import WorkerContext
+
+ClientFactory = Callable[[Provider, ModelAlias], Any]
+MAX_SHUTDOWN_GRACE_S = 10.0  # requests on the wire get this long to finish after a stop
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    outcome: events.RunOutcome
+    reason: str | None
+    message: str | None
+    rows_completed: int
+    rows_dropped: int
+    drops_by_reason: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    requests: int = 0
+    rate_limited: int = 0
+    admission_timeouts: int = 0
+
+
+def admission_settings(pipeline: Pipeline) -> dict[str, AdmissionSettings]:
+    """Request-admission settings per domain, from the model aliases and the run settings."""
+    run = pipeline.run
+    return {
+        domain: AdmissionSettings(
+            max_parallel=alias.max_parallel_requests,
+            ramp_s=alias.ramp_s,
+            default_cooldown_s=run.default_cooldown_s,
+            max_cooldown_s=run.max_cooldown_s,
+            acquire_timeout_s=run.acquire_timeout_s,
+            breaker_consecutive_429=run.breaker_consecutive_429,
+            breaker_no_success_s=run.breaker_no_success_s,
+            breaker_policy=run.breaker_policy,
+        )
+        for domain, alias in pipeline.domains().items()
+    }
+
+
+def default_client(provider: Provider, alias: ModelAlias) -> ModelClient:
+    """A client for ``provider``; the API key comes from the variable the provider names."""
+    if provider.api_key_env:
+        return ModelClient.from_env(
+            provider.endpoint, api_key_env=provider.api_key_env, timeout_s=alias.timeout_s
+        )
+    return ModelClient(provider.endpoint, timeout_s=alias.timeout_s)
+
+
+async def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    bus: events.EventBus,
+    output: RowWriter,
+    clock: Clock | None = None,
+    client_factory: ClientFactory | None = None,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Runs ``pipeline`` to the end (or a stop); the bus and the writer are closed on return,
+    also when cancelled (the record then ends with outcome ``cancelled``)."""
+    clock = clock or MonotonicClock()
+    run_id = run_id or uuid.uuid4().hex[:16]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Clients first: a missing API key is a ConfigError before any record is started.
+            clients = await _open_clients(pipeline, client_factory or default_client, stack)
+            settings = admission_settings(pipeline)
+            bus.open(pipeline.header(run_id, time.time_ns(), __version__))
+            emitter = Emitter(bus, clock)
+            admission = RequestAdmission(settings, emitter)
+            stack.callback(admission.close)  # idempotent; the run closes it before RunFinished
+            return await _Run(pipeline, emitter, output, admission, clients, run_id).execute()
+    finally:
+        bus.close()
+        output.close()
+
+
+async def _open_clients(
+    pipeline: Pipeline, factory: ClientFactory, stack: contextlib.AsyncExitStack
+) -> dict[str, Any]:
+    """One client per provider, shared by its aliases (the longest alias timeout applies)."""
+    clients: dict[str, Any] = {}
+    aliases = [pipeline.model_for(c.name) for c in pipeline.columns]
+    by_provider: dict[str, ModelAlias] = {}
+    for alias in aliases:
+        if alias is None:
+            continue
+        best = by_provider.get(alias.provider)
+        if best is None or alias.timeout_s > best.timeout_s:
+            by_provider[alias.provider] = alias
+    for name, alias in by_provider.items():
+        client = factory(pipeline.provider_for(alias), alias)
+        clients[name] = await stack.enter_async_context(client)
+    return clients
+
+
+class _Run:
+    """One run's phases and stop logic on top of the dispatcher."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        emitter: Emitter,
+        output: RowWriter,
+        admission: RequestAdmission,
+        clients: dict[str, Any],
+        run_id: str,
+    ) -> None:
+        self._settings = pipeline.run
+        self._emitter = emitter
+        self._clock = emitter.clock
+        self._admission = admission
+        self._run_id = run_id
+        gates = {g.domain: g for g in admission.gates()}
+        self._ctx = WorkerContext(
+            emitter=emitter,
+            gates=gates,
+            clients=clients,
+            max_attempts=self._settings.max_attempts_in_pass,
+            record_text=self._settings.record_text,
+            on_attempt=self._on_attempt,
+            stopping=lambda: self._stop is not None,
+        )
+        self._dispatcher = Dispatcher(pipeline, emitter, output, gates, self._ctx)
+        self._errors = ErrorRateWindow(
+            self._settings.error_rate_window, self._settings.error_rate_threshold
+        )
+        self._stop: StopReason | None = None
+        self._phase = "main pass"
+        self._health_timer: TimerHandle | None = None
+        self._grace_timer: TimerHandle | None = None
+        self._grace_s = min(
+            MAX_SHUTDOWN_GRACE_S,
+            max((a.timeout_s for a in pipeline.domains().values()), default=1.0),
+        )
+        self._started = self._clock.now()
+        for gate in gates.values():
+            gate.on_breaker_open = self._on_breaker_open
+
+    async def execute(self) -> RunSummary:
+        d = self._dispatcher
+        self._emitter.emit(
+            events.RunStarted(
+                t_ns=self._emitter.t_ns(),
+                num_records=self._settings.num_records,
+                row_groups=d.row_group_total,
+            )
+        )
+        self._arm_health()
+        try:
+            await d.pump(admit_groups=True)
+            await self._salvage()
+        except asyncio.CancelledError:
+            await self._abort(StopReason("cancelled", "the run was cancelled"), "cancelled")
+            raise
+        except Exception as exc:
+            await self._abort(StopReason("internal_error", f"internal error: {exc!r}"), "failed")
+            raise
+        if self._stop is not None:
+            return self._finish("shutdown", self._stop)
+        self._drop_exhausted()
+        return self._finish(*self._verdict())
+
+    # -- salvage ----------------------------------------------------------------------------
+
+    async def _salvage(self) -> None:
+        d = self._dispatcher
+        for number in range(1, self._settings.salvage_rounds + 1):
+            if not d.deferred or self._stop is not None:
+                return
+            self._phase = f"salvage round {number} (pause)"
+            await self._pause(self._pause_before_round())
+            if self._stop is not None:
+                return
+            self._phase = f"salvage round {number}"
+            tasks, d.deferred = d.deferred, []
+            salvage_round = SalvageRound(number, tasks, self._emitter)
+            try:
+                d.requeue(tasks)
+                await d.pump(admit_groups=False)
+            finally:
+                salvage_round.finish(still_deferred=len(d.deferred))
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps on the run's clock, but wakes at once for a stop (e.g. the breaker's timer)."""
+        d = self._dispatcher
+        elapsed = asyncio.Event()  # not a clock comparison: loop timers may fire a hair early
+
+        def end_pause() -> None:
+            elapsed.set()
+            d.wake.set()
+
+        timer = self._clock.call_later(seconds, end_pause)
+        try:
+            while not elapsed.is_set() and self._stop is None:
+                d.wake.clear()
+                await d.wake.wait()
+        finally:
+            timer.cancel()
+
+    def _pause_before_round(self) -> float:
+        domains = {t.plan.domain for t in self._dispatcher.deferred}
+        cooling = [
+            gate.statistics().cooldown_remaining_s
+            for gate in self._admission.gates()
+            if gate.domain in domains
+        ]
+        return pause_before_round(self._settings.salvage_pause_s, cooling)
+
+    def _drop_exhausted(self) -> None:
+        d = self._dispatcher
+        rounds = self._settings.salvage_rounds
+        for task in list(d.deferred):
+            group = d.groups.get(task.row_group)
+            if group is not None:
+                d.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, rounds), task)
+                d.checkpoint_if_resolved(group)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def _on_attempt(self, outcome: str) -> None:
+        if self._errors.record(outcome) and self._stop is None:
+            self._request_stop(self._errors.stop_reason())
+
+    def _on_breaker_open(self, event: events.BreakerChanged) -> None:
+        if event.policy != "fail_fast" or self._stop is not None:
+            return
+        provider, model = events.split_domain(event.domain)
+        message = (
+            f"provider {provider!r} model {model!r} is saturated: circuit breaker opened "
+            f"({event.reason}) after {event.consecutive_429} consecutive 429s at concurrency 1, "
+            f"{event.share_429:.0%} of recent requests rate-limited, "
+            f"{event.time_at_floor_s:.1f} s at the floor"
+            + (
+                f", last Retry-After {event.last_retry_after_s:g} s"
+                if event.last_retry_after_s is not None
+                else ""
+            )
+            + "; stopped (breaker_policy fail_fast), completed rows kept"
+        )
+        self._request_stop(StopReason("endpoint_saturated", message, event.domain))
+
+    def _request_stop(self, stop: StopReason) -> None:
+        """Stop admitting; cancel workers that only wait; give requests on the wire a grace."""
+        self._stop = stop
+        self._phase = f"shutting down ({stop.reason})"
+        self._emitter.emit(
+            events.Shutdown(
+                t_ns=self._emitter.t_ns(),
+                reason=stop.reason,
+                message=stop.message,
+                domain=stop.domain,
+            )
+        )
+        d = self._dispatcher
+        d.stopping = True
+        d.cancel_workers(waiting_only=True)
+        self._grace_timer = self._clock.call_later(
+            self._grace_s, lambda: d.cancel_workers(waiting_only=False)
+        )
+        d.wake.set()
+
+    async def _abort(self, stop: StopReason, outcome: events.RunOutcome) -> None:
+        """Cancellation or a crash: cancel every worker, wait for their closing events, then
+        checkpoint and close the run."""
+        self._stop = self._stop or stop
+        d = self._dispatcher
+        d.stopping = True
+        d.cancel_workers(waiting_only=False)
+        try:
+            await d.wait_workers()
+        finally:
+            self._finish(outcome, stop)
+
+    # -- finishing --------------------------------------------------------------------------
+
+    def _verdict(self) -> tuple[events.RunOutcome, StopReason | None]:
+        d = self._dispatcher
+        if d.rows_dropped and not d.rows_completed:
+            return "failed", StopReason(
+                "all_rows_dropped",
+                f"all {d.rows_dropped} rows were dropped ({_reasons(d.drops_by_reason)})",
+            )
+        return "complete", None
+
+    def _finish(self, outcome: events.RunOutcome, stop: StopReason | None) -> RunSummary:
+        for timer in (self._health_timer, self._grace_timer):
+            if timer is not None:
+                timer.cancel()
+        self._health_timer = self._grace_timer = None
+        d = self._dispatcher
+        if stop is not None:
+            reason = "shutdown" if outcome == "shutdown" else stop.reason
+            d.finalize(reason, stop.reason)
+        self._admission.close()
+        self._emitter.emit(d.health(note=f"final: {outcome}"))
+        self._emitter.emit(
+            events.RunFinished(
+                t_ns=self._emitter.t_ns(),
+                outcome=outcome,
+                reason=stop.reason if stop else None,
+                message=stop.message if stop else None,
+                rows_completed=d.checkpointer.rows_written,
+                rows_dropped=d.rows_dropped,
+            )
+        )
+        return RunSummary(
+            run_id=self._run_id,
+            outcome=outcome,
+            reason=stop.reason if stop else None,
+            message=stop.message if stop else None,
+            rows_completed=d.checkpointer.rows_written,
+            rows_dropped=d.rows_dropped,
+            drops_by_reason=dict(d.drops_by_reason),
+            duration_s=self._clock.now() - self._started,
+            requests=self._ctx.requests,
+            rate_limited=self._ctx.rate_limited,
+            admission_timeouts=self._ctx.admission_timeouts,
+        )
+
+    # -- health -----------------------------------------------------------------------------
+
+    def _arm_health(self) -> None:
+        self._health_timer = self._clock.call_later(
+            self._settings.health_interval_s, self._on_health_tick
+        )
+
+    def _on_health_tick(self) -> None:
+        self._emitter.emit(self._dispatcher.health(note=self._phase))
+        self._dispatcher.wake.set()  # a safety net: the loop re-checks capacity at least this often
+        self._arm_health()
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} ×{n}" for reason, n in sorted(counts.items()))

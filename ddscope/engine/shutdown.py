@@ -1,0 +1,72 @@
+"""Why a run stops early: the error-rate window and the shutdown decision with its sentence.
+
+:class:`ErrorRateWindow` watches the outcomes of the most recent request attempts. Only
+*provider failures other than rate limiting* count against the endpoint (5xx, 4xx, timeouts,
+connection errors, bad responses): a 429 is pacing, handled by request admission and the
+breaker; an admission timeout is local and never a provider failure; a cancelled attempt says
+nothing. The window decides only once it is full, so one early failure out of one attempt is not
+a "100 % error rate".
+
+:class:`StopReason` is the first (and only) decision to stop: the reason code, the one human
+sentence, and the domain where one is to blame. Pure: no asyncio, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass
+
+# attempt outcomes that say nothing about the endpoint's health (see the module docstring)
+NOT_COUNTED: frozenset[str] = frozenset({"cancelled", "admission_timeout", "breaker_open"})
+NOT_FAILURES: frozenset[str] = frozenset({"ok", "rate_limited"})
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    reason: str  # "error_rate" | "endpoint_saturated" | "cancelled"
+    message: str
+    domain: str | None = None
+
+
+class ErrorRateWindow:
+    """Share of non-rate-limit failures over the last ``size`` counted attempts."""
+
+    def __init__(self, size: int, threshold: float) -> None:
+        if size < 1:
+            raise ValueError("error-rate window size must be >= 1")
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError("error-rate threshold must be in (0, 1]")
+        self.size = size
+        self.threshold = threshold
+        self._recent: deque[str] = deque(maxlen=size)  # the failure kind, or "" for not a failure
+        self._failures = 0
+
+    def record(self, outcome: str) -> bool:
+        """Notes one attempt's outcome; True when the window is full and over the threshold."""
+        if outcome in NOT_COUNTED:
+            return False
+        if len(self._recent) == self.size and self._recent[0]:
+            self._failures -= 1
+        failure = "" if outcome in NOT_FAILURES else outcome
+        self._recent.append(failure)
+        self._failures += bool(failure)
+        return self.tripped
+
+    @property
+    def share(self) -> float:
+        return self._failures / len(self._recent) if self._recent else 0.0
+
+    @property
+    def tripped(self) -> bool:
+        return len(self._recent) == self.size and self.share >= self.threshold
+
+    def stop_reason(self) -> StopReason:
+        """The sentence for a tripped window: how many failed, of what kind, against what."""
+        kinds = Counter(kind for kind in self._recent if kind)
+        detail = ", ".join(f"{kind} ×{n}" for kind, n in kinds.most_common())
+        message = (
+            f"{self._failures} of the last {len(self._recent)} requests failed with errors other "
+            f"than rate limiting ({detail}), at or over the error_rate_threshold of "
+            f"{self.threshold:.0%}; stopped early to avoid wasting requests"
+        )
+        return StopReason("error_rate", message)

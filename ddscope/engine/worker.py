@@ -1,0 +1,245 @@
+"""One model task's execution while it holds its lease: render, acquire, attempt, classify, emit.
+
+For each try (up to ``max_attempts_in_pass`` in this pass): take a request permit from the
+domain's gate — ``try_acquire`` first, so an immediate admission records no wait interval (the
+record stays lean: S5 aims at ≤ 1 KB per task), else ``acquire`` with its timeout (which emits
+the wait) — then ``AttemptStarted``, ``client.chat``, ``AttemptFinished``, ``gate.release`` with
+the outcome. The result says what the scheduler should do with the task:
+
+* ``ok`` — the cell's value;
+* ``dropped`` — a non-retryable failure (``client_error``, ``template_error``): drop the row;
+* ``deferred`` — retryable failures used up this pass's attempts: retry in a salvage round;
+* ``cancelled`` — the run is stopping (shutdown), so no further try was made.
+
+``request_id`` is one per task (stable across its retries and salvage rounds); ``attempt``
+counts every try of it, 1-based, including tries refused locally (admission timeout), so every
+wait and attempt interval has a unique ``(request_id, attempt)``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from ddscope import events
+from ddscope.engine.emitter import Emitter
+from ddscope.engine.pipeline import LlmTextColumn
+from ddscope.engine.request_admission import Permit, RequestGate
+from ddscope.engine.tasks import ModelTask
+from ddscope.engine.templates import render
+from ddscope.errors import AdmissionTimeout, BreakerOpen, ModelError, TemplateError
+
+ResultOutcome = Literal["ok", "dropped", "deferred", "cancelled"]
+Phase = Literal["starting", "waiting", "on_wire", "between", "done"]
+_ATTEMPT_FAILURES = frozenset(
+    {"rate_limited", "server_error", "client_error", "timeout", "connection_error", "bad_response"}
+)
+MAX_ERROR_TEXT = 200
+
+
+class ChatClient(Protocol):
+    async def chat(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    outcome: ResultOutcome
+    value: str | None = None
+    error_kind: str | None = None
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """What every worker of a run shares. ``permits`` counts request permits held per domain
+    (the scheduler sizes ``request:{domain}`` leases from it); the counters feed RunSummary."""
+
+    emitter: Emitter
+    gates: Mapping[str, RequestGate]
+    clients: Mapping[str, ChatClient]  # provider name → client
+    max_attempts: int
+    record_text: bool
+    on_attempt: Callable[[str], None]  # an attempt's outcome, for the error-rate window
+    stopping: Callable[[], bool]
+    permits: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    rate_limited: int = 0
+    admission_timeouts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    kind: str
+    message: str
+
+
+class Worker:
+    """Runs one leased task. ``phase`` tells the scheduler whether a request is on the wire
+    (a shutdown lets those finish, and cancels the others at once)."""
+
+    def __init__(
+        self, ctx: WorkerContext, task: ModelTask, lease_id: int, row_values: Mapping[str, object]
+    ) -> None:
+        self.ctx = ctx
+        self.task = task
+        self.lease_id = lease_id
+        self.phase: Phase = "starting"
+        self._row = row_values
+        assert task.plan.alias is not None
+        self._alias = task.plan.alias
+        self._gate = ctx.gates[self._alias.domain]
+        self._client = ctx.clients[self._alias.provider]
+
+    async def run(self) -> TaskResult:
+        try:
+            messages = self._messages()
+        except TemplateError as exc:
+            return TaskResult(
+                "dropped",
+                error_kind="template_error",
+                message=f"the prompt of {self.task.task_id} could not be rendered: {exc}",
+            )
+        task = self.task
+        if task.request_id == 0:
+            task.request_id = self.ctx.emitter.next_id()
+        for _ in range(self.ctx.max_attempts):
+            if self.ctx.stopping():
+                return TaskResult(
+                    "cancelled", error_kind=task.last_error, message="the run is stopping"
+                )
+            task.attempts += 1
+            outcome = await self._try_once(messages)
+            if isinstance(outcome, str):
+                return TaskResult("ok", value=outcome)
+            task.last_error, task.last_message = outcome.kind, outcome.message
+            if outcome.kind not in events.RETRYABLE_KINDS:
+                return TaskResult("dropped", error_kind=outcome.kind, message=outcome.message)
+        self.phase = "done"
+        if self.ctx.stopping():  # no salvage is coming: the row is dropped with the stop
+            return TaskResult("cancelled", error_kind=task.last_error, message=task.last_message)
+        return TaskResult("deferred", error_kind=task.last_error, message=task.last_message)
+
+    def _messages(self) -> list[dict[str, Any]]:
+        column = self.task.plan.column
+        assert isinstance(column, LlmTextColumn)
+        messages = [{"role": "user", "content": render(column.prompt, self._row)}]
+        if column.system_prompt:
+            messages.insert(
+                0, {"role": "system", "content": render(column.system_prompt, self._row)}
+            )
+        return messages
+
+    async def _try_once(self, messages: list[dict[str, Any]]) -> str | _Failure:
+        """One try: the completion text, or the failure."""
+        permit = await self._permit()
+        if isinstance(permit, _Failure):
+            return permit
+        return await self._attempt(permit, messages)
+
+    async def _permit(self) -> Permit | _Failure:
+        task = self.task
+        permit = self._gate.try_acquire(task.request_id, task.attempts)
+        if permit is not None:
+            return permit
+        self.phase = "waiting"
+        try:
+            return await self._gate.acquire(
+                request_id=task.request_id,
+                attempt=task.attempts,
+                task_id=task.task_id,
+                lease_id=self.lease_id,
+            )
+        except AdmissionTimeout as exc:
+            self.ctx.admission_timeouts += 1
+            return _Failure(exc.kind, str(exc))
+        except BreakerOpen as exc:
+            return _Failure(exc.kind, str(exc))
+        finally:
+            self.phase = "between"
+
+    async def _attempt(self, permit: Permit, messages: list[dict[str, Any]]) -> str | _Failure:
+        ctx, task, domain = self.ctx, self.task, self._alias.domain
+        ctx.permits[domain] += 1
+        self.phase = "on_wire"
+        ctx.requests += 1
+        prompt = messages[-1]["content"] if ctx.record_text else None
+        self._emit_started(prompt)
+        outcome: events.AttemptOutcome = "cancelled"
+        result: Any = None
+        error: ModelError | None = None
+        try:
+            result = await self._client.chat(
+                self._alias.model,
+                messages,
+                max_tokens=self._alias.max_tokens,
+                temperature=self._alias.temperature,
+            )
+            outcome = "ok"
+        except ModelError as exc:
+            error = exc
+            outcome = exc.kind if exc.kind in _ATTEMPT_FAILURES else "bad_response"  # type: ignore[assignment]
+        finally:
+            ctx.permits[domain] -= 1
+            retry_after = getattr(error, "retry_after_s", None)
+            self._emit_finished(outcome, result, error, retry_after)
+            self._gate.release(permit, outcome=outcome, retry_after_s=retry_after)
+            ctx.rate_limited += outcome == "rate_limited"
+            ctx.on_attempt(outcome)
+            self.phase = "between"
+        if error is not None:
+            return _Failure(outcome, f"{task.task_id}: {_short(str(error))}")
+        return str(result.text)
+
+    def _emit_started(self, prompt: str | None) -> None:
+        task = self.task
+        self.ctx.emitter.emit(
+            events.AttemptStarted(
+                t_ns=self.ctx.emitter.t_ns(),
+                request_id=task.request_id,
+                attempt=task.attempts,
+                task_id=task.task_id,
+                lease_id=self.lease_id,
+                domain=self._alias.domain,
+                prompt=prompt,
+            )
+        )
+
+    def _emit_finished(
+        self,
+        outcome: events.AttemptOutcome,
+        result: Any,
+        error: ModelError | None,
+        retry_after: float | None,
+    ) -> None:
+        task, ctx = self.task, self.ctx
+        status = result.status_code if result is not None else getattr(error, "status_code", None)
+        ctx.emitter.emit(
+            events.AttemptFinished(
+                t_ns=ctx.emitter.t_ns(),
+                request_id=task.request_id,
+                attempt=task.attempts,
+                task_id=task.task_id,
+                domain=self._alias.domain,
+                outcome=outcome,
+                status_code=status,
+                retry_after_s=retry_after,
+                input_tokens=getattr(result, "input_tokens", None),
+                output_tokens=getattr(result, "output_tokens", None),
+                response_model=getattr(result, "response_model", None),
+                error=_short(str(error)) if error is not None else None,
+                completion=result.text if (ctx.record_text and result is not None) else None,
+            )
+        )
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
