@@ -84,7 +84,8 @@ def test_a_429_resets_the_success_streak() -> None:
 def test_ramp_climbs_linearly_from_one() -> None:
     aimd = AimdLimit(AimdSettings(max_limit=11, ramp_s=10.0))
     assert aimd.limit == 1 and aimd.ramping
-    assert aimd.begin_ramp(100.0) == LimitChange(11, 1, "ramp")
+    assert aimd.observe(50.0) is None  # the ramp clock has not started: it stays at 1
+    aimd.begin_ramp(100.0)
     assert aimd.observe(100.0) is None
     # limit = 1 + ⌊(max − 1) · elapsed / ramp_s⌋ = 1 + ⌊elapsed⌋ here
     assert aimd.observe(100.99) is None
@@ -138,8 +139,8 @@ def test_429_at_ramp_start_reports_the_ramp_end_at_one() -> None:
 def test_no_ramp_when_max_is_one() -> None:
     aimd = AimdLimit(AimdSettings(max_limit=1, ramp_s=5.0))
     assert not aimd.ramping
-    assert aimd.begin_ramp(0.0) is None
-    assert aimd.limit == 1
+    aimd.begin_ramp(0.0)
+    assert aimd.observe(10.0) is None and aimd.limit == 1
 
 
 @pytest.mark.parametrize(

@@ -346,17 +346,22 @@ def test_listener_hears_when_capacity_grows() -> None:
 def test_ramp_climbs_on_the_clock_and_wakes_waiters() -> None:
     async def scenario() -> None:
         gate, clock, sink = make_gate(max_parallel=5, ramp_s=4.0, acquire_timeout_s=None)
-        clock.advance(10.0)  # the ramp starts at the first admission, not at construction
-        assert gate.try_acquire(0, 1) is not None
-        assert gate.limit == 1
-        tasks = [acquire_task(gate, i) for i in range(1, 5)]
+        first = gate.try_acquire(0, 1)
+        assert first is not None and gate.limit == 1
+        assert limit_trace(sink) == [(5, 1, "ramp")]  # announced at the first admission
+        tasks = [acquire_task(gate, i) for i in range(1, 6)]
+        clock.advance(10.0)  # no answer yet: the ramp clock has not started
         await settle()
+        assert gate.limit == 1 and not any(t.done() for t in tasks)
+        gate.release(first, outcome="ok")  # the endpoint's first answer starts the ramp clock
+        await settle()
+        assert sum(t.done() for t in tasks) == 1  # the freed slot, still at limit 1
         admitted_at = []
         for _ in range(4):
             clock.advance(1.0)
             await settle()
             admitted_at.append(sum(t.done() for t in tasks))
-        assert admitted_at == [1, 2, 3, 4]
+        assert admitted_at == [2, 3, 4, 5]
         assert limit_trace(sink) == [
             (5, 1, "ramp"),
             (1, 2, "ramp"),
@@ -373,6 +378,8 @@ def test_ramp_climbs_on_the_clock_and_wakes_waiters() -> None:
 def test_first_429_ends_the_ramp() -> None:
     gate, clock, sink = make_gate(max_parallel=9, ramp_s=8.0)
     first = gate.try_acquire(0, 1)
+    assert first is not None
+    gate.release(first, outcome="ok")
     clock.advance(4.0)  # ramp at 1 + ⌊8 · 4 / 8⌋ = 5
     permit = gate.try_acquire(1, 1)
     assert permit is not None and gate.limit == 5
@@ -380,7 +387,6 @@ def test_first_429_ends_the_ramp() -> None:
     assert limit_trace(sink)[-1] == (5, 3, "ramp_end")
     clock.advance(10.0)
     assert gate.limit == 3  # no more ramp steps
-    assert first is not None
     assert_record_consistent(sink)
 
 
@@ -470,7 +476,9 @@ def test_ramp_steps_land_even_when_timers_fire_early() -> None:
     gate = RequestGate(
         DOMAIN, AdmissionSettings(max_parallel=16, ramp_s=5.0), Emitter(EventBus([sink]), clock)
     )
-    assert gate.try_acquire(1, 1) is not None
+    first = gate.try_acquire(1, 1)
+    assert first is not None
+    gate.release(first, outcome="ok")
     for _ in range(60):  # bounded: 6 s of 0.1 s steps
         clock.advance(0.1)
     assert gate.limit == 16

@@ -15,8 +15,9 @@ Rules:
   epoch it was admitted in, and a 429 from a request admitted before the last decrease does not
   decrease again: those requests were sent at the old limit, so their 429s are the same signal.
 * **Startup ramp** (``ramp_s`` > 0) — the limit starts at 1 and climbs as
-  ``1 + ⌊(max − 1) · elapsed / ramp_s⌋``; the first 429 ends the ramp and plain AIMD takes over
-  from the ramp's current value.
+  ``1 + ⌊(max − 1) · elapsed / ramp_s⌋`` from :meth:`AimdLimit.begin_ramp` (the gate calls it at
+  the endpoint's first answer); the first 429 ends the ramp and plain AIMD takes over from the
+  ramp's current value.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class AimdLimit:
     def __init__(self, settings: AimdSettings) -> None:
         self.settings = settings
         self._ramp_enabled = settings.ramp_s > 0 and settings.max_limit > 1
-        # With a ramp the limit is 1 until the ramp begins (the first admission), then climbs.
+        # With a ramp the limit is 1 until the ramp's clock starts (begin_ramp), then climbs.
         self._limit = 1 if self._ramp_enabled else settings.max_limit
         self._ramp_started_at: float | None = None
         self._ramping = self._ramp_enabled
@@ -96,13 +97,10 @@ class AimdLimit:
     def ramp_started(self) -> bool:
         return self._ramp_started_at is not None
 
-    def begin_ramp(self, now: float) -> LimitChange | None:
-        """Starts the ramp clock (call at the first admission). Returns ``max → 1`` so a consumer
-        that assumed the configured maximum sees where the ramp starts; None without a ramp."""
-        if not self._ramping or self._ramp_started_at is not None:
-            return None
-        self._ramp_started_at = now
-        return LimitChange(self.settings.max_limit, self._limit, "ramp")
+    def begin_ramp(self, now: float) -> None:
+        """Starts the ramp clock (once; later calls and calls without a ramp do nothing)."""
+        if self._ramping and self._ramp_started_at is None:
+            self._ramp_started_at = now
 
     def observe(self, now: float) -> LimitChange | None:
         """Advances the ramp to ``now``; returns the ``ramp`` change if the limit climbed."""

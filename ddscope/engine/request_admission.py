@@ -65,6 +65,7 @@ class RequestGate:
         self._breaker_timer = DeadlineTimer(self._clock, self._breaker_deadline_due)
         self._listeners: list[Callable[[], None]] = []
         self._closed = False
+        self._ramp_announced = False
         self._breaker.note_limit(self._aimd.limit, self._clock.now())  # max 1 or a ramp: floor
 
     # -- reading ----------------------------------------------------------------------------
@@ -121,7 +122,7 @@ class RequestGate:
         """
         if self._closed:
             return None
-        self._begin_ramp()
+        self._announce_ramp()
         self._advance_ramp()
         if self._waiters or self.available() <= 0:
             return None
@@ -224,6 +225,8 @@ class RequestGate:
         if self._closed:
             return  # the run is over: free the slot, record nothing more
         now = self._clock.now()
+        if outcome != "cancelled":
+            self._begin_ramp(now)
         self._advance_ramp(wake=False)  # woken below, once the outcome is known
         self._breaker.record(outcome, now, retry_after_s)
         if outcome == "ok":
@@ -273,10 +276,18 @@ class RequestGate:
 
     # -- ramp -------------------------------------------------------------------------------
 
-    def _begin_ramp(self) -> None:
+    def _announce_ramp(self) -> None:
+        """At the first admission: ``max → 1`` for consumers that assumed the configured max."""
+        if self._aimd.ramping and not self._ramp_announced:
+            self._ramp_announced = True
+            self._apply(LimitChange(self.settings.max_parallel, self._aimd.limit, "ramp"))
+
+    def _begin_ramp(self, now: float) -> None:
+        """Starts the ramp clock at the endpoint's first answer, not at our first request: a cold
+        endpoint's own ramp starts at its first request, which cannot be later than its first
+        answer, so a ramp timed from there never runs ahead of the endpoint's."""
         if self._aimd.ramping and not self._aimd.ramp_started:
-            now = self._clock.now()
-            self._apply(self._aimd.begin_ramp(now))
+            self._aimd.begin_ramp(now)
             self._ramp_timer.set(self._aimd.next_ramp_step_at())
 
     def _advance_ramp(self, *, wake: bool = True, at: float | None = None) -> None:
