@@ -16,12 +16,13 @@ from pathlib import Path
 
 import click
 
-from ddscope.cli.common import handle_errors
+from ddscope.cli.common import handle_errors, warn
 from ddscope.cli.progress import ProgressSink, exit_code, summary_text
 from ddscope.engine.output import JsonlRowWriter
 from ddscope.engine.pipeline import Pipeline
 from ddscope.events import EventBus, EventSink
 from ddscope.exporters.jsonl import JsonlRecorder
+from ddscope.exporters.otel_setup import build_otel_sink, otel_options
 
 DEFAULT_OUT = Path("ddscope-out")
 DATA_FILE = "data.jsonl"
@@ -60,17 +61,29 @@ _OUT_HELP = (
 )
 
 
-def build_sinks(run_dir: Path, progress: ProgressSink) -> list[EventSink]:
+def build_sinks(
+    run_dir: Path, progress: ProgressSink, extra: list[EventSink] | None = None
+) -> list[EventSink]:
     """The event sinks of a CLI run. Extra sinks (e.g. OpenTelemetry) are added here."""
-    return [JsonlRecorder(run_dir / RECORD_FILE), progress]
+    return [JsonlRecorder(run_dir / RECORD_FILE), progress, *(extra or [])]
 
 
-def execute(pipeline: Pipeline, run_dir: Path, *, quiet: bool = False) -> int:
+def execute(
+    pipeline: Pipeline,
+    run_dir: Path,
+    *,
+    quiet: bool = False,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    prometheus_port: int | None = None,
+) -> int:
     """Runs ``pipeline`` writing into ``run_dir``, prints the summary, returns the exit code."""
     from ddscope.engine.scheduler import run_pipeline  # heavy: asyncio engine and HTTP client
 
     progress = ProgressSink(sys.stderr, quiet=quiet)
-    bus = EventBus(build_sinks(run_dir, progress))
+    # Before the run: a bad option or a busy Prometheus port fails here (exit 2), not mid-run.
+    otel_sink, otel_finish = build_otel_sink(otlp_endpoint, otlp_protocol, prometheus_port)
+    bus = EventBus(build_sinks(run_dir, progress, [otel_sink] if otel_sink else None))
     writer = JsonlRowWriter(run_dir / DATA_FILE)
     try:
         asyncio.run(run_pipeline(pipeline, bus=bus, output=writer))
@@ -81,6 +94,8 @@ def execute(pipeline: Pipeline, run_dir: Path, *, quiet: bool = False) -> int:
         if not progress.closed:  # the scheduler closes the bus; make sure, without double-closing
             bus.close()
         writer.close()
+        for message in otel_finish():  # bounded flush; a collector that is down only warns
+            warn(message)
     click.echo(summary_text(progress.tally, run_dir / DATA_FILE, run_dir / RECORD_FILE))
     return exit_code(progress.tally)
 
@@ -121,6 +136,7 @@ def execute(pipeline: Pipeline, run_dir: Path, *, quiet: bool = False) -> int:
     help="Record prompts and completions in run.jsonl (off by default).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; only the summary.")
+@otel_options
 @handle_errors
 def run_command(
     pipeline_file: Path,
@@ -130,6 +146,9 @@ def run_command(
     breaker_policy: str | None,
     record_text: bool,
     quiet: bool,
+    otlp_endpoint: str | None,
+    otlp_protocol: str | None,
+    prometheus_port: int | None,
 ) -> None:
     """Run the pipeline in PIPELINE (YAML or JSON) and record what happened.
 
@@ -144,7 +163,15 @@ def run_command(
         breaker_policy=breaker_policy,
         record_text=True if record_text else None,
     )
-    raise SystemExit(execute(pipeline, out_dir, quiet=quiet))
+    code = execute(
+        pipeline,
+        out_dir,
+        quiet=quiet,
+        otlp_endpoint=otlp_endpoint,
+        otlp_protocol=otlp_protocol,
+        prometheus_port=prometheus_port,
+    )
+    raise SystemExit(code)
 
 
 @click.command("demo")
@@ -171,8 +198,17 @@ def run_command(
     help="How the built-in mock endpoint behaves.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress output; only the summary.")
+@otel_options
 @handle_errors
-def demo_command(out_dir: Path, records: int | None, scenario: str, quiet: bool) -> None:
+def demo_command(
+    out_dir: Path,
+    records: int | None,
+    scenario: str,
+    quiet: bool,
+    otlp_endpoint: str | None,
+    otlp_protocol: str | None,
+    prometheus_port: int | None,
+) -> None:
     """Run the example chain-3 pipeline against the built-in mock endpoint.
 
     Starts an OpenAI-compatible mock endpoint on 127.0.0.1 in this process, runs the example
@@ -199,7 +235,14 @@ def demo_command(out_dir: Path, records: int | None, scenario: str, quiet: bool)
                 f"{server.base_url}.",
                 err=True,
             )
-        code = execute(pipeline, out_dir, quiet=quiet)
+        code = execute(
+            pipeline,
+            out_dir,
+            quiet=quiet,
+            otlp_endpoint=otlp_endpoint,
+            otlp_protocol=otlp_protocol,
+            prometheus_port=prometheus_port,
+        )
     raise SystemExit(code)
 
 

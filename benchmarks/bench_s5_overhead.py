@@ -1,0 +1,277 @@
+"""S5 — healthy throughput and instrument overhead (SCENARIOS.md).
+
+chain-3, 1,000 records (3,000 requests), 32 parallel requests, against the mock endpoint in a
+child process (50 ms latency). Variants, run round-robin ``--repeats`` times in one go:
+
+* ``bare_aiohttp`` — a bare aiohttp client doing the same number of requests (the floor);
+* ``no_sinks``     — ddscope with an empty event bus;
+* ``record``       — ddscope writing run.jsonl;
+* ``otel_memory``  — run.jsonl + OtelSink spans and metrics into the SDK's in-memory exporter
+  (BatchSpanProcessor) and metric reader;
+* ``otel_otlp``    — run.jsonl + OtelSink over OTLP/gRPC (the real ``build_otel_sink`` set-up)
+  to a receiver in another child process.
+
+Prints per variant the median wall and CPU (``time.process_time``: this process, all threads —
+the endpoint and the receiver run elsewhere), the ratios the goals are stated in (no sinks ÷ bare
+client ≤ 1.1; full instrumentation ÷ no sinks ≤ 1.10 wall, ≤ 1.20 CPU), CPU µs per task,
+run.jsonl bytes per task, then one JSON line. Usage::
+
+    .venv/bin/python benchmarks/bench_s5_overhead.py [--records 1000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.scheduler import run_pipeline
+from ddscope.events import EventBus, EventSink
+from ddscope.exporters.jsonl import JsonlRecorder
+from ddscope.exporters.otel import OtelSink
+from ddscope.exporters.otel_setup import build_otel_sink
+from ddscope.mock import MockBehavior, MockServerProcess
+
+PARALLEL = 32
+LATENCY_MS = 50.0
+COLUMNS = ("summary", "analysis", "rewrite")
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
+
+
+class NullWriter:
+    def write_rows(self, rows: list[dict[str, object]]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def chain3(endpoint: str, records: int) -> Pipeline:
+    columns: list[dict[str, Any]] = [
+        {"name": "topic", "type": "sampler", "sampler": "category", "values": ["a", "b", "c"]}
+    ]
+    previous = "topic"
+    for name in COLUMNS:
+        columns.append(
+            {
+                "name": name,
+                "type": "llm_text",
+                "model": "m",
+                "prompt": f"{name}: {{{{ {previous} }}}}",
+            }
+        )
+        previous = name
+    model = {
+        "alias": "m",
+        "provider": "mock",
+        "model": "mock-model",
+        "max_parallel_requests": PARALLEL,
+    }
+    return Pipeline.from_dict(
+        {
+            "name": "s5-chain-3",
+            "providers": [{"name": "mock", "endpoint": endpoint}],
+            "models": [model],
+            "columns": columns,
+            "run": {"num_records": records, "buffer_size": 100},
+        }
+    )
+
+
+async def bare_client(url: str, requests: int) -> None:
+    """The floor: the same number of requests, PARALLEL at a time, no engine."""
+    body = orjson.dumps({"model": "mock-model", "messages": [{"role": "user", "content": "x"}]})
+    headers = {"content-type": "application/json"}
+    remaining = iter(range(requests))
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def worker() -> None:
+            for _ in remaining:  # the shared iterator bounds the total
+                async with session.post(f"{url}/chat/completions", data=body) as response:
+                    orjson.loads(await response.read())
+
+        await asyncio.gather(*(worker() for _ in range(PARALLEL)))
+
+
+def in_memory_otel() -> tuple[OtelSink, Callable[[], list[str]]]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    exporter = InMemorySpanExporter()
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=100_000))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider([reader], shutdown_on_exit=False)
+
+    def finish() -> list[str]:
+        tracer_provider.shutdown()
+        reader.get_metrics_data()  # one collection, as a periodic reader would do
+        return [] if exporter.get_finished_spans() else ["no spans reached the exporter"]
+
+    return OtelSink(tracer_provider, meter_provider), finish
+
+
+def run_variant(name: str, url: str, records: int, workdir: Path, otlp: str) -> dict[str, Any]:
+    """One run of one variant: wall, CPU, record size, tasks, warnings."""
+    record = workdir / f"{name}.jsonl"
+    sinks: list[EventSink] = []
+    finish: Callable[[], list[str]] = list
+    if name != "no_sinks":
+        sinks.append(JsonlRecorder(record))
+    if name == "otel_memory":
+        sink, finish = in_memory_otel()
+        sinks.append(sink)
+    elif name == "otel_otlp":
+        otel, finish = build_otel_sink(otlp, "grpc", None)
+        assert otel is not None
+        sinks.append(otel)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    if name == "bare_aiohttp":
+        asyncio.run(bare_client(url, records * len(COLUMNS)))
+    else:
+        pipeline = chain3(url, records)
+        asyncio.run(run_pipeline(pipeline, bus=EventBus(sinks), output=NullWriter()))
+    warnings = finish()  # inside the measurement: the flush at the end is part of the cost
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    size = record.stat().st_size if record.exists() else 0
+    tasks = record.read_bytes().count(b'"kind":"lease_started"') if size else 0
+    return {"wall_s": wall, "cpu_s": cpu, "bytes": size, "tasks": tasks, "warnings": warnings}
+
+
+def start_receiver() -> tuple[subprocess.Popen[str], str]:
+    """An OTLP/gRPC receiver (tests/otlp_receiver.py) in a child process."""
+    command = [sys.executable, __file__, "--serve-otlp-receiver"]
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def serve_receiver() -> None:
+    sys.path.insert(0, str(TESTS_DIR))
+    from otlp_receiver import GrpcReceiver
+
+    with GrpcReceiver() as receiver:
+        print(receiver.endpoint, flush=True)
+        sys.stdin.read()  # until the parent closes our stdin
+        print(json.dumps({"spans": len(receiver.spans()), "metrics": len(receiver.metrics())}))
+
+
+VARIANTS = ("bare_aiohttp", "no_sinks", "record", "otel_memory", "otel_otlp")
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
+    out = {}
+    # Task leases, counted in a record; the same workload in every ddscope variant.
+    tasks = max(r["tasks"] for results in runs.values() for r in results) or None
+    for name, results in runs.items():
+        engine = name != "bare_aiohttp"
+        wall = statistics.median(r["wall_s"] for r in results)
+        cpu = statistics.median(r["cpu_s"] for r in results)
+        out[name] = {
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "cpu_us_per_task": round(cpu * 1e6 / tasks, 1) if tasks and engine else None,
+            "record_bytes_per_task": (
+                round(results[0]["bytes"] / tasks, 1) if tasks and results[0]["bytes"] else None
+            ),
+            "warnings": sum(len(r["warnings"]) for r in results),
+        }
+    return out
+
+
+def ratios(figures: dict[str, dict[str, Any]]) -> dict[str, float]:
+    base = figures["no_sinks"]
+    out = {
+        "no_sinks_wall_vs_bare": figures["no_sinks"]["wall_s"] / figures["bare_aiohttp"]["wall_s"]
+    }
+    for name in ("record", "otel_memory", "otel_otlp"):
+        out[f"{name}_wall_vs_no_sinks"] = figures[name]["wall_s"] / base["wall_s"]
+        out[f"{name}_cpu_vs_no_sinks"] = figures[name]["cpu_s"] / base["cpu_s"]
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def measure(url: str, records: int, repeats: int, otlp: str) -> dict[str, list[dict[str, Any]]]:
+    """Every variant ``repeats`` times, round-robin, so drift on this noisy machine is shared."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    asyncio.run(bare_client(url, PARALLEL * 4))  # warm-up: connections, lazy imports
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            for name in VARIANTS:
+                r = run_variant(name, url, records, Path(tmp), otlp)
+                runs[name].append(r)
+                line = f"wall {r['wall_s']:6.2f} s  CPU {r['cpu_s']:6.2f} s"
+                print(f"  run {repeat + 1} {name:12s} {line}", flush=True)
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serve-otlp-receiver", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_otlp_receiver:
+        return serve_receiver()
+    receiver, otlp = start_receiver()
+    try:
+        with MockServerProcess(MockBehavior(latency_ms=LATENCY_MS)) as server:
+            runs = measure(server.base_url, args.records, args.repeats, otlp)
+    finally:
+        assert receiver.stdin is not None and receiver.stdout is not None
+        receiver.stdin.close()
+        received = json.loads(receiver.stdout.readline() or "{}")
+        receiver.wait(10)
+    report(args, summarize(runs), received)
+
+
+def report(
+    args: argparse.Namespace, figures: dict[str, dict[str, Any]], received: dict[str, Any]
+) -> None:
+    ideal = args.records * len(COLUMNS) * LATENCY_MS / 1000 / PARALLEL
+    print(f"\nS5: chain-3, {args.records} records, {PARALLEL} parallel, {LATENCY_MS:g} ms endpoint")
+    print(f"ideal {ideal:.2f} s; medians of {args.repeats} runs")
+    for name, f in figures.items():
+        line = f"{name:13s} wall {f['wall_s']:6.2f} s  CPU {f['cpu_s']:6.2f} s"
+        if f["cpu_us_per_task"]:
+            line += f"  {f['cpu_us_per_task']:6.0f} µs CPU/task"
+        if f["record_bytes_per_task"]:
+            line += f"  {f['record_bytes_per_task']:4.0f} B/task in run.jsonl"
+        print(line)
+    r = ratios(figures)
+    print(f"no sinks / bare client, wall: {r['no_sinks_wall_vs_bare']:.3f}  (goal ≤ 1.10)")
+    for name in ("record", "otel_memory", "otel_otlp"):
+        wall, cpu = r[f"{name}_wall_vs_no_sinks"], r[f"{name}_cpu_vs_no_sinks"]
+        print(f"{name:13s} / no sinks: wall {wall:.3f}  CPU {cpu:.3f}")
+    print("goal, full instrumentation over no sinks: wall ≤ 1.10, CPU ≤ 1.20; ≤ 1 KB/task")
+    print(f"receiver got {received.get('spans')} spans, {received.get('metrics')} metric names")
+    line = {
+        "benchmark": "bench_s5_overhead",
+        "records": args.records,
+        "parallel": PARALLEL,
+        "latency_ms": LATENCY_MS,
+        "repeats": args.repeats,
+        "ideal_s": round(ideal, 3),
+        "variants": figures,
+        "ratios": r,
+        "received": received,
+    }
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Delivery accounting for OTLP export: exporters that count what reached the collector and what
+failed, a processor that counts ended spans (ended − delivered − failed = dropped), and an inline
+batch processor for replay (back-pressure instead of drops).
+
+A counting exporter can *give up*: every later batch fails at once (counted) and a retry that is
+waiting stops. The set-up does that once the collector has failed during shutdown or replay, so
+a collector that is down costs one export timeout, not one per batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+SPAN_BATCH_SIZE = 512
+
+
+class CountingSpanExporter(SpanExporter):
+    """Counts what ``inner`` delivered and what failed; can be told to give up."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.delivered = 0
+        self.failed = 0
+        self.give_up_after_failure = False  # set for replay and for shutdown
+        self._gave_up = False
+        self._inner_shut = threading.Lock()
+        self._inner_is_shut = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._gave_up:
+            self.failed += len(spans)
+            return SpanExportResult.FAILURE
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # an exporter bug must not kill the export thread
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.delivered += len(spans)
+        else:
+            self.failed += len(spans)
+            self._gave_up = self.give_up_after_failure
+        return result
+
+    def give_up(self) -> None:
+        """Every later batch fails at once; an export retrying now stops waiting."""
+        self._gave_up = True
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        with self._inner_shut:
+            if self._inner_is_shut:
+                return
+            self._inner_is_shut = True
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class CountingMetricExporter(MetricExporter):
+    """Counts metric exports and failed ones."""
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner = inner
+        self.exports = 0
+        self.failed = 0
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        self.exports += 1
+        try:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception:
+            result = MetricExportResult.FAILURE
+        if result is not MetricExportResult.SUCCESS:
+            self.failed += 1
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.inner.force_flush(timeout_millis=timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class CountingSpanProcessor(SpanProcessor):
+    """Counts ended (sampled) spans in front of ``inner``: ended − delivered − failed = dropped."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+        self.ended = 0
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+        self.inner.on_end(span)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class InlineBatchSpanProcessor(SpanProcessor):
+    """Exports on the caller's thread every ``batch_size`` spans: for replay, where waiting for
+    the collector is the job and dropping spans would be wrong."""
+
+    def __init__(self, exporter: SpanExporter, batch_size: int = SPAN_BATCH_SIZE) -> None:
+        self._exporter = exporter
+        self._batch_size = batch_size
+        self._batch: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._batch.append(span)
+        if len(self._batch) >= self._batch_size:
+            self.force_flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._exporter.export(batch)
+        return True
+
+    def shutdown(self) -> None:
+        self.force_flush()
+        self._exporter.shutdown()

@@ -1,0 +1,197 @@
+"""The run's OpenTelemetry instruments (names and units as in METRICS.md) and the state behind
+the gauges.
+
+The gauges are *observable*: the sink keeps plain integer state from the event stream (requests
+on the wire, waiters, open cooldowns, leases, row groups) and the SDK reads it when a reader
+collects, so a gauge costs nothing per event. Counters and histograms are recorded as events
+arrive. Attribute dicts are built once per (domain, outcome) and reused: the per-event cost is
+the SDK's ``add``/``record`` and nothing else.
+
+Ids (run, task, lease, request) are never attributes here: they would make every series unique.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from ddscope.events import DomainInfo, split_domain
+
+# GenAI semantic conventions: explicit bucket boundaries for the two gen_ai.client.* histograms.
+OPERATION_DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+TOKEN_USAGE_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+# Waits and cooldowns: from 1 ms (admitted at once) to minutes (a saturated endpoint).
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+PROVIDER = "gen_ai.provider.name"
+REQUEST_MODEL = "gen_ai.request.model"
+OUTCOME = "ddscope.outcome"
+
+
+@dataclass(slots=True)
+class DomainState:
+    """One (provider, model) domain: its fixed attributes and its live gauge values."""
+
+    name: str
+    provider: str
+    model: str
+    server_address: str | None = None
+    server_port: int | None = None
+    limit: int | None = None  # unknown until a limit change or a health snapshot says
+    in_flight: int = 0
+    waiters: int = 0
+    open_cooldowns: int = 0
+    metric_attrs: dict[str, str] = field(default_factory=dict)
+    span_attrs: dict[str, str | int] = field(default_factory=dict)  # of every attempt span
+    # (outcome) → attribute dicts, built on first use and reused for every later measurement
+    attempt_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+    duration_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+    token_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.metric_attrs = {PROVIDER: self.provider, REQUEST_MODEL: self.model}
+        self.span_attrs = {"gen_ai.operation.name": "chat", **self.metric_attrs}
+        if self.server_address is not None:
+            self.span_attrs["server.address"] = self.server_address
+        if self.server_port is not None:
+            self.span_attrs["server.port"] = self.server_port
+
+    @classmethod
+    def from_info(cls, info: DomainInfo) -> DomainState:
+        return cls(info.domain, info.provider, info.model, info.server_address, info.server_port)
+
+    @classmethod
+    def from_name(cls, domain: str) -> DomainState:
+        provider, model = split_domain(domain)
+        return cls(domain, provider, model)
+
+    def attempt_attributes(self, outcome: str) -> dict[str, str]:
+        attrs = self.attempt_attrs.get(outcome)
+        if attrs is None:
+            attrs = self.attempt_attrs[outcome] = {**self.metric_attrs, OUTCOME: outcome}
+        return attrs
+
+    def duration_attributes(self, outcome: str) -> dict[str, str]:
+        attrs = self.duration_attrs.get(outcome)
+        if attrs is None:
+            attrs = {**self.metric_attrs, "gen_ai.operation.name": "chat"}
+            if outcome != "ok":
+                attrs["error.type"] = outcome
+            self.duration_attrs[outcome] = attrs
+        return attrs
+
+    def token_attributes(self, token_type: str) -> dict[str, str]:
+        attrs = self.token_attrs.get(token_type)
+        if attrs is None:
+            attrs = {**self.metric_attrs, "gen_ai.operation.name": "chat"}
+            attrs["gen_ai.token.type"] = token_type
+            self.token_attrs[token_type] = attrs
+        return attrs
+
+
+@dataclass(slots=True)
+class RunGauges:
+    """Run-wide gauge values; ``domains`` is shared with the sink that updates them."""
+
+    domains: dict[str, DomainState] = field(default_factory=dict)
+    queue_depth: int = 0
+    leases: int = 0
+    row_groups: int = 0
+
+
+class RunInstruments:
+    """Creates every instrument of METRICS.md on ``meter``; gauges read ``gauges`` on collect."""
+
+    def __init__(self, meter: Meter, gauges: RunGauges) -> None:
+        self._gauges = gauges
+        self._observable_gauges(meter)
+        counter = meter.create_counter
+        self.attempts = counter("ddscope.request.attempts", "{request}", "Request attempts")
+        self.rate_limited = counter(
+            "ddscope.request.rate_limited", "{request}", "Attempts answered 429"
+        )
+        self.admission_timeouts = counter(
+            "ddscope.request.admission_timeouts",
+            "{request}",
+            "Requests whose wait for request admission timed out",
+        )
+        self.rows_completed = counter("ddscope.rows.completed", "{row}", "Rows written")
+        self.rows_dropped = counter("ddscope.rows.dropped", "{row}", "Rows dropped, by reason")
+        self.salvage_rounds = counter("ddscope.salvage.rounds", "{round}", "Salvage rounds run")
+        self.breaker_openings = counter(
+            "ddscope.breaker.openings", "{opening}", "Circuit breaker openings"
+        )
+        self.cooldown_time = counter("ddscope.cooldown.time", "s", "Total time in cooldown")
+        self._histograms(meter)
+
+    def _histograms(self, meter: Meter) -> None:
+        histogram = meter.create_histogram
+        self.wait_duration = histogram(
+            "ddscope.request.wait.duration",
+            "s",
+            "Time a request waited for request admission",
+            explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
+        )
+        self.operation_duration = histogram(
+            "gen_ai.client.operation.duration",
+            "s",
+            "GenAI operation duration",
+            explicit_bucket_boundaries_advisory=OPERATION_DURATION_BUCKETS,
+        )
+        self.cooldown_duration = histogram(
+            "ddscope.cooldown.duration",
+            "s",
+            "Length of each cooldown",
+            explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
+        )
+        self.token_usage = histogram(
+            "gen_ai.client.token.usage",
+            "{token}",
+            "Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=TOKEN_USAGE_BUCKETS,
+        )
+
+    def _observable_gauges(self, meter: Meter) -> None:
+        per_domain = (
+            ("ddscope.request.limit", "{request}", "AIMD concurrency limit", self._limits),
+            ("ddscope.request.in_flight", "{request}", "Requests on the wire", self._in_flight),
+            ("ddscope.request.waiters", "{request}", "Requests waiting", self._waiters),
+            ("ddscope.request.cooldown.active", "1", "1 while in cooldown", self._cooling),
+        )
+        run_wide = (
+            ("ddscope.queue.depth", "{task}", "Ready tasks waiting for a lease", "queue_depth"),
+            ("ddscope.task.leases", "{task}", "Task leases held", "leases"),
+            ("ddscope.row_groups.in_flight", "{row_group}", "Row groups in flight", "row_groups"),
+        )
+        for name, unit, description, callback in per_domain:
+            meter.create_observable_gauge(name, [callback], unit, description)
+        for name, unit, description, attr in run_wide:
+            meter.create_observable_gauge(name, [self._run_wide(attr)], unit, description)
+
+    def _domains(self) -> Iterator[DomainState]:
+        # A copy: the engine thread may add a domain while a reader thread collects.
+        return iter(list(self._gauges.domains.values()))
+
+    def _limits(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(d.limit, d.metric_attrs) for d in self._domains() if d.limit]
+
+    def _in_flight(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(d.in_flight, d.metric_attrs) for d in self._domains()]
+
+    def _waiters(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(d.waiters, d.metric_attrs) for d in self._domains()]
+
+    def _cooling(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(int(d.open_cooldowns > 0), d.metric_attrs) for d in self._domains()]
+
+    def _run_wide(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(getattr(self._gauges, attr))]
+
+        return observe

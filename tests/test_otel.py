@@ -1,0 +1,384 @@
+"""OtelSink with the SDK's in-memory exporter and metric reader: the span tree, the GenAI
+attributes, cooldown links, span events, unfinished intervals, metrics, and live == replay for a
+synthetic record and for a real run of the engine against the mock endpoint."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+from otel_support import (
+    SYNTHETIC,
+    InMemoryOtel,
+    points,
+    replay,
+    run_reference,
+    span_path,
+    span_view,
+)
+
+from ddscope.events import (
+    AttemptFinished,
+    AttemptStarted,
+    BreakerChanged,
+    EventBus,
+    LeaseFinished,
+    LeaseStarted,
+    RunFinished,
+    RunStarted,
+    Shutdown,
+    WaitFinished,
+)
+from ddscope.exporters.jsonl import JsonlRecorder
+from ddscope.exporters.otel_metrics import OPERATION_DURATION_BUCKETS, TOKEN_USAGE_BUCKETS
+from ddscope.mock.synthetic_run import synthetic_events, synthetic_header
+
+HEADER = synthetic_header(SYNTHETIC)
+EVENTS = list(synthetic_events(SYNTHETIC))
+ORIGIN = HEADER.started_at_unix_ns
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> InMemoryOtel:
+    return InMemoryOtel().feed(HEADER, EVENTS)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[InMemoryOtel, list, Path]:
+    record = tmp_path_factory.mktemp("real") / "run.jsonl"
+    live, events = run_reference(record)
+    return live, events.events, record
+
+
+def _by_name(spans: list, prefix: str) -> list:
+    return [s for s in spans if s.name.startswith(prefix)]
+
+
+def _attempt_span(spans: list, request_id: int, attempt: int):
+    (span,) = [
+        s
+        for s in _by_name(spans, "chat ")
+        if s.attributes["ddscope.request_id"] == request_id
+        and s.attributes["ddscope.attempt"] == attempt
+    ]
+    return span
+
+
+def test_one_trace_per_run_with_the_documented_tree(synthetic: InMemoryOtel) -> None:
+    spans = synthetic.spans()
+    by_id = {s.context.span_id: s for s in spans}
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert [s.name for s in spans if s.parent is None] == ["run"]
+    paths = Counter(span_path(s, by_id) for s in spans)
+    kinds = Counter(e.kind for e in EVENTS)
+    assert paths["run > domain mock/mock-model > cooldown"] == kinds["cooldown_started"]
+    assert (
+        sum(n for p, n in paths.items() if p.endswith(" > chat mock-model"))
+        == kinds["attempt_started"]
+    )
+    assert (
+        sum(n for p, n in paths.items() if p.endswith(" > request.wait")) == kinds["wait_started"]
+    )
+    group_of = {e.lease_id: e.row_group for e in EVENTS if e.kind == "lease_started"}
+    for span in _by_name(spans, "task "):
+        parent = by_id[span.parent.span_id].name
+        salvage = span.attributes.get("ddscope.salvage_round")
+        group = group_of[span.attributes["ddscope.lease_id"]]
+        assert parent == (f"salvage_round {salvage}" if salvage else f"row_group {group}")
+    assert any(s.attributes.get("ddscope.salvage_round") == 1 for s in _by_name(spans, "task "))
+    for span in _by_name(spans, "chat ") + _by_name(spans, "request.wait"):
+        assert by_id[span.parent.span_id].name.startswith("task ")
+
+
+def test_spans_carry_the_events_own_timestamps(synthetic: InMemoryOtel) -> None:
+    spans = synthetic.spans()
+    starts = {(e.request_id, e.attempt): e.t_ns for e in EVENTS if e.kind == "attempt_started"}
+    ends = {(e.request_id, e.attempt): e.t_ns for e in EVENTS if e.kind == "attempt_finished"}
+    for key, t_start in starts.items():
+        span = _attempt_span(spans, *key)
+        assert (span.start_time, span.end_time) == (ORIGIN + t_start, ORIGIN + ends[key])
+    (run,) = _by_name(spans, "run")
+    assert run.start_time == ORIGIN and run.end_time == ORIGIN + EVENTS[-1].t_ns
+
+
+def test_attempt_spans_follow_the_genai_conventions(synthetic: InMemoryOtel) -> None:
+    spans = synthetic.spans()
+    finished = {(e.request_id, e.attempt): e for e in EVENTS if e.kind == "attempt_finished"}
+    ok = next(e for e in finished.values() if e.outcome == "ok")
+    span = _attempt_span(spans, ok.request_id, ok.attempt)
+    assert span.kind is SpanKind.CLIENT and span.name == "chat mock-model"
+    assert span.status.status_code is StatusCode.UNSET
+    expected = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "mock",
+        "gen_ai.request.model": "mock-model",
+        "gen_ai.response.model": "mock-model",
+        "gen_ai.usage.input_tokens": 12,
+        "gen_ai.usage.output_tokens": 30,
+        "server.address": "127.0.0.1",
+        "server.port": 8000,
+        "http.response.status_code": 200,
+        "ddscope.request_id": ok.request_id,
+    }
+    assert expected.items() <= dict(span.attributes).items()
+    lease = next(s for s in spans if s.context.span_id == span.parent.span_id)
+    assert lease.attributes["ddscope.task_id"] == ok.task_id
+    limited = next(e for e in finished.values() if e.outcome == "rate_limited")
+    span = _attempt_span(spans, limited.request_id, limited.attempt)
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "rate_limited"
+    assert span.attributes["http.response.status_code"] == 429
+    retry = _attempt_span(spans, limited.request_id, limited.attempt + 1)
+    assert retry.attributes["http.request.resend_count"] == limited.attempt
+    firsts = [s for s in _by_name(spans, "chat ") if s.attributes["ddscope.attempt"] == 1]
+    assert all("http.request.resend_count" not in s.attributes for s in firsts)
+
+
+def test_cooldowns_link_to_the_attempt_that_caused_them(synthetic: InMemoryOtel) -> None:
+    spans = synthetic.spans()
+    cooldowns = _by_name(spans, "cooldown")
+    assert cooldowns
+    for cooldown in cooldowns:
+        attrs = cooldown.attributes
+        cause = _attempt_span(spans, attrs["ddscope.request_id"], attrs["ddscope.attempt"])
+        assert [link.context.span_id for link in cooldown.links] == [cause.context.span_id]
+        assert cause.attributes["error.type"] == "rate_limited"
+        assert (
+            attrs["gen_ai.provider.name"] == "mock"
+            and attrs["ddscope.cooldown.cause"] == "rate_limited"
+        )
+        assert (
+            attrs["ddscope.cooldown.retry_after_s"] == 0.2
+            and attrs["ddscope.cooldown.duration_s"] == 0.2
+        )
+
+
+def test_limit_changes_drops_and_deferrals_are_span_events(synthetic: InMemoryOtel) -> None:
+    spans = synthetic.spans()
+    (domain,) = _by_name(spans, "domain ")
+    changes = [(e.old, e.new, ORIGIN + e.t_ns) for e in EVENTS if e.kind == "limit_changed"]
+    assert changes
+    assert [
+        (ev.attributes["ddscope.limit.old"], ev.attributes["ddscope.limit.new"], ev.timestamp)
+        for ev in domain.events
+        if ev.name == "limit_changed"
+    ] == changes
+    (group0,) = _by_name(spans, "row_group 0")
+    (drop,) = [ev for ev in group0.events if ev.name == "row_dropped"]
+    assert (
+        drop.attributes["ddscope.reason"] == "client_error" and drop.attributes["ddscope.row"] == 3
+    )
+    deferred = [
+        ev for s in _by_name(spans, "row_group") for ev in s.events if ev.name == "task_deferred"
+    ]
+    assert len(deferred) == sum(e.kind == "task_deferred" for e in EVENTS)
+    dropped_lease = next(
+        s for s in _by_name(spans, "task summary") if s.attributes["ddscope.task_id"] == "summary:3"
+    )
+    assert dropped_lease.status.status_code is StatusCode.ERROR
+    assert dropped_lease.attributes["error.type"] == "client_error"
+
+
+def test_breaker_and_shutdown_mark_the_domain_and_the_run() -> None:
+    events = [
+        RunStarted(t_ns=0, num_records=3, row_groups=1),
+        BreakerChanged(
+            t_ns=5,
+            domain="mock/mock-model",
+            state="open",
+            reason="consecutive_429",
+            consecutive_429=8,
+        ),
+        Shutdown(
+            t_ns=6,
+            reason="endpoint_saturated",
+            message="mock/mock-model keeps answering 429",
+            domain="mock/mock-model",
+        ),
+        RunFinished(
+            t_ns=9,
+            outcome="shutdown",
+            reason="endpoint_saturated",
+            message="stopped",
+            rows_completed=0,
+            rows_dropped=3,
+        ),
+    ]
+    otel = InMemoryOtel().feed(HEADER, events)
+    spans = otel.spans()
+    (run,) = _by_name(spans, "run")
+    assert run.status.status_code is StatusCode.ERROR and run.status.description == "stopped"
+    assert run.attributes["error.type"] == "endpoint_saturated"
+    (shutdown,) = run.events
+    assert (
+        shutdown.name == "shutdown"
+        and shutdown.attributes["ddscope.reason"] == "endpoint_saturated"
+    )
+    (domain,) = _by_name(spans, "domain ")
+    (breaker,) = domain.events
+    assert breaker.attributes["ddscope.breaker.state"] == "open" and breaker.timestamp == ORIGIN + 5
+    (opening,) = points(otel.metrics(), "ddscope.breaker.openings")
+    assert opening.value == 1 and dict(opening.attributes) == {
+        "gen_ai.provider.name": "mock",
+        "gen_ai.request.model": "mock-model",
+    }
+
+
+def test_a_cut_off_record_ends_open_spans_at_the_last_event_marked_unfinished() -> None:
+    cut = EVENTS[: len(EVENTS) // 2]
+    spans = InMemoryOtel().feed(HEADER, cut).spans()
+    last = ORIGIN + cut[-1].t_ns
+    unfinished = [s for s in spans if s.attributes.get("ddscope.unfinished")]
+    assert {"run", "domain mock/mock-model"} <= {s.name for s in unfinished}
+    assert all(s.end_time == last for s in unfinished)
+    open_leases = {e.lease_id for e in cut if e.kind == "lease_started"} - {
+        e.lease_id for e in cut if e.kind == "lease_finished"
+    }
+    assert len([s for s in unfinished if s.name.startswith("task ")]) == len(open_leases)
+    assert all(s.end_time <= last for s in spans)
+
+
+def test_live_and_replayed_spans_are_equal_for_a_synthetic_run(tmp_path: Path) -> None:
+    record = tmp_path / "run.jsonl"
+    live = InMemoryOtel()
+    bus = EventBus([JsonlRecorder(record), live.sink])
+    bus.open(HEADER)
+    for event in EVENTS:
+        bus.emit(event)
+    bus.close()
+    replayed = replay(record)
+    assert span_view(live.spans()) == span_view(replayed.spans())
+    assert len(live.spans()) > 100
+
+
+def test_live_and_replayed_spans_are_equal_for_a_real_run(real) -> None:
+    live, events, record = real
+    kinds = Counter(e.kind for e in events)
+    assert kinds["cooldown_started"] and kinds["salvage_started"] and kinds["row_dropped"]
+    assert any(e.kind == "attempt_finished" and e.status_code == 429 for e in events)
+    spans = live.spans()
+    assert span_view(spans) == span_view(replay(record).spans())
+    names = Counter(s.name for s in spans)
+    assert names["chat mock-model"] == kinds["attempt_started"]
+    assert names["cooldown"] == kinds["cooldown_started"] and names["salvage_round 1"] == 1
+
+
+def test_metrics_count_what_the_events_say(real) -> None:
+    live, events, _ = real
+    metrics = live.metrics()
+    outcomes = Counter(e.outcome for e in events if e.kind == "attempt_finished")
+    attempts = {
+        p.attributes["ddscope.outcome"]: p.value
+        for p in points(metrics, "ddscope.request.attempts")
+    }
+    assert attempts == dict(outcomes)
+    (limited,) = points(metrics, "ddscope.request.rate_limited")
+    assert limited.value == outcomes["rate_limited"]
+    drops = Counter(e.reason for e in events if e.kind == "row_dropped")
+    assert {
+        p.attributes["ddscope.drop.reason"]: p.value
+        for p in points(metrics, "ddscope.rows.dropped")
+    } == drops
+    (finished,) = [e for e in events if e.kind == "run_finished"]
+    assert points(metrics, "ddscope.rows.completed")[0].value == finished.rows_completed
+    assert (
+        points(metrics, "ddscope.salvage.rounds")[0].value
+        == Counter(e.kind for e in events)["salvage_started"]
+    )
+    (in_flight,) = points(metrics, "ddscope.request.in_flight")
+    assert in_flight.value == 0
+    last_limit = [e for e in events if e.kind in ("limit_changed", "health")][-1]
+    (limit,) = points(metrics, "ddscope.request.limit")
+    expected = last_limit.new if last_limit.kind == "limit_changed" else last_limit.domains[0].limit
+    assert limit.value == expected
+
+
+def test_histograms_use_the_genai_bucket_boundaries(real) -> None:
+    live, events, _ = real
+    metrics = live.metrics()
+    durations = points(metrics, "gen_ai.client.operation.duration")
+    assert all(tuple(p.explicit_bounds) == OPERATION_DURATION_BUCKETS for p in durations)
+    failed = {p.attributes.get("error.type") for p in durations} - {None}
+    assert failed == {e.outcome for e in events if e.kind == "attempt_finished"} - {"ok"}
+    tokens = {
+        p.attributes["gen_ai.token.type"]: p for p in points(metrics, "gen_ai.client.token.usage")
+    }
+    assert all(tuple(p.explicit_bounds) == TOKEN_USAGE_BUCKETS for p in tokens.values())
+    finished = [e for e in events if e.kind == "attempt_finished" and e.input_tokens is not None]
+    assert tokens["input"].sum == sum(e.input_tokens for e in finished)
+    assert tokens["output"].count == len(finished)
+
+
+def test_no_metric_carries_an_id(real) -> None:
+    live, _, _ = real
+    allowed = {
+        "gen_ai.provider.name",
+        "gen_ai.request.model",
+        "gen_ai.operation.name",
+        "gen_ai.token.type",
+        "error.type",
+        "ddscope.outcome",
+        "ddscope.drop.reason",
+    }
+    metrics = live.metrics()
+    assert len(metrics) == 17
+    for name, metric in metrics.items():
+        for point in metric.data.data_points:
+            assert set(point.attributes) <= allowed, name
+
+
+@pytest.mark.parametrize(("recorded", "opted_in"), [(True, True), (True, False), (False, True)])
+def test_prompt_and_completion_text_only_with_both_opt_ins(recorded: bool, opted_in: bool) -> None:
+    header = HEADER.model_copy(update={"record_text": recorded})
+    common = {"request_id": 1, "attempt": 1, "task_id": "summary:0", "domain": "mock/mock-model"}
+    events = [
+        AttemptStarted(t_ns=1, lease_id=7, prompt="Write about a", **common),
+        AttemptFinished(t_ns=2, outcome="ok", status_code=200, completion="A is first.", **common),
+    ]
+    (chat,) = _by_name(InMemoryOtel(record_text=opted_in).feed(header, events).spans(), "chat ")
+    if recorded and opted_in:
+        (message,) = json.loads(chat.attributes["gen_ai.input.messages"])
+        assert message == {"role": "user", "parts": [{"type": "text", "content": "Write about a"}]}
+        (answer,) = json.loads(chat.attributes["gen_ai.output.messages"])
+        assert answer["role"] == "assistant" and answer["parts"][0]["content"] == "A is first."
+    else:
+        assert not any("messages" in key for key in chat.attributes)
+        assert "Write about a" not in repr(dict(chat.attributes))
+
+
+def test_unknown_domains_get_a_span_and_orphan_finishes_are_ignored() -> None:
+    header = HEADER.model_copy(update={"domains": []})
+    common = {"request_id": 4, "attempt": 2, "task_id": "x:0", "domain": "other/model-x"}
+    events = [
+        WaitFinished(
+            t_ns=1,
+            request_id=99,
+            attempt=1,
+            task_id="y:0",
+            domain="mock/mock-model",
+            outcome="admitted",
+        ),
+        LeaseFinished(t_ns=1, lease_id=42, task_id="y:0", row_group=0, column="y", outcome="ok"),
+        LeaseStarted(t_ns=2, lease_id=5, task_id="x:0", row_group=0, column="x", row=0),
+        AttemptStarted(t_ns=3, lease_id=5, **common),
+        AttemptFinished(
+            t_ns=4, outcome="server_error", status_code=503, error="HTTP 503", **common
+        ),
+    ]
+    otel = InMemoryOtel().feed(header, events)
+    spans = otel.spans()
+    (chat,) = _by_name(spans, "chat ")
+    assert chat.name == "chat model-x" and chat.attributes["gen_ai.provider.name"] == "other"
+    assert (
+        chat.status.description == "HTTP 503" and chat.attributes["http.request.resend_count"] == 1
+    )
+    assert "server.address" not in chat.attributes
+    assert [s.name for s in _by_name(spans, "domain ")] == ["domain other/model-x"]
+    waiters = {
+        p.attributes["gen_ai.provider.name"]: p.value
+        for p in points(otel.metrics(), "ddscope.request.waiters")
+    }
+    assert waiters == {"other": 0}
