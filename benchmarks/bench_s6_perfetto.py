@@ -1,0 +1,143 @@
+"""S6 post-mortem at scale: ``ddtrace export --perfetto`` on records of 100k and 1M events.
+
+    .venv/bin/python benchmarks/bench_s6_perfetto.py [--sizes 100000,1000000] [--repeat 3]
+
+Records are synthetic but contract-exact (ddscope.mock.synthetic_run: chain-3 on one domain with
+429s, cooldowns, AIMD decreases, deferrals recovered in salvage and a dropped row), generated
+once and cached in /tmp/ddscope-bench-s6. Each export runs in a fresh subprocess, which reports
+the export's wall and CPU time (events/s: the machine is shared, so CPU time is the steadier
+figure) and its peak resident memory (``ru_maxrss`` of the child: interpreter and imports
+included). Compared: the hand-encoded writer (the default), the writer built on the generated
+protobuf classes (the reference), and Chrome JSON of the same record (size yardstick).
+Goals (SCENARIOS.md S6): >= 200,000 events/s and < 500 MB peak at 1M
+events; trace <= half the Chrome JSON. Prints the figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CACHE = Path("/tmp/ddscope-bench-s6")
+EVENTS_PER_ROW = 18.7  # of the spec below, measured; rows are sized from it
+GOAL_EVENTS_PER_S = 200_000
+GOAL_PEAK_MB = 500
+GOAL_SIZE_RATIO = 0.5
+
+
+def record_for(events: int) -> Path:
+    """A cached synthetic record of about ``events`` events (generated in a subprocess, as the
+    generator holds the whole run in memory)."""
+    path = CACHE / f"synthetic-{events}.jsonl"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        rows = int(events / EVENTS_PER_ROW) + 1
+        code = (
+            "import sys; from ddscope.mock.synthetic_run import SyntheticSpec, "
+            "write_synthetic_record as w; w(sys.argv[1] + '.part', SyntheticSpec(rows=int("
+            "sys.argv[2]), buffer_size=100, max_parallel=8, latency_ms=20, rate_limit_every=40,"
+            " defer_every=97, drop_rows=(5,)))"
+        )
+        subprocess.run([sys.executable, "-c", code, str(path), str(rows)], check=True)
+        Path(f"{path}.part").rename(path)
+    return path
+
+
+def child(fmt: str, record: str, out: str) -> None:
+    """Runs one export in this (fresh) process and prints its figures as JSON."""
+    from ddscope.exporters.chrome_json import export_chrome_json
+    from ddscope.exporters.perfetto import export_perfetto
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if fmt == "chrome-json":
+        result = export_chrome_json(Path(record), Path(out))
+    else:
+        result = export_perfetto(Path(record), Path(out), encoder=fmt)  # type: ignore[arg-type]
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    figures = {"events": result.events, "seconds": seconds, "cpu_seconds": cpu}
+    figures["bytes"] = result.bytes_written
+    print(json.dumps({**figures, "peak_mb": peak_kb / 1024, "warnings": result.warnings}))
+
+
+def measure(fmt: str, record: Path, repeat: int) -> dict[str, float]:
+    out = CACHE / f"{record.stem}.{fmt}.out"
+    runs = []
+    for _ in range(repeat):
+        cmd = [sys.executable, __file__, "--child", fmt, str(record), str(out)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    out.unlink(missing_ok=True)
+    seconds = statistics.median(r["seconds"] for r in runs)
+    cpu = statistics.median(r["cpu_seconds"] for r in runs)
+    return {
+        "events": runs[0]["events"],
+        "seconds": seconds,
+        "events_per_s": runs[0]["events"] / seconds,
+        "events_per_cpu_s": runs[0]["events"] / cpu,
+        "peak_mb": max(r["peak_mb"] for r in runs),
+        "bytes": runs[0]["bytes"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--child", nargs=3, metavar=("FORMAT", "RECORD", "OUT"))
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for size in (int(s) for s in args.sizes.split(",")):
+        record = record_for(size)
+        figures = {
+            "wire": measure("wire", record, args.repeat),
+            "proto": measure("proto", record, 1),
+            "chrome-json": measure("chrome-json", record, 1),
+        }
+        figures["record"] = {"bytes": record.stat().st_size}
+        results[str(size)] = figures
+        report(size, figures)
+    print(json.dumps({"benchmark": "s6_perfetto", "results": results, "goals": goals(results)}))
+
+
+def report(size: int, f: dict[str, dict[str, float]]) -> None:
+    wire, proto, chrome = f["wire"], f["proto"], f["chrome-json"]
+    print(f"S6 export, {wire['events']:,} events (record {f['record']['bytes'] / 1e6:.1f} MB):")
+    rows = (
+        ("perfetto (hand-encoded)", wire),
+        ("perfetto (protobuf classes)", proto),
+        ("chrome json", chrome),
+    )
+    for name, row in rows:
+        print(
+            f"  {name:28s} {row['events_per_s']:>9,.0f} events/s ({row['events_per_cpu_s']:>9,.0f}"
+            f" per CPU s)  {row['seconds']:6.2f} s  peak {row['peak_mb']:6.1f} MB  "
+            f"{row['bytes'] / 1e6:7.1f} MB"
+        )
+    print(f"  trace / chrome json size: {wire['bytes'] / chrome['bytes']:.2f}")
+
+
+def goals(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, bool]:
+    largest = results[max(results, key=int)]
+    wire, chrome = largest["wire"], largest["chrome-json"]
+    verdict = {
+        "events_per_s": wire["events_per_s"] >= GOAL_EVENTS_PER_S,
+        "peak_memory": wire["peak_mb"] < GOAL_PEAK_MB,
+        "size_vs_chrome_json": wire["bytes"] <= GOAL_SIZE_RATIO * chrome["bytes"],
+    }
+    for name, ok in verdict.items():
+        print(f"goal {name}: {'met' if ok else 'NOT met'} (at {wire['events']:,} events)")
+    return verdict
+
+
+if __name__ == "__main__":
+    main()
