@@ -19,3 +19,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert ".venv/bin/pytest" in README
     assert ci.rstrip().splitlines()[-1] == ".venv/bin/pytest"
+
+
+def test_the_readme_pipeline_example_is_valid() -> None:
+    import yaml
+
+    from ddscope.engine.pipeline import Pipeline
+
+    section = README.split("## Pipelines", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    pipeline = Pipeline.from_dict(yaml.safe_load(block), source="README.md")
+    assert pipeline.topological_order() == ["topic", "summary", "label"]
+    assert pipeline.providers[0].api_key_env == "OPENAI_API_KEY"
