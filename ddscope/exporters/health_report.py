@@ -4,7 +4,7 @@ The JSON document is versioned by ``schema`` (``HEALTH_SCHEMA``); a change that 
 removes a key, or changes a meaning, bumps it (a test pins the key set). Times are seconds:
 ``*_s`` values are durations, ``t_s`` / ``start_s`` / ``end_s`` are seconds since the run
 started (the record's ``t_ns`` / 1e9). ``*_slot_s`` values are slot-seconds (request slots ×
-seconds). The README documents every key; its source is ``/tmp/team/README_health.md``.
+seconds). The README documents every key, under "The JSON document".
 
 Verdict order (worst last): ``healthy < degraded < stalled < saturated < failed``; a finding's
 ``level`` is one of these or ``info`` (worth saying, no effect on the verdict).
