@@ -100,6 +100,20 @@ def execute(
     return exit_code(progress.tally)
 
 
+# Options that `run` and `demo` share.
+out_option = click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_OUT,
+    help=_OUT_HELP,
+)
+quiet_option = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress output; only the summary."
+)
+
+
 @click.command("run")
 @click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(path_type=Path))
 @click.option(
@@ -109,14 +123,7 @@ def execute(
     default=None,
     help="Rows to generate (default: the pipeline's run.num_records).",
 )
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUT,
-    help=_OUT_HELP,
-)
+@out_option
 @click.option(
     "--buffer-size",
     type=click.IntRange(min=1),
@@ -135,7 +142,7 @@ def execute(
     is_flag=True,
     help="Record prompts and completions in run.jsonl (off by default).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress output; only the summary.")
+@quiet_option
 @otel_options
 @handle_errors
 def run_command(
@@ -175,14 +182,7 @@ def run_command(
 
 
 @click.command("demo")
-@click.option(
-    "-o",
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUT,
-    help=_OUT_HELP,
-)
+@out_option
 @click.option(
     "-n",
     "--records",
@@ -197,7 +197,7 @@ def run_command(
     show_default=True,
     help="How the built-in mock endpoint behaves.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress output; only the summary.")
+@quiet_option
 @otel_options
 @handle_errors
 def demo_command(
