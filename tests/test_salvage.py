@@ -6,7 +6,12 @@ from scheduler_support import plain_pipeline
 
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.salvage import SalvageRound, exhausted_message, pause_before_round
+from ddscope.engine.salvage import (
+    PATIENT_MIN_PAUSE_S,
+    SalvageRound,
+    exhausted_message,
+    pause_before_round,
+)
 from ddscope.engine.tasks import ModelTask, plan_columns
 from ddscope.events import EventBus, ListSink
 
@@ -43,3 +48,10 @@ def test_exhausted_message_names_tries_rounds_and_last_error():
         "summary:4 still failed after 9 tries and 2 salvage rounds; "
         "last error server_error (HTTP 503)"
     )
+
+
+def test_a_round_that_only_waits_on_the_endpoint_pauses_at_least_the_floor():
+    assert pause_before_round(0.0, [], patient=True) == PATIENT_MIN_PAUSE_S > 0
+    assert pause_before_round(0.0, [], patient=False) == 0.0
+    assert pause_before_round(0.0, [0.01], patient=True) == PATIENT_MIN_PAUSE_S
+    assert pause_before_round(2.0, [3.0], patient=True) == 3.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
+from collections import Counter
 
 import pytest
 from scheduler_support import (
@@ -218,16 +220,59 @@ def test_cancellation_mid_run_leaves_a_readable_record_and_dataset(tmp_path):
     assert {e.reason for e in events if e.kind == "row_dropped"} == {"cancelled"}
 
 
-def test_breaker_wait_policy_keeps_reporting_and_completes_when_the_endpoint_allows():
-    with MockServer(rate_limit_k=9, rate_limit_n=10, retry_after="1", rate_limit_for_s=3) as srv:
+# S1 scaled down: 9 of 10 requests refused (Retry-After 1 s) for the first few seconds, and a
+# retry budget of 2 tries per task (1 per pass, 1 salvage round) that a 5 s window outlasts.
+SATURATED_FOR_A_WHILE = dict(rate_limit_k=9, rate_limit_n=10, retry_after="1", rate_limit_for_s=5)
+SMALL_BUDGET = dict(records=5, buffer_size=5, max_attempts_in_pass=1, salvage_rounds=1)
+
+
+def test_breaker_wait_policy_outlasts_the_retry_budget_and_completes_every_row():
+    with MockServer(**SATURATED_FOR_A_WHILE) as srv:
         pipeline = chain3(
-            srv.base_url, records=5, buffer_size=5, breaker_policy="wait", health_interval_s=0.5
+            srv.base_url, **SMALL_BUDGET, breaker_policy="wait", health_interval_s=0.5
         )
         summary, sink, writer = run(pipeline)
-    assert summary.outcome == "complete" and len(writer.rows) == 5
+    assert summary.outcome == "complete", summary.message
+    assert (summary.rows_completed, summary.rows_dropped, len(writer.rows)) == (5, 0, 5)
+    # the old budget was outlasted: rounds past salvage_rounds, tasks with more than 2 tries
+    assert len(of_kind(sink.events, "salvage_started")) > 1
+    tries = Counter(a["task_id"] for a in of_kind(sink.events, "attempt_started"))
+    assert max(tries.values()) > 2
     states = [b["state"] for b in of_kind(sink.events, "breaker")]
     assert states[0] == "open" and states[-1] == "closed"
-    assert not of_kind(sink.events, "shutdown")
+    assert not of_kind(sink.events, "shutdown") and not of_kind(sink.events, "row_dropped")
     times = [h["t_ns"] / 1e9 for h in of_kind(sink.events, "health")]
     assert max(b - a for a, b in itertools.pairwise([0.0, *times])) < 1.5  # never silent
+    assert any("waited" in (h["note"] or "") for h in of_kind(sink.events, "health"))
+    assert unpaired_intervals(sink.events) == []
+
+
+def test_breaker_fail_fast_policy_stops_on_the_same_endpoint():
+    with MockServer(**SATURATED_FOR_A_WHILE) as srv:
+        summary, sink, _ = run(chain3(srv.base_url, **SMALL_BUDGET, breaker_policy="fail_fast"))
+    assert summary.outcome == "shutdown" and summary.reason == "endpoint_saturated"
+    assert "fail_fast" in (summary.message or "")
+    assert summary.rows_completed + summary.rows_dropped == 5 and summary.rows_dropped > 0
+    assert [b["state"] for b in of_kind(sink.events, "breaker")] == ["open"]
+    assert unpaired_intervals(sink.events) == []
+
+
+def test_breaker_wait_policy_gives_up_after_breaker_max_wait_s_on_a_saturated_endpoint():
+    with MockServer(rate_limit_k=10, rate_limit_n=10, retry_after="1") as srv:  # never recovers
+        pipeline = chain3(
+            srv.base_url,
+            **SMALL_BUDGET,
+            max_parallel=2,
+            breaker_policy="wait",
+            breaker_consecutive_429=2,
+            breaker_max_wait_s=1.5,
+        )
+        summary, sink, writer = run(pipeline)
+    assert summary.outcome == "shutdown" and summary.reason == "endpoint_saturated"
+    message = summary.message or ""
+    assert re.search(r"waited \d+(\.\d)? s in total", message), message
+    assert "'mock-model'" in message and "breaker_max_wait_s 1.5 s" in message
+    [shutdown] = of_kind(sink.events, "shutdown")
+    assert shutdown["domain"] == "mock/mock-model" and shutdown["message"] == message
+    assert summary.drops_by_reason == {"shutdown": 5} and writer.rows == []
     assert unpaired_intervals(sink.events) == []

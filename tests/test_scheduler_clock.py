@@ -4,6 +4,7 @@ widening, the health cadence, salvage pacing and exhaustion, deterministically."
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from ddscope.engine.clock import FakeClock
 from ddscope.engine.model_client import ChatResult
 from ddscope.engine.pipeline import Pipeline
 from ddscope.engine.scheduler import RunSummary, run_pipeline
-from ddscope.errors import ClientError, ServerError
+from ddscope.errors import ClientError, RateLimited, ServerError
 from ddscope.events import EventBus, ListSink
 
 Script = Callable[[int, str], float | Exception]  # (call index, prompt) → latency or error
@@ -226,4 +227,74 @@ def test_dropping_a_row_cancels_its_other_running_tasks():
     assert [a.outcome for a in sink.of_kind("attempt_finished") if a.task_id == "title:0"] == [
         "cancelled"
     ]
+    assert unpaired_intervals(sink.events) == []
+
+
+def _rate_limited() -> RateLimited:
+    return RateLimited("HTTP 429", retry_after_s=1.0)
+
+
+def test_wait_policy_retries_pushback_past_the_budget_but_not_other_failures():
+    def b_broken_others_refused_at_first(index: int, prompt: str) -> float | Exception:
+        if prompt == "Summarise b":
+            return ServerError("HTTP 503 always")
+        return _rate_limited() if index < 40 else 0.01
+
+    pipeline = chain3(
+        "http://127.0.0.1:9/v1",
+        records=4,
+        buffer_size=4,
+        values=["a", "b"],
+        max_attempts_in_pass=1,
+        salvage_rounds=1,
+        breaker_policy="wait",
+        error_rate_window=500,
+    )
+    summary, sink, writer = drive(pipeline, b_broken_others_refused_at_first, step=0.01)
+    a_rows = {row["_row"] for row in writer.rows}
+    drops = of_kind(sink.events, "row_dropped")
+    assert a_rows and all(row["topic"] == "a" for row in writer.rows)
+    assert {d["row"] for d in drops} == set(range(4)) - a_rows
+    # the 5xx task keeps the bounded budget: 2 tries, dropped when the last round ends
+    assert {d["reason"] for d in drops} == {"retries_exhausted"}
+    assert all("2 tries and 1 salvage round;" in d["message"] for d in drops)
+    tries = Counter(a["task_id"] for a in of_kind(sink.events, "attempt_started"))
+    assert all(tries[f"summary:{row}"] == 2 for row in set(range(4)) - a_rows)
+    # the refused tasks were retried past it, and finished once the endpoint let them
+    assert max(tries[f"summary:{row}"] for row in a_rows) > 2
+    assert len(of_kind(sink.events, "salvage_started")) > 1
+    assert summary.outcome == "complete" and not of_kind(sink.events, "shutdown")
+    assert unpaired_intervals(sink.events) == []
+
+
+def test_wait_policy_gives_up_when_the_breaker_was_open_breaker_max_wait_s_in_total():
+    def refused_but_once(index: int, prompt: str) -> float | Exception:
+        return 0.01 if index == 12 else _rate_limited()
+
+    pipeline = chain3(
+        "http://127.0.0.1:9/v1",
+        records=2,
+        buffer_size=2,
+        max_parallel=1,
+        breaker_policy="wait",
+        breaker_consecutive_429=2,
+        breaker_max_wait_s=20.0,
+    )
+    summary, sink, writer = drive(pipeline, refused_but_once, step=0.01)
+    assert summary.outcome == "shutdown" and summary.reason == "endpoint_saturated"
+    assert "waited 20 s in total" in (summary.message or "")
+    [shutdown] = sink.of_kind("shutdown")
+    # the one success closed the breaker for a while: that time is not counted
+    saturated_s, opened_at = 0.0, None
+    for change in sink.of_kind("breaker"):
+        if change.state == "closed" and opened_at is not None:
+            saturated_s += (change.t_ns - opened_at) / 1e9
+            opened_at = None
+        elif change.state != "closed" and opened_at is None:
+            opened_at = change.t_ns
+    assert [b.state for b in sink.of_kind("breaker")].count("closed") == 1
+    assert opened_at is not None
+    saturated_s += (shutdown.t_ns - opened_at) / 1e9
+    assert abs(saturated_s - 20.0) < 1e-6
+    assert summary.drops_by_reason == {"shutdown": 2 - len(writer.rows)}
     assert unpaired_intervals(sink.events) == []

@@ -353,6 +353,14 @@ class Dispatcher:
     def rows_dropped(self) -> int:
         return sum(self.drops_by_reason.values())
 
+    def has_work_for(self, domain: str) -> bool:
+        """Whether a task of ``domain`` is queued, running or deferred (rows wait on it)."""
+        if any(t.plan.domain == domain for t in self.deferred):
+            return True
+        if any(w.task.plan.domain == domain for w in self.workers.values()):
+            return True
+        return any(self._queue.depth(n) for n, p in self._plans.items() if p.domain == domain)
+
     def health(self, note: str | None = None) -> events.Health:
         return events.Health(
             t_ns=self._emitter.t_ns(),

@@ -224,6 +224,8 @@ class RunSettings(ConfigModel):
     breaker_policy: Literal["fail_fast", "wait"] = "fail_fast"
     breaker_consecutive_429: int = Field(8, gt=0)
     breaker_no_success_s: float = Field(20.0, gt=0)
+    # wait policy: total time the run waits on a saturated domain before stopping
+    breaker_max_wait_s: float = Field(900.0, gt=0)
     default_cooldown_s: float = Field(2.0, ge=0)
     max_cooldown_s: float = Field(60.0, gt=0)
     health_interval_s: float = Field(2.0, gt=0)

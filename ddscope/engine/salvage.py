@@ -5,7 +5,9 @@ deferred tasks need is over (a round that starts inside a cooldown would only qu
 it) — then puts every deferred task back into the ready queue. Cells they complete make their
 dependent cells ready, and those run in the same round. Tasks that fail retryably again are
 deferred again, for the next round. After the last round, the rows of tasks still deferred are
-dropped with reason ``retries_exhausted`` and a sentence naming the last error.
+dropped with reason ``retries_exhausted`` and a sentence naming the last error — except, under
+``breaker_policy: wait``, tasks that only a saturated endpoint refused: they get further rounds
+(``patience``), each paced like the others.
 
 This module holds the round bookkeeping and the sentences; the scheduler drives the rounds.
 """
@@ -20,11 +22,18 @@ from ddscope.engine.emitter import Emitter
 from ddscope.engine.tasks import ModelTask
 
 EXHAUSTED = "retries_exhausted"
+# Rounds past salvage_rounds (breaker_policy wait) may repeat for many minutes: this floor keeps
+# zero pauses and cooldowns from turning them into a busy loop against the endpoint.
+PATIENT_MIN_PAUSE_S = 0.5
 
 
-def pause_before_round(pause_s: float, cooldowns_remaining_s: Iterable[float]) -> float:
-    """Seconds to wait before a round: the pause, or longer while a needed domain cools down."""
-    return max([pause_s, *cooldowns_remaining_s])
+def pause_before_round(
+    pause_s: float, cooldowns_remaining_s: Iterable[float], *, patient: bool = False
+) -> float:
+    """Seconds to wait before a round: the pause, or longer while a needed domain cools down;
+    at least ``PATIENT_MIN_PAUSE_S`` before a round that only waits on a saturated endpoint."""
+    floor = max(pause_s, PATIENT_MIN_PAUSE_S) if patient else pause_s
+    return max([floor, *cooldowns_remaining_s])
 
 
 @dataclass(slots=True)

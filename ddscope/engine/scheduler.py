@@ -5,11 +5,15 @@ client per provider and one request gate per (provider, model) domain, then runs
 
 1. **main pass** — row groups admitted up to the target, tasks leased and run (``dispatch``);
 2. **salvage** — bounded, paced rounds over the deferred tasks (``salvage``); rows still failing
-   after the last round are dropped with ``retries_exhausted``;
+   after the last round are dropped with ``retries_exhausted`` — except under
+   ``breaker_policy: wait``, where a task refused only by a saturated endpoint (429, admission
+   timeout) gets further rounds until it succeeds or the run gives up (``patience``);
 3. **finish** — every row group checkpointed, a last health snapshot, ``RunFinished``.
 
-Stopping early (``shutdown``): the error-rate window tripped (``shutdown.ErrorRateWindow``) or
-a domain's circuit breaker opened under ``fail_fast`` (reason ``endpoint_saturated``). Then
+Stopping early (``shutdown``): the error-rate window tripped (``shutdown.ErrorRateWindow``), a
+domain's circuit breaker opened under ``fail_fast``, or under ``wait`` a domain's breaker was open
+(or half-open) for ``breaker_max_wait_s`` in total while rows waited on it (``saturation``; both
+reason ``endpoint_saturated``). Then
 nothing new is leased, workers that are only waiting are cancelled, requests on the wire may
 finish within a grace period, and every admitted row group is written with the rows it completed
 — its unfinished rows are dropped with reason ``shutdown``. Cancellation (Ctrl-C, task cancel)
@@ -36,10 +40,12 @@ from ddscope.engine.dispatch import Dispatcher
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.model_client import ModelClient
 from ddscope.engine.output import RowWriter
+from ddscope.engine.patience import failure_budget, keeps_waiting
 from ddscope.engine.pipeline import ModelAlias, Pipeline, Provider
 from ddscope.engine.request_admission import AdmissionSettings, RequestAdmission
 from ddscope.engine.salvage import EXHAUSTED, SalvageRound, exhausted_message, pause_before_round
-from ddscope.engine.shutdown import ErrorRateWindow, StopReason
+from ddscope.engine.saturation import SaturationWatch
+from ddscope.engine.shutdown import ErrorRateWindow, StopReason, breaker_open_message
 from ddscope.engine.worker import WorkerContext
 
 ClientFactory = Callable[[Provider, ModelAlias], Any]
@@ -148,6 +154,9 @@ class _Run:
         run_id: str,
     ) -> None:
         self._settings = pipeline.run
+        self._budget = failure_budget(
+            self._settings.max_attempts_in_pass, self._settings.salvage_rounds
+        )
         self._emitter = emitter
         self._clock = emitter.clock
         self._admission = admission
@@ -158,6 +167,7 @@ class _Run:
             gates=gates,
             clients=clients,
             max_attempts=self._settings.max_attempts_in_pass,
+            failure_budget=self._budget,
             record_text=self._settings.record_text,
             on_attempt=self._on_attempt,
             stopping=lambda: self._stop is not None,
@@ -175,6 +185,14 @@ class _Run:
             max((a.timeout_s for a in pipeline.domains().values()), default=1.0),
         )
         self._started = self._clock.now()
+        self._gates = gates
+        self._saturation = SaturationWatch(
+            gates,
+            self._clock,
+            self._settings.breaker_max_wait_s,
+            has_work=self._dispatcher.has_work_for,
+            stop=self._request_stop,
+        )
         for gate in gates.values():
             gate.on_breaker_open = self._on_breaker_open
 
@@ -199,21 +217,28 @@ class _Run:
             raise
         if self._stop is not None:
             return self._finish("shutdown", self._stop)
-        self._drop_exhausted()
         return self._finish(*self._verdict())
 
     # -- salvage ----------------------------------------------------------------------------
 
     async def _salvage(self) -> None:
+        """Rounds until nothing is deferred or the run stops. Past ``salvage_rounds`` only the
+        tasks that keep waiting (``patience.keeps_waiting``) get another round."""
         d = self._dispatcher
-        for number in range(1, self._settings.salvage_rounds + 1):
-            if not d.deferred or self._stop is not None:
+        number = 0
+        while self._stop is None:
+            if number >= self._settings.salvage_rounds:
+                self._drop_exhausted(number)
+            if not d.deferred:
                 return
-            self._phase = f"salvage round {number} (pause)"
-            await self._pause(self._pause_before_round())
+            number += 1
+            patient = number > self._settings.salvage_rounds  # only waiting tasks are left
+            label = f"salvage round {number}" + (", waiting on the endpoint" if patient else "")
+            self._phase = f"{label} (pause)"
+            await self._pause(self._pause_before_round(patient))
             if self._stop is not None:
                 return
-            self._phase = f"salvage round {number}"
+            self._phase = label
             tasks, d.deferred = d.deferred, []
             salvage_round = SalvageRound(number, tasks, self._emitter)
             try:
@@ -239,50 +264,45 @@ class _Run:
         finally:
             timer.cancel()
 
-    def _pause_before_round(self) -> float:
+    def _pause_before_round(self, patient: bool) -> float:
         domains = {t.plan.domain for t in self._dispatcher.deferred}
         cooling = [
             gate.statistics().cooldown_remaining_s
             for gate in self._admission.gates()
             if gate.domain in domains
         ]
-        return pause_before_round(self._settings.salvage_pause_s, cooling)
+        return pause_before_round(self._settings.salvage_pause_s, cooling, patient=patient)
 
-    def _drop_exhausted(self) -> None:
+    def _drop_exhausted(self, rounds: int) -> None:
+        """Drops the rows of deferred tasks out of tries (all of them under ``fail_fast``)."""
         d = self._dispatcher
-        rounds = self._settings.salvage_rounds
         for task in list(d.deferred):
             group = d.groups.get(task.row_group)
-            if group is not None:
-                d.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, rounds), task)
-                d.checkpoint_if_resolved(group)
+            policy = self._gates[task.domain].settings.breaker_policy
+            if group is None or keeps_waiting(task, policy, self._budget):
+                continue
+            d.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, rounds), task)
+            d.checkpoint_if_resolved(group)
 
     # -- stopping ---------------------------------------------------------------------------
 
-    def _on_attempt(self, outcome: str) -> None:
-        if self._errors.record(outcome) and self._stop is None:
+    def _on_attempt(self, domain: str, outcome: str) -> None:
+        if self._errors.record(outcome):
             self._request_stop(self._errors.stop_reason())
+        self._saturation.follow(domain)  # only a finished attempt can close a breaker
 
     def _on_breaker_open(self, event: events.BreakerChanged) -> None:
-        if event.policy != "fail_fast" or self._stop is not None:
-            return
-        provider, model = events.split_domain(event.domain)
-        message = (
-            f"provider {provider!r} model {model!r} is saturated: circuit breaker opened "
-            f"({event.reason}) after {event.consecutive_429} consecutive 429s at concurrency 1, "
-            f"{event.share_429:.0%} of recent requests rate-limited, "
-            f"{event.time_at_floor_s:.1f} s at the floor"
-            + (
-                f", last Retry-After {event.last_retry_after_s:g} s"
-                if event.last_retry_after_s is not None
-                else ""
-            )
-            + "; stopped (breaker_policy fail_fast), completed rows kept"
-        )
-        self._request_stop(StopReason("endpoint_saturated", message, event.domain))
+        if event.policy == "wait":
+            self._saturation.follow(event.domain)
+        else:
+            message = breaker_open_message(event)
+            self._request_stop(StopReason("endpoint_saturated", message, event.domain))
 
     def _request_stop(self, stop: StopReason) -> None:
-        """Stop admitting; cancel workers that only wait; give requests on the wire a grace."""
+        """Stop admitting; cancel workers that only wait; give requests on the wire a grace.
+        The first decision stands: a later one is ignored."""
+        if self._stop is not None:
+            return
         self._stop = stop
         self._phase = f"shutting down ({stop.reason})"
         self._emitter.emit(
@@ -329,6 +349,7 @@ class _Run:
             if timer is not None:
                 timer.cancel()
         self._health_timer = self._grace_timer = None
+        self._saturation.close()
         d = self._dispatcher
         if stop is not None:
             reason = "shutdown" if outcome == "shutdown" else stop.reason
@@ -367,7 +388,9 @@ class _Run:
         )
 
     def _on_health_tick(self) -> None:
-        self._emitter.emit(self._dispatcher.health(note=self._phase))
+        waiting = self._saturation.note()
+        note = f"{self._phase}; {waiting}" if waiting else self._phase
+        self._emitter.emit(self._dispatcher.health(note=note))
         self._dispatcher.wake.set()  # a safety net: the loop re-checks capacity at least this often
         self._arm_health()
 

@@ -8,13 +8,16 @@ nothing. The window decides only once it is full, so one early failure out of on
 a "100 % error rate".
 
 :class:`StopReason` is the first (and only) decision to stop: the reason code, the one human
-sentence, and the domain where one is to blame. Pure: no asyncio, no clock.
+sentence, and the domain where one is to blame; :func:`breaker_open_message` is the sentence
+for a breaker that opened under ``fail_fast``. Pure: no asyncio, no clock.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass
+
+from ddscope import events
 
 # attempt outcomes that say nothing about the endpoint's health (see the module docstring)
 NOT_COUNTED: frozenset[str] = frozenset({"cancelled", "admission_timeout", "breaker_open"})
@@ -26,6 +29,20 @@ class StopReason:
     reason: str  # "error_rate" | "endpoint_saturated" | "cancelled"
     message: str
     domain: str | None = None
+
+
+def breaker_open_message(event: events.BreakerChanged) -> str:
+    """The sentence for a breaker that opened under ``fail_fast``, with its evidence."""
+    provider, model = events.split_domain(event.domain)
+    last = event.last_retry_after_s
+    return (
+        f"provider {provider!r} model {model!r} is saturated: circuit breaker opened "
+        f"({event.reason}) after {event.consecutive_429} consecutive 429s at concurrency 1, "
+        f"{event.share_429:.0%} of recent requests rate-limited, "
+        f"{event.time_at_floor_s:.1f} s at the floor"
+        + (f", last Retry-After {last:g} s" if last is not None else "")
+        + "; stopped (breaker_policy fail_fast), completed rows kept"
+    )
 
 
 class ErrorRateWindow:

@@ -73,12 +73,18 @@ class ModelTask:
     attempts: int = 0
     last_error: str | None = None  # error kind of the last failed try
     last_message: str | None = None
+    budget_failures: int = 0  # failed tries that use up its budget (see patience.py)
     salvage_round: int | None = None  # None in the main pass
     succeeded: bool = False
 
     @property
     def task_id(self) -> str:
         return f"{self.plan.name}:{self.row}"
+
+    @property
+    def domain(self) -> str:
+        assert self.plan.domain is not None  # model tasks exist for model columns only
+        return self.plan.domain
 
 
 @dataclass(frozen=True, slots=True)

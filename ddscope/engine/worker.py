@@ -1,6 +1,7 @@
 """One model task's execution while it holds its lease: render, acquire, attempt, classify, emit.
 
-For each try (up to ``max_attempts_in_pass`` in this pass): take a request permit from the
+For each try (up to ``max_attempts_in_pass`` in this pass, and never past the task's budget of
+failures other than pushback, see ``patience``): take a request permit from the
 domain's gate — ``try_acquire`` first, so an immediate admission records no wait interval (the
 record stays lean: S5 aims at ≤ 1 KB per task), else ``acquire`` with its timeout (which emits
 the wait) — then ``AttemptStarted``, ``client.chat``, ``AttemptFinished``, ``gate.release`` with
@@ -25,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 from ddscope import events
 from ddscope.engine.emitter import Emitter
+from ddscope.engine.patience import counts_against_budget
 from ddscope.engine.pipeline import LlmTextColumn
 from ddscope.engine.request_admission import Permit, RequestGate
 from ddscope.engine.tasks import ModelTask
@@ -66,9 +68,10 @@ class WorkerContext:
     emitter: Emitter
     gates: Mapping[str, RequestGate]
     clients: Mapping[str, ChatClient]  # provider name → client
-    max_attempts: int
+    max_attempts: int  # tries per pass
+    failure_budget: int  # failed tries other than pushback, over all passes (patience.py)
     record_text: bool
-    on_attempt: Callable[[str], None]  # an attempt's outcome, for the error-rate window
+    on_attempt: Callable[[str, str], None]  # (domain, outcome) after the permit is released
     stopping: Callable[[], bool]
     permits: Counter[str] = field(default_factory=Counter)
     requests: int = 0
@@ -123,6 +126,10 @@ class Worker:
             task.last_error, task.last_message = outcome.kind, outcome.message
             if outcome.kind not in events.RETRYABLE_KINDS:
                 return TaskResult("dropped", error_kind=outcome.kind, message=outcome.message)
+            if counts_against_budget(outcome.kind):
+                task.budget_failures += 1
+                if task.budget_failures >= self.ctx.failure_budget:
+                    break  # no try left: deferred, and dropped when its round ends
         self.phase = "done"
         if self.ctx.stopping():  # no salvage is coming: the row is dropped with the stop
             return TaskResult("cancelled", error_kind=task.last_error, message=task.last_message)
@@ -193,7 +200,7 @@ class Worker:
             self._emit_finished(outcome, result, error, retry_after)
             self._gate.release(permit, outcome=outcome, retry_after_s=retry_after)
             ctx.rate_limited += outcome == "rate_limited"
-            ctx.on_attempt(outcome)
+            ctx.on_attempt(domain, outcome)
             self.phase = "between"
         if error is not None:
             return _Failure(outcome, f"{task.task_id}: {_short(str(error))}")
