@@ -101,19 +101,27 @@ def count(events: list[Any], kind: str, **fields: Any) -> int:
 def s1(policy: str) -> dict[str, Any]:
     """Saturated endpoint: 9 of 10 requests get 429 with Retry-After: 5."""
     knobs: dict[str, Any] = dict(rate_limit_k=9, rate_limit_n=10, retry_after="5")
+    records = 15
     if policy == "wait":
         knobs["rate_limit_for_s"] = 25.0  # the endpoint recovers, so the patient run can finish
+    elif policy == "wait-long":  # saturated for longer than a bounded retry budget would last
+        knobs.update(retry_after="1", rate_limit_for_s=60.0)
+        policy = "wait"
     with MockServerProcess(**knobs) as mock:
         out = run(
             chain3(
-                mock.base_url, records=15, buffer_size=15, max_parallel=4, breaker_policy=policy
+                mock.base_url,
+                records=records,
+                buffer_size=15,
+                max_parallel=4,
+                breaker_policy=policy,
             ),
             deadline_s=180,
         )
     shutdown = next((e for e in out.events if e.kind == "shutdown"), None)
     opened = [e for e in out.events if e.kind == "breaker" and e.state == "open"]
     return {
-        "scenario": f"S1 ({policy})",
+        "scenario": f"S1 ({policy}, {records} records)",
         "outcome": out.summary.outcome,
         "reason": out.summary.reason,
         "message": out.summary.message,
@@ -187,6 +195,7 @@ def s3(ramp_s: float) -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "s1": lambda: s1("fail_fast"),
     "s1-wait": lambda: s1("wait"),
+    "s1-wait-long": lambda: s1("wait-long"),
     "s2": s2,
     "s3": lambda: [s3(5.0), s3(0.0)],  # type: ignore[dict-item,return-value]
 }
