@@ -197,3 +197,50 @@ def test_ctrl_c_exits_1_with_a_closed_record_and_a_summary(tmp_path: Path) -> No
     events = list(RunReader(record))
     assert events[-1].kind == "run_finished" and events[-1].outcome == "cancelled"
     assert (out / "data.jsonl").exists()
+
+
+def test_prometheus_linger_keeps_final_metrics_up_after_the_run(tmp_path: Path) -> None:
+    """--prometheus-linger: /metrics still answers, with the run's final counts, after it ends."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "ddscope.cli.main",
+        "demo",
+        "--records",
+        "6",
+        "--quiet",
+        "--out",
+        str(out),
+        "--prometheus-port",
+        str(port),
+        "--prometheus-linger",
+        "20",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            assert proc.stderr is not None
+            line = ""
+            while time.monotonic() < deadline and "serving final metrics" not in line:
+                line = proc.stderr.readline()
+                assert line or proc.poll() is None, "the demo ended without lingering"
+            assert "serving final metrics" in line
+            assert (out / "run.jsonl").read_text().count('"run_finished"') == 1
+            body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            completed = [
+                ln for ln in body.splitlines() if ln.startswith("ddscope_rows_completed_total")
+            ]
+            assert completed and float(completed[0].rsplit(" ", 1)[1]) == 6
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from importlib.resources import as_file, files
 from pathlib import Path
@@ -76,6 +77,7 @@ def execute(
     otlp_endpoint: str | None = None,
     otlp_protocol: str | None = None,
     prometheus_port: int | None = None,
+    prometheus_linger_s: float = 0.0,
 ) -> int:
     """Runs ``pipeline`` writing into ``run_dir``, prints the summary, returns the exit code."""
     from ddscope.engine.scheduler import run_pipeline  # heavy: asyncio engine and HTTP client
@@ -94,10 +96,24 @@ def execute(
         if not progress.closed:  # the scheduler closes the bus; make sure, without double-closing
             bus.close()
         writer.close()
+        if prometheus_port and prometheus_linger_s > 0:
+            linger(prometheus_port, prometheus_linger_s)
         for message in otel_finish():  # bounded flush; a collector that is down only warns
             warn(message)
     click.echo(summary_text(progress.tally, run_dir / DATA_FILE, run_dir / RECORD_FILE))
     return exit_code(progress.tally)
+
+
+def linger(port: int, seconds: float) -> None:
+    """Keeps /metrics up after the run, so a scraper with a long interval still gets the final
+    values before the endpoint goes away (Prometheus marks a vanished target's series stale)."""
+    click.echo(
+        f"serving final metrics on http://127.0.0.1:{port}/metrics for {seconds:g} s "
+        "(Ctrl-C to stop)",
+        err=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        time.sleep(seconds)
 
 
 # Options that `run` and `demo` share.
@@ -108,6 +124,15 @@ out_option = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     default=DEFAULT_OUT,
     help=_OUT_HELP,
+)
+prometheus_linger_option = click.option(
+    "--prometheus-linger",
+    "prometheus_linger_s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="With --prometheus-port: keep /metrics up this long after the run ends, so a scraper "
+    "collects the final values.",
 )
 quiet_option = click.option(
     "-q", "--quiet", is_flag=True, help="No progress output; only the summary."
@@ -144,6 +169,7 @@ quiet_option = click.option(
 )
 @quiet_option
 @otel_options
+@prometheus_linger_option
 @handle_errors
 def run_command(
     pipeline_file: Path,
@@ -156,6 +182,7 @@ def run_command(
     otlp_endpoint: str | None,
     otlp_protocol: str | None,
     prometheus_port: int | None,
+    prometheus_linger_s: float,
 ) -> None:
     """Run the pipeline in PIPELINE (YAML or JSON) and record what happened.
 
@@ -177,6 +204,7 @@ def run_command(
         otlp_endpoint=otlp_endpoint,
         otlp_protocol=otlp_protocol,
         prometheus_port=prometheus_port,
+        prometheus_linger_s=prometheus_linger_s,
     )
     raise SystemExit(code)
 
@@ -199,6 +227,7 @@ def run_command(
 )
 @quiet_option
 @otel_options
+@prometheus_linger_option
 @handle_errors
 def demo_command(
     out_dir: Path,
@@ -208,6 +237,7 @@ def demo_command(
     otlp_endpoint: str | None,
     otlp_protocol: str | None,
     prometheus_port: int | None,
+    prometheus_linger_s: float,
 ) -> None:
     """Run the example chain-3 pipeline against the built-in mock endpoint.
 
@@ -242,6 +272,7 @@ def demo_command(
             otlp_endpoint=otlp_endpoint,
             otlp_protocol=otlp_protocol,
             prometheus_port=prometheus_port,
+            prometheus_linger_s=prometheus_linger_s,
         )
     raise SystemExit(code)
 
