@@ -6,8 +6,8 @@ child process (50 ms latency). Variants, run round-robin ``--repeats`` times in 
 * ``bare_aiohttp`` — a bare aiohttp client doing the same number of requests (the floor);
 * ``no_sinks``     — ddscope with an empty event bus;
 * ``record``       — ddscope writing run.jsonl;
-* ``otel_memory``  — run.jsonl + OtelSink spans and metrics into the SDK's in-memory exporter
-  (BatchSpanProcessor) and metric reader;
+* ``otel_memory``  — run.jsonl + OtelSink spans and metrics, on the providers ``ddtrace run``
+  builds, into the SDK's in-memory exporter (BatchSpanProcessor) and metric reader;
 * ``otel_otlp``    — run.jsonl + OtelSink over OTLP/gRPC (the real ``build_otel_sink`` set-up)
   to a receiver in another child process.
 
@@ -106,24 +106,25 @@ async def bare_client(url: str, requests: int) -> None:
 
 
 def in_memory_otel() -> tuple[OtelSink, Callable[[], list[str]]]:
-    from opentelemetry.sdk.metrics import MeterProvider
+    """The providers ``ddtrace run`` builds (otel_sdk: resource, span limits, sampler), with the
+    SDK's in-memory span exporter behind a batch span processor and an in-memory reader."""
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    from ddscope.exporters.otel_sdk import meter_provider, tracer_provider
+
     exporter = InMemorySpanExporter()
-    tracer_provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=100_000))
+    traces = tracer_provider(BatchSpanProcessor(exporter, max_queue_size=100_000))
     reader = InMemoryMetricReader()
-    meter_provider = MeterProvider([reader], shutdown_on_exit=False)
+    metrics = meter_provider([reader])
 
     def finish() -> list[str]:
-        tracer_provider.shutdown()
+        traces.shutdown()
         reader.get_metrics_data()  # one collection, as a periodic reader would do
         return [] if exporter.get_finished_spans() else ["no spans reached the exporter"]
 
-    return OtelSink(tracer_provider, meter_provider), finish
+    return OtelSink(traces, metrics), finish
 
 
 def run_variant(name: str, url: str, records: int, workdir: Path, otlp: str) -> dict[str, Any]:

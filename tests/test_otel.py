@@ -24,6 +24,7 @@ from ddscope.events import (
     AttemptFinished,
     AttemptStarted,
     BreakerChanged,
+    CooldownStarted,
     EventBus,
     LeaseFinished,
     LeaseStarted,
@@ -31,9 +32,14 @@ from ddscope.events import (
     RunStarted,
     Shutdown,
     WaitFinished,
+    WaitStarted,
 )
 from ddscope.exporters.jsonl import JsonlRecorder
-from ddscope.exporters.otel_metrics import OPERATION_DURATION_BUCKETS, TOKEN_USAGE_BUCKETS
+from ddscope.exporters.otel_metrics import (
+    OPERATION_DURATION_BUCKETS,
+    TOKEN_USAGE_BUCKETS,
+    Tally,
+)
 from ddscope.mock.synthetic_run import synthetic_events, synthetic_header
 
 HEADER = synthetic_header(SYNTHETIC)
@@ -382,3 +388,45 @@ def test_unknown_domains_get_a_span_and_orphan_finishes_are_ignored() -> None:
         for p in points(otel.metrics(), "ddscope.request.waiters")
     }
     assert waiters == {"other": 0}
+
+
+def test_a_cooldown_started_while_its_attempt_is_open_links_to_that_attempt() -> None:
+    common = {"request_id": 4, "attempt": 1, "task_id": "x:0", "domain": "mock/mock-model"}
+    events = [
+        LeaseStarted(t_ns=1, lease_id=5, task_id="x:0", row_group=0, column="x", row=0),
+        WaitStarted(t_ns=2, lease_id=5, **common),
+        WaitFinished(t_ns=3, outcome="timeout", **common),
+        AttemptStarted(t_ns=4, lease_id=5, **common),
+        CooldownStarted(t_ns=5, cooldown_id=1, domain="mock/mock-model", duration_s=1.0,
+                        request_id=4, attempt=1),
+        AttemptFinished(t_ns=6, outcome="rate_limited", status_code=429, error="429", **common),
+    ]  # fmt: skip
+    spans = InMemoryOtel().feed(HEADER, events).spans()
+    (chat,) = _by_name(spans, "chat ")
+    (cooldown,) = _by_name(spans, "cooldown")
+    assert [link.context.span_id for link in cooldown.links] == [chat.context.span_id]
+    assert (chat.start_time, chat.end_time) == (ORIGIN + 4, ORIGIN + 6)
+    assert chat.attributes["http.response.status_code"] == 429
+    assert chat.attributes["error.type"] == "rate_limited"
+    assert chat.status.status_code is StatusCode.ERROR and chat.status.description == "429"
+    (wait,) = _by_name(spans, "request.wait")
+    assert (wait.start_time, wait.end_time) == (ORIGIN + 2, ORIGIN + 3)
+    assert wait.attributes["error.type"] == "admission_timeout"
+    assert wait.attributes["ddscope.outcome"] == "timeout"
+    assert wait.status.status_code is StatusCode.ERROR
+
+
+def test_a_tally_counts_per_attribute_set_and_merges_equal_dicts() -> None:
+    tally = Tally()
+    ok = {"gen_ai.provider.name": "p", "ddscope.outcome": "ok"}
+    tally.add(ok)
+    tally.add(ok, 2)
+    tally.add(dict(ok))  # equal, another object: the same series
+    tally.add({"gen_ai.provider.name": "p", "ddscope.outcome": "rate_limited"})
+    tally.add(None, 0.5)
+    totals = {tuple(sorted(a.items())) if a else (): t for a, t in tally.totals()}
+    assert totals == {
+        tuple(sorted(ok.items())): 4,
+        (("ddscope.outcome", "rate_limited"), ("gen_ai.provider.name", "p")): 1,
+        (): 0.5,
+    }

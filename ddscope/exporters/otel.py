@@ -26,7 +26,9 @@ into metric attributes. Prompt and completion text are attached (``gen_ai.input.
 ``gen_ai.output.messages``) only when the run recorded them (``RunHeader.record_text``) *and*
 this sink was asked to (``record_text=True``; the set-up follows the GenAI instrumentations'
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``): shipping text to a remote backend is a
-second opt-in. The request path is in ``otel_requests``, the metrics in ``otel_metrics``.
+second opt-in. The request path is in ``otel_requests``, the metrics in ``otel_metrics``;
+events are turned into spans and measurements in batches (``otel_batch``: cheaper, and what a
+metric reader collects is still up to date).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from opentelemetry.trace import TracerProvider
 
 from ddscope import __version__
 from ddscope import events as ev
+from ddscope.exporters.otel_batch import EventBatcher
 from ddscope.exporters.otel_metrics import DomainState, RunGauges, RunInstruments
 from ddscope.exporters.otel_requests import RequestSpans
 from ddscope.exporters.otel_spans import SpanBook, present, set_error
@@ -49,8 +52,9 @@ SCOPE = "ddscope"
 class OtelSink:
     """Event sink: spans on ``tracer_provider``, metrics on ``meter_provider``.
 
-    Per event it does a dict lookup, at most one span start or end, and a few pre-built metric
-    measurements; gauges cost nothing per event (they are observed on collection).
+    Per event, in batches: a dict lookup, at most one span start or end, and a few histogram
+    measurements with pre-built attributes; gauges and counters are plain numbers observed on
+    collection.
     """
 
     def __init__(
@@ -66,6 +70,8 @@ class OtelSink:
         self._requests = RequestSpans(self._book, self.instruments)
         self._record_text = record_text
         self._closed = False
+        self._batcher = EventBatcher(self._process)
+        self.instruments.before_collect = self._batcher.flush_for_reader
         self._handlers: dict[str, Callable[[Any], None]] = {
             "run_started": self._run_started,
             "run_finished": self._run_finished,
@@ -101,17 +107,25 @@ class OtelSink:
             book.add_domain(state, 0, {"ddscope.max_parallel_requests": info.max_parallel_requests})
 
     def handle(self, event: ev.Event) -> None:
-        if event.t_ns > self._book.last_t:
-            self._book.last_t = event.t_ns
-        handler = self._handlers.get(event.kind)
-        if handler is not None:
-            handler(event)
+        """Queues ``event``; spans and measurements are made in batches (``otel_batch``)."""
+        self._batcher.add(event)
 
     def close(self) -> None:
         """Ends whatever is still open at the last event's time, marked unfinished."""
         if not self._closed:
             self._closed = True
-            self._book.end_unfinished(self._requests.open_tables())
+            batcher = self._batcher
+            batcher.cancel_timer()
+            with batcher.lock:
+                batcher.drain()
+                self._book.end_unfinished(self._requests.open_tables())
+
+    def _process(self, event: ev.Event) -> None:
+        if event.t_ns > self._book.last_t:
+            self._book.last_t = event.t_ns
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            handler(event)
 
     # -- run ------------------------------------------------------------------------------------
 
@@ -171,7 +185,7 @@ class OtelSink:
 
     def _row_group_finished(self, e: ev.RowGroupFinished) -> None:
         if e.rows_completed:
-            self.instruments.rows_completed.add(e.rows_completed)
+            self.instruments.rows_completed.add(None, e.rows_completed)
         interval = self._book.row_groups.pop(e.row_group, None)
         if interval is None:
             return
@@ -187,7 +201,7 @@ class OtelSink:
         self._book.end(interval, e.t_ns)
 
     def _salvage_started(self, e: ev.SalvageStarted) -> None:
-        self.instruments.salvage_rounds.add(1)
+        self.instruments.salvage_rounds.add()
         book = self._book
         attrs = {"ddscope.salvage_round": e.round, "ddscope.tasks": e.tasks}
         book.salvage_rounds[e.round] = book.start(
@@ -215,7 +229,8 @@ class OtelSink:
             span.add_event("task_deferred", present(attrs), timestamp=self._book.ts(e.t_ns))
 
     def _row_dropped(self, e: ev.RowDropped) -> None:
-        self.instruments.rows_dropped.add(1, {"ddscope.drop.reason": e.reason})
+        instruments = self.instruments
+        instruments.rows_dropped.add(instruments.drop_reason(e.reason))
         span = self._book.event_span(e.row_group)
         if span is not None:
             attrs = {

@@ -1,19 +1,22 @@
 """The run's OpenTelemetry instruments (names and units as in METRICS.md) and the state behind
-the gauges.
+the gauges and counters.
 
-The gauges are *observable*: the sink keeps plain integer state from the event stream (requests
-on the wire, waiters, open cooldowns, leases, row groups) and the SDK reads it when a reader
-collects, so a gauge costs nothing per event. Counters and histograms are recorded as events
-arrive. Attribute dicts are built once per (domain, outcome) and reused: the per-event cost is
-the SDK's ``add``/``record`` and nothing else.
+Gauges and counters are *observable*: the sink keeps plain numbers from the event stream
+(requests on the wire, waiters, open cooldowns, leases, row groups; running totals per attribute
+set in a :class:`Tally`) and the SDK reads them when a reader collects. A synchronous
+``Counter.add`` costs ~6 µs (the SDK validates, copies and hashes the attributes on every call);
+a tally costs a dict update, and a cumulative observable counter exports the same monotonic sum
+(Prometheus: the same ``_total`` counter). Histograms have no observable form, so they are
+recorded as events arrive, with attribute dicts built once per (domain, outcome) and reused.
 
 Ids (run, task, lease, request) are never attributes here: they would make every series unique.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -29,6 +32,7 @@ TOKEN_USAGE_BUCKETS = (
 # Waits and cooldowns: from 1 ms (admitted at once) to minutes (a saturated endpoint).
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
+_Callback = Callable[[CallbackOptions], Iterable[Observation]]
 PROVIDER = "gen_ai.provider.name"
 REQUEST_MODEL = "gen_ai.request.model"
 OUTCOME = "ddscope.outcome"
@@ -95,6 +99,45 @@ class DomainState:
         return attrs
 
 
+class Tally:
+    """Running totals of one counter, per attribute set, read by an ObservableCounter.
+
+    ``add`` keys the total by the *identity* of ``attributes``: callers pass long-lived,
+    reused attribute dicts (the per-domain caches), so an add is one dict update. The dict is
+    kept here, so its id is not reused while it counts. Equal dicts that are distinct objects
+    are merged when observed. Thread-safety: the engine thread adds, a reader thread observes;
+    each dict operation is atomic under the GIL and ``observe`` works on a copy.
+    """
+
+    __slots__ = ("_attributes", "_totals")
+
+    def __init__(self) -> None:
+        self._totals: dict[int, float] = {}
+        self._attributes: dict[int, Mapping[str, Any] | None] = {}
+
+    def add(self, attributes: Mapping[str, Any] | None = None, amount: float = 1) -> None:
+        key = id(attributes)
+        totals = self._totals
+        if key in totals:
+            totals[key] += amount
+        else:
+            self._attributes[key] = attributes  # before the total: observe() looks it up
+            totals[key] = amount
+
+    def totals(self) -> list[tuple[Mapping[str, Any] | None, float]]:
+        """(attributes, total) per distinct attribute set."""
+        merged: dict[frozenset[tuple[str, Any]], tuple[Mapping[str, Any] | None, float]] = {}
+        for key, total in list(self._totals.items()):
+            attributes = self._attributes[key]
+            series = frozenset(attributes.items()) if attributes else frozenset()
+            previous = merged.get(series)
+            merged[series] = (attributes, total + (previous[1] if previous else 0))
+        return list(merged.values())
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(total, attributes) for attributes, total in self.totals()]
+
+
 @dataclass(slots=True)
 class RunGauges:
     """Run-wide gauge values; ``domains`` is shared with the sink that updates them."""
@@ -105,30 +148,67 @@ class RunGauges:
     row_groups: int = 0
 
 
+def _nothing() -> None:
+    pass
+
+
 class RunInstruments:
-    """Creates every instrument of METRICS.md on ``meter``; gauges read ``gauges`` on collect."""
+    """Creates every instrument of METRICS.md on ``meter``; gauges read ``gauges`` and counters
+    their tallies on collect, after calling :attr:`before_collect` (the sink processes the
+    events it has queued, so what a reader collects is up to date)."""
 
     def __init__(self, meter: Meter, gauges: RunGauges) -> None:
         self._gauges = gauges
+        self.before_collect: Callable[[], None] = _nothing
         self._observable_gauges(meter)
-        counter = meter.create_counter
-        self.attempts = counter("ddscope.request.attempts", "{request}", "Request attempts")
-        self.rate_limited = counter(
-            "ddscope.request.rate_limited", "{request}", "Attempts answered 429"
-        )
-        self.admission_timeouts = counter(
-            "ddscope.request.admission_timeouts",
-            "{request}",
-            "Requests whose wait for request admission timed out",
-        )
-        self.rows_completed = counter("ddscope.rows.completed", "{row}", "Rows written")
-        self.rows_dropped = counter("ddscope.rows.dropped", "{row}", "Rows dropped, by reason")
-        self.salvage_rounds = counter("ddscope.salvage.rounds", "{round}", "Salvage rounds run")
-        self.breaker_openings = counter(
-            "ddscope.breaker.openings", "{opening}", "Circuit breaker openings"
-        )
-        self.cooldown_time = counter("ddscope.cooldown.time", "s", "Total time in cooldown")
+        self._observable_counters(meter)
         self._histograms(meter)
+
+    def _observable_counters(self, meter: Meter) -> None:
+        self.attempts = Tally()
+        self.rate_limited = Tally()
+        self.admission_timeouts = Tally()
+        self.rows_completed = Tally()
+        self.rows_dropped = Tally()
+        self.salvage_rounds = Tally()
+        self.breaker_openings = Tally()
+        self.cooldown_time = Tally()
+        self._drop_reasons: dict[str, dict[str, str]] = {}
+        counters = (
+            ("ddscope.request.attempts", "{request}", "Request attempts", self.attempts),
+            (
+                "ddscope.request.rate_limited",
+                "{request}",
+                "Attempts answered 429",
+                self.rate_limited,
+            ),
+            (
+                "ddscope.request.admission_timeouts",
+                "{request}",
+                "Requests whose wait for request admission timed out",
+                self.admission_timeouts,
+            ),
+            ("ddscope.rows.completed", "{row}", "Rows written", self.rows_completed),
+            ("ddscope.rows.dropped", "{row}", "Rows dropped, by reason", self.rows_dropped),
+            ("ddscope.salvage.rounds", "{round}", "Salvage rounds run", self.salvage_rounds),
+            (
+                "ddscope.breaker.openings",
+                "{opening}",
+                "Circuit breaker openings",
+                self.breaker_openings,
+            ),
+            ("ddscope.cooldown.time", "s", "Total time in cooldown", self.cooldown_time),
+        )
+        for name, unit, description, tally in counters:
+            callback = self._observer(tally.observe)
+            meter.create_observable_counter(name, [callback], unit, description)
+
+    def drop_reason(self, reason: str) -> dict[str, str]:
+        """The (reused) attributes of ``ddscope.rows.dropped`` for ``reason``."""
+        attrs = self._drop_reasons.get(reason)
+        if attrs is None:
+            attrs = self._drop_reasons[reason] = {"ddscope.drop.reason": reason}
+        return attrs
 
     def _histograms(self, meter: Meter) -> None:
         histogram = meter.create_histogram
@@ -170,9 +250,17 @@ class RunInstruments:
             ("ddscope.row_groups.in_flight", "{row_group}", "Row groups in flight", "row_groups"),
         )
         for name, unit, description, callback in per_domain:
-            meter.create_observable_gauge(name, [callback], unit, description)
+            meter.create_observable_gauge(name, [self._observer(callback)], unit, description)
         for name, unit, description, attr in run_wide:
-            meter.create_observable_gauge(name, [self._run_wide(attr)], unit, description)
+            callback = self._observer(self._run_wide(attr))
+            meter.create_observable_gauge(name, [callback], unit, description)
+
+    def _observer(self, callback: _Callback) -> _Callback:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            self.before_collect()
+            return callback(options)
+
+        return observe
 
     def _domains(self) -> Iterator[DomainState]:
         # A copy: the engine thread may add a domain while a reader thread collects.
@@ -190,7 +278,7 @@ class RunInstruments:
     def _cooling(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(int(d.open_cooldowns > 0), d.metric_attrs) for d in self._domains()]
 
-    def _run_wide(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def _run_wide(self, attr: str) -> _Callback:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
             return [Observation(getattr(self._gauges, attr))]
 

@@ -15,7 +15,14 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from ddscope import events as ev
 from ddscope.exporters.otel_metrics import DomainState, RunInstruments
-from ddscope.exporters.otel_spans import Interval, SpanBook, messages_json, present, set_error
+from ddscope.exporters.otel_spans import (
+    Interval,
+    PendingSpan,
+    SpanBook,
+    messages_json,
+    present,
+    set_error,
+)
 
 RECENT_FAILED_ATTEMPTS = 1024  # kept for cooldown links; bounded so memory stays flat
 _NS = 1e9
@@ -29,8 +36,8 @@ class RequestSpans:
         self.instruments = instruments
         self.send_text = False  # set by the sink from the header and its own opt-in
         self.leases: dict[int, Interval] = {}
-        self.waits: dict[tuple[int, int], Interval] = {}
-        self.attempts: dict[tuple[int, int], Interval] = {}
+        self.waits: dict[tuple[int, int], PendingSpan] = {}
+        self.attempts: dict[tuple[int, int], PendingSpan] = {}
         self.cooldowns: dict[int, Interval] = {}
         self._failed_attempts: OrderedDict[tuple[int, int], SpanContext] = OrderedDict()
 
@@ -49,8 +56,13 @@ class RequestSpans:
         }
 
     def open_tables(self) -> list[dict[Any, Interval]]:
-        """The open intervals, children before parents."""
-        return [self.attempts, self.waits, self.cooldowns, self.leases]
+        """The open intervals, children before parents (pending spans are created now)."""
+        book = self.book
+        attempts = {key: book.materialize(p) for key, p in self.attempts.items()}
+        waits = {key: book.materialize(p) for key, p in self.waits.items()}
+        self.attempts.clear()
+        self.waits.clear()
+        return [attempts, waits, self.cooldowns, self.leases]
 
     # -- task leases ----------------------------------------------------------------------------
 
@@ -98,26 +110,28 @@ class RequestSpans:
             "ddscope.request_id": e.request_id,
             "ddscope.attempt": e.attempt,
         }
-        self.waits[(e.request_id, e.attempt)] = self.book.start(
-            "request.wait", self._lease(e.lease_id), attrs, e.t_ns, domain=domain
+        self.waits[(e.request_id, e.attempt)] = PendingSpan(
+            "request.wait", self._lease(e.lease_id), attrs, e.t_ns, SpanKind.INTERNAL, domain
         )
         domain.waiters += 1
 
     def wait_finished(self, e: ev.WaitFinished) -> None:
-        interval = self.waits.pop((e.request_id, e.attempt), None)
-        if interval is None or interval.domain is None:
+        pending = self.waits.pop((e.request_id, e.attempt), None)
+        if pending is None:
             return
-        domain = interval.domain
+        domain = pending.domain
         domain.waiters -= 1
-        self.instruments.wait_duration.record((e.t_ns - interval.t_ns) / _NS, domain.metric_attrs)
-        span = interval.span
-        span.set_attribute("ddscope.outcome", e.outcome)
+        self.instruments.wait_duration.record((e.t_ns - pending.t_ns) / _NS, domain.metric_attrs)
+        attrs: dict[str, Any] = {"ddscope.outcome": e.outcome}
+        error = None
         if e.outcome == "timeout":
-            self.instruments.admission_timeouts.add(1, domain.metric_attrs)
-            set_error(span, "admission_timeout")
+            self.instruments.admission_timeouts.add(domain.metric_attrs)
+            attrs["error.type"] = "admission_timeout"
+            error = Status(StatusCode.ERROR)
         elif e.outcome == "breaker_open":
-            set_error(span, "breaker_open")
-        self.book.end(interval, e.t_ns)
+            attrs["error.type"] = "breaker_open"
+            error = Status(StatusCode.ERROR)
+        self.book.finish(pending, e.t_ns, attrs, error)
 
     # -- request attempts -----------------------------------------------------------------------
 
@@ -133,25 +147,24 @@ class RequestSpans:
             attrs["http.request.resend_count"] = e.attempt - 1
         if self.send_text and e.prompt is not None:
             attrs["gen_ai.input.messages"] = messages_json("user", e.prompt)
-        self.attempts[(e.request_id, e.attempt)] = self.book.start(
+        self.attempts[(e.request_id, e.attempt)] = PendingSpan(
             f"chat {domain.model}",
             self._lease(e.lease_id),
             attrs,
             e.t_ns,
-            kind=SpanKind.CLIENT,
-            domain=domain,
+            SpanKind.CLIENT,
+            domain,
         )
         domain.in_flight += 1
 
     def attempt_finished(self, e: ev.AttemptFinished) -> None:
         key = (e.request_id, e.attempt)
-        interval = self.attempts.pop(key, None)
-        if interval is None or interval.domain is None:
+        pending = self.attempts.pop(key, None)
+        if pending is None:
             return
-        domain = interval.domain
+        domain = pending.domain
         domain.in_flight -= 1
-        self._attempt_metrics(e, domain, (e.t_ns - interval.t_ns) / _NS)
-        span = interval.span
+        self._attempt_metrics(e, domain, (e.t_ns - pending.t_ns) / _NS)
         attrs = {
             "http.response.status_code": e.status_code,
             "gen_ai.response.model": e.response_model,
@@ -161,18 +174,18 @@ class RequestSpans:
         }
         if self.send_text and e.completion is not None:
             attrs["gen_ai.output.messages"] = messages_json("assistant", e.completion)
-        if e.outcome != "ok":
-            attrs["error.type"] = e.outcome
-            span.set_status(Status(StatusCode.ERROR, e.error))
-            self._remember_failed(key, span.get_span_context())
-        span.set_attributes(present(attrs))
-        self.book.end(interval, e.t_ns)
+        if e.outcome == "ok":
+            self.book.finish(pending, e.t_ns, present(attrs))
+            return
+        attrs["error.type"] = e.outcome
+        span = self.book.finish(pending, e.t_ns, present(attrs), Status(StatusCode.ERROR, e.error))
+        self._remember_failed(key, span.get_span_context())
 
     def _attempt_metrics(self, e: ev.AttemptFinished, domain: DomainState, seconds: float) -> None:
         instruments = self.instruments
-        instruments.attempts.add(1, domain.attempt_attributes(e.outcome))
+        instruments.attempts.add(domain.attempt_attributes(e.outcome))
         if e.outcome == "rate_limited":
-            instruments.rate_limited.add(1, domain.metric_attrs)
+            instruments.rate_limited.add(domain.metric_attrs)
         instruments.operation_duration.record(seconds, domain.duration_attributes(e.outcome))
         if e.input_tokens is not None:
             instruments.token_usage.record(e.input_tokens, domain.token_attributes("input"))
@@ -213,8 +226,8 @@ class RequestSpans:
             return []
         key = (request_id, attempt)
         cause: SpanContext | None = self._failed_attempts.get(key)
-        if cause is None and key in self.attempts:
-            cause = self.attempts[key].span.get_span_context()
+        if cause is None and key in self.attempts:  # still open: its span is needed now
+            cause = self.book.materialize(self.attempts[key]).span.get_span_context()
         return [] if cause is None else [Link(cause, {"ddscope.link": "caused_by"})]
 
     def cooldown_finished(self, e: ev.CooldownFinished) -> None:
@@ -225,7 +238,7 @@ class RequestSpans:
         domain.open_cooldowns -= 1
         seconds = (e.t_ns - interval.t_ns) / _NS
         self.instruments.cooldown_duration.record(seconds, domain.metric_attrs)
-        self.instruments.cooldown_time.add(seconds, domain.metric_attrs)
+        self.instruments.cooldown_time.add(domain.metric_attrs, seconds)
         self.book.end(interval, e.t_ns)
 
     def limit_changed(self, e: ev.LimitChanged) -> None:
@@ -242,7 +255,7 @@ class RequestSpans:
     def breaker(self, e: ev.BreakerChanged) -> None:
         domain = self.book.domain(e.domain, e.t_ns)
         if e.state == "open":
-            self.instruments.breaker_openings.add(1, domain.metric_attrs)
+            self.instruments.breaker_openings.add(domain.metric_attrs)
         interval = self.book.domains.get(e.domain)
         if interval is None:
             return

@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import NoOpTracerProvider
 
 from ddscope import __version__
@@ -127,7 +128,12 @@ def run_bounded(calls: Sequence[Callable[[], object]], timeout_s: float) -> bool
 
 def tracer_provider(processor: SpanProcessor) -> TracerProvider:
     limits = None if os.environ.get("OTEL_SPAN_EVENT_COUNT_LIMIT") else SPAN_EVENT_LIMIT
-    provider = TracerProvider(  # sampler: OTEL_TRACES_SAMPLER, read by the SDK
+    # OTEL_TRACES_SAMPLER, if set, is read by the SDK. Unset, the SDK's default is
+    # parentbased_always_on; the sink starts every run as a root, so that samples exactly what
+    # always_on does, and always_on costs ~1.4 µs less per span.
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER", "").strip() else ALWAYS_ON
+    provider = TracerProvider(
+        sampler=sampler,
         resource=resource(),
         shutdown_on_exit=False,  # we shut down, bounded; the SDK's atexit hook could wait 30 s
         span_limits=SpanLimits(max_events=limits),
@@ -172,15 +178,12 @@ def held_logs() -> _HeldLogs:
 
 def otlp_span_exporter(endpoint: str, protocol: str) -> SpanExporter:
     """OTLP span exporter for ``endpoint`` (a base URL such as ``http://127.0.0.1:4317``).
-    Headers, TLS files and compression still come from the OTEL_EXPORTER_OTLP_* variables."""
+    Headers, TLS files and compression still come from the OTEL_EXPORTER_OTLP_* variables.
+    The SDK's exporters with a faster span encoder (``otel_otlp``)."""
+    from ddscope.exporters.otel_otlp import GrpcSpanExporter, HttpSpanExporter
+
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HttpSpanExporter,
-    )
-
+        return GrpcSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
     return HttpSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
 
 

@@ -3,6 +3,13 @@
 :class:`SpanBook` turns an event time (``t_ns`` since the run started) into the span timestamp
 (``header.started_at_unix_ns + t_ns``), starts spans under a parent's context, and keeps the
 run-level parents (run, domain, row group, salvage round) that the request-path spans hang from.
+
+Spans without children (request waits and attempts) are *pending* until they end
+(:class:`PendingSpan`): the SDK span is then created with its original start time and every
+attribute in one ``start_span`` call and ended at once, which saves a ``set_attributes`` (the SDK
+validates each attribute under a lock) per span. A pending span is created early only when
+something needs its span context before it ends (a cooldown linking to an attempt still open) or
+when the stream ends with it open.
 """
 
 from __future__ import annotations
@@ -35,6 +42,29 @@ class Interval:
         self.t_ns = t_ns
         self.context = context
         self.domain = domain
+
+
+class PendingSpan:
+    """A span not yet handed to the SDK: what ``SpanBook.start`` needs, kept until it ends."""
+
+    __slots__ = ("attributes", "domain", "interval", "kind", "name", "parent", "t_ns")
+
+    def __init__(
+        self,
+        name: str,
+        parent: Interval | None,
+        attributes: dict[str, Any],
+        t_ns: int,
+        kind: SpanKind,
+        domain: DomainState,
+    ) -> None:
+        self.name = name
+        self.parent = parent
+        self.attributes = attributes
+        self.t_ns = t_ns
+        self.kind = kind
+        self.domain = domain
+        self.interval: Interval | None = None  # set once the SDK span exists
 
 
 def set_error(span: Span, error_type: str, description: str | None = None) -> None:
@@ -96,6 +126,45 @@ class SpanBook:
 
     def end(self, interval: Interval, t_ns: int) -> None:
         interval.span.end(end_time=self.origin_ns + t_ns)
+
+    def materialize(self, pending: PendingSpan) -> Interval:
+        """The SDK span of ``pending``, started now (with its own start time) if not yet."""
+        if pending.interval is None:
+            pending.interval = self.start(
+                pending.name,
+                pending.parent,
+                pending.attributes,
+                pending.t_ns,
+                kind=pending.kind,
+                domain=pending.domain,
+            )
+        return pending.interval
+
+    def finish(
+        self,
+        pending: PendingSpan,
+        t_ns: int,
+        attributes: dict[str, Any],
+        error: Status | None = None,
+    ) -> Span:
+        """Ends ``pending`` at ``t_ns`` with ``attributes`` (no ``None`` values) added; a span
+        not yet created is created here with all its attributes at once."""
+        interval = pending.interval
+        if interval is None:
+            span = self.tracer.start_span(
+                pending.name,
+                context=pending.parent.context if pending.parent is not None else Context(),
+                kind=pending.kind,
+                attributes={**pending.attributes, **attributes},
+                start_time=self.origin_ns + pending.t_ns,
+            )
+        else:
+            span = interval.span
+            span.set_attributes(attributes)
+        if error is not None:
+            span.set_status(error)
+        span.end(end_time=self.origin_ns + t_ns)
+        return span
 
     def add_domain(self, state: DomainState, t_ns: int, extra: dict[str, Any]) -> None:
         self.gauges.domains[state.name] = state

@@ -1,0 +1,281 @@
+"""OTLP trace encoding: SDK ``ReadableSpan`` batches → the serialized bytes of an
+``ExportTraceServiceRequest``, byte for byte what the SDK's encoder
+(``opentelemetry-exporter-otlp-proto-common``'s ``encode_spans(...).SerializeToString()``)
+produces, about three times faster.
+
+Why: the SDK's encoder builds a protobuf object per span, per attribute (``KeyValue``) and per
+value (``AnyValue``) from Python: ~30 µs per span of a ddscope run, against ~10 µs here. With
+two spans per task it was the largest single cost of OTLP export in S5. Here the protobuf wire
+format is written directly: fields in field-number order, proto3 defaults omitted, sub-messages
+that the SDK sets always present (even when empty), and encoded (key, value) pairs of strings
+and booleans cached — attribute keys repeat in every span and most string values do too.
+
+The same rules as the SDK's encoder: spans are grouped by resource, then by instrumentation
+scope (equal objects share a group, the first one seen is encoded), in order of first
+appearance; an attribute whose value cannot be encoded (an int outside int64) is logged and
+left out. ``tests/test_otel_encode.py`` checks the bytes against the SDK's encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
+
+_logger = logging.getLogger(__name__)
+
+_KIND = {
+    SpanKind.INTERNAL: 1,
+    SpanKind.SERVER: 2,
+    SpanKind.CLIENT: 3,
+    SpanKind.PRODUCER: 4,
+    SpanKind.CONSUMER: 5,
+}
+_HAS_IS_REMOTE = 0x100  # SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_IS_REMOTE = 0x200  # SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+_INT64 = range(-(2**63), 2**63)
+# Field 16 (fixed32 flags): whether the parent is known to be remote, and whether it is.
+_LOCAL_FLAGS = b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE | _IS_REMOTE)
+_PAIR_CACHE_SIZE = 4096  # encoded (key, str/bool value) pairs; cleared when full
+_fixed64 = struct.Struct("<Q").pack
+_fixed32 = struct.Struct("<I").pack
+_double = struct.Struct("<d").pack
+
+
+def _encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 128:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_ONE_BYTE = [bytes([n]) for n in range(128)]
+
+
+def _varint(n: int) -> bytes:
+    """A non-negative int as a protobuf varint."""
+    return _ONE_BYTE[n] if n < 128 else _encode_varint(n)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (string, bytes, sub-message)."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _any_value(value: Any) -> bytes:
+    """The body of an ``AnyValue`` (the SDK's ``_encode_value``)."""
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _field(b"\x0a", value.encode())
+    if isinstance(value, int):
+        if value not in _INT64:
+            raise ValueError(f"Value out of range: {value}")
+        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return b"\x21" + _double(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        items = b"".join(_field(b"\x0a", _any_value(v)) for v in value)
+        return _field(b"\x2a", items)
+    if isinstance(value, Mapping):
+        pairs = b"".join(_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items())
+        return _field(b"\x32", pairs)
+    raise TypeError(f"Invalid type {type(value)} of value {value}")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    """The body of a ``KeyValue``."""
+    head = _field(b"\x0a", key.encode()) if key else b""
+    return head + _field(b"\x12", _any_value(value))
+
+
+class SpanEncoder:
+    """Encodes span batches; keeps the caches (resources, scopes, attribute pairs) across
+    batches. One per exporter; not shared between threads."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[bytes, str, type, Any], bytes] = {}
+        self._key_heads: dict[str, bytes] = {}
+        self._names: dict[tuple[str, SpanKind], bytes] = {}
+        self._resources: dict[int, tuple[Any, bytes]] = {}  # id → (object kept alive, bytes)
+        self._scopes: dict[int, tuple[Any, bytes]] = {}
+
+    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+        """The serialized ``ExportTraceServiceRequest`` of ``spans``."""
+        groups = self._group(spans)
+        out = []
+        for resource, scopes in groups:
+            body = [_field(b"\x0a", self._resource(resource))]
+            for scope, members in scopes:
+                parts = [_field(b"\x0a", self._scope(scope))]
+                parts += [_field(b"\x12", self.span(span)) for span in members]
+                if scope is not None and scope.schema_url:
+                    parts.append(_field(b"\x1a", scope.schema_url.encode()))
+                body.append(_field(b"\x12", b"".join(parts)))
+            if resource.schema_url:
+                body.append(_field(b"\x1a", resource.schema_url.encode()))
+            out.append(_field(b"\x0a", b"".join(body)))
+        return b"".join(out)
+
+    @staticmethod
+    def _group(spans: Sequence[ReadableSpan]) -> list[tuple[Any, list[tuple[Any, list[Any]]]]]:
+        """[(resource, [(scope, spans)])] as the SDK groups them: by equality, first seen
+        first. Identity is checked before equality: ``Resource.__hash__`` dumps JSON."""
+        groups: list[tuple[Any, list[tuple[Any, list[Any]]]]] = []
+        last_key: tuple[Any, Any] = (None, None)
+        last_members: list[Any] = []
+        for span in spans:
+            resource, scope = span.resource, span.instrumentation_scope or None
+            if resource is not last_key[0] or scope is not last_key[1]:
+                last_key = (resource, scope)
+                last_members = _members(groups, resource, scope)
+            last_members.append(span)
+        return groups
+
+    def span(self, span: ReadableSpan) -> bytes:
+        """The body of one ``Span`` message."""
+        context = span.context
+        parent = span.parent
+        parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big")]
+        parts += [b"\x12\x08", context.span_id.to_bytes(8, "big")]
+        state = context.trace_state
+        if state:
+            trace_state = ",".join(f"{k}={v}" for k, v in state.items())
+            parts.append(_field(b"\x1a", trace_state.encode()))
+        if parent is not None:
+            parts += [b"\x22\x08", parent.span_id.to_bytes(8, "big")]
+        parts.append(self._name_and_kind(span.name, span.kind))
+        if span.start_time:
+            parts += [b"\x39", _fixed64(span.start_time)]
+        if span.end_time:
+            parts += [b"\x41", _fixed64(span.end_time)]
+        self._attributes(parts, b"\x4a", span.attributes)
+        if span.dropped_attributes:
+            parts += [b"\x50", _varint(span.dropped_attributes)]
+        self._events_and_links(parts, span)
+        parts.append(self._status(span.status))
+        parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+        return b"".join(parts)
+
+    def _name_and_kind(self, name: str, kind: SpanKind) -> bytes:
+        """Fields 5 and 6 of a span (cached: span names repeat)."""
+        encoded = self._names.get((name, kind))
+        if encoded is None:
+            if len(self._names) >= _PAIR_CACHE_SIZE:
+                self._names.clear()
+            head = _field(b"\x2a", name.encode()) if name else b""
+            encoded = self._names[(name, kind)] = head + b"\x30" + _varint(_KIND[kind])
+        return encoded
+
+    def _status(self, status: Any) -> bytes:
+        """Field 15, always present (the SDK's encoder always sets it)."""
+        description, code = status.description, status.status_code.value
+        if not description and not code:
+            return b"\x7a\x00"
+        message = _field(b"\x12", description.encode()) if description else b""
+        return _field(b"\x7a", message + (b"\x18" + _varint(code) if code else b""))
+
+    def _events_and_links(self, parts: list[bytes], span: ReadableSpan) -> None:
+        for event in span.events:
+            body = [b"\x09", _fixed64(event.timestamp)] if event.timestamp else []
+            if event.name:
+                body.append(_field(b"\x12", event.name.encode()))
+            self._attributes(body, b"\x1a", event.attributes)
+            if event.dropped_attributes:
+                body += [b"\x20", _varint(event.dropped_attributes)]
+            parts.append(_field(b"\x5a", b"".join(body)))
+        if span.dropped_events:
+            parts += [b"\x60", _varint(span.dropped_events)]
+        for link in span.links:
+            target = link.context
+            body = [b"\x0a\x10", target.trace_id.to_bytes(16, "big")]
+            body += [b"\x12\x08", target.span_id.to_bytes(8, "big")]
+            self._attributes(body, b"\x22", link.attributes)
+            if link.dropped_attributes:
+                body += [b"\x28", _varint(link.dropped_attributes)]
+            flags = _HAS_IS_REMOTE | (_IS_REMOTE if target.is_remote else 0)
+            body += [b"\x35", _fixed32(flags)]
+            parts.append(_field(b"\x6a", b"".join(body)))
+        if span.dropped_links:
+            parts += [b"\x70", _varint(span.dropped_links)]
+
+    def _attributes(self, parts: list[bytes], tag: bytes, attributes: Any) -> None:
+        """Appends one ``tag``-field per attribute (a ``KeyValue``)."""
+        if not attributes:
+            return
+        pairs = self._pairs
+        for key, value in attributes.items():
+            kind = type(value)
+            if kind is str or kind is bool:
+                cache_key = (tag, key, kind, value)
+                encoded = pairs.get(cache_key)
+                if encoded is None:
+                    if len(pairs) >= _PAIR_CACHE_SIZE:
+                        pairs.clear()
+                    encoded = pairs[cache_key] = _field(tag, _key_value(key, value))
+                parts.append(encoded)
+            elif kind is int and -(2**63) <= value < 2**63:
+                head = self._key_heads.get(key)
+                if head is None:
+                    head = self._key_heads[key] = _field(b"\x0a", key.encode())
+                if value < 0:
+                    value &= 0xFFFFFFFFFFFFFFFF
+                number = _ONE_BYTE[value] if value < 128 else _encode_varint(value)
+                any_value = b"\x12" + _ONE_BYTE[len(number) + 1] + b"\x18" + number
+                parts.append(tag + _varint(len(head) + len(any_value)) + head + any_value)
+            else:
+                self._attribute(parts, tag, key, value)
+
+    @staticmethod
+    def _attribute(parts: list[bytes], tag: bytes, key: str, value: Any) -> None:
+        try:
+            parts.append(_field(tag, _key_value(key, value)))
+        except Exception as error:  # the SDK's encoder logs and skips such an attribute
+            _logger.exception("Failed to encode key %s: %s", key, error)
+
+    def _resource(self, resource: Any) -> bytes:
+        cached = self._resources.get(id(resource))
+        if cached is None or cached[0] is not resource:
+            parts: list[bytes] = []
+            self._attributes(parts, b"\x0a", resource.attributes)
+            cached = self._resources[id(resource)] = (resource, b"".join(parts))
+        return cached[1]
+
+    def _scope(self, scope: Any) -> bytes:
+        cached = self._scopes.get(id(scope))
+        if cached is None or cached[0] is not scope:
+            parts: list[bytes] = []
+            if scope is not None:
+                if scope.name:
+                    parts.append(_field(b"\x0a", scope.name.encode()))
+                if scope.version:
+                    parts.append(_field(b"\x12", scope.version.encode()))
+                self._attributes(parts, b"\x1a", scope.attributes)
+            cached = self._scopes[id(scope)] = (scope, b"".join(parts))
+        return cached[1]
+
+
+def _members(
+    groups: list[tuple[Any, list[tuple[Any, list[Any]]]]], resource: Any, scope: Any
+) -> list[Any]:
+    """The span list of (resource, scope) in ``groups``, added if new."""
+    for known_resource, scopes in groups:
+        if known_resource is resource or known_resource == resource:
+            for known_scope, members in scopes:
+                if known_scope is scope or known_scope == scope:
+                    return members
+            scopes.append((scope, []))
+            return scopes[-1][1]
+    groups.append((resource, [(scope, [])]))
+    return groups[-1][1][0][1]

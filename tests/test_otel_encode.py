@@ -1,0 +1,193 @@
+"""SpanEncoder writes the same bytes as the SDK's OTLP encoder, and the exporters built on it
+deliver the same requests over real gRPC and HTTP as the SDK's own exporters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as SdkGrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as SdkHttpSpanExporter,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+from otel_support import SYNTHETIC, InMemoryOtel
+from otlp_receiver import GrpcReceiver, HttpReceiver
+
+from ddscope.exporters.otel_encode import SpanEncoder
+from ddscope.exporters.otel_otlp import GrpcSpanExporter, HttpSpanExporter
+from ddscope.mock.synthetic_run import synthetic_events, synthetic_header
+
+REMOTE = SpanContext(
+    trace_id=0x0123456789ABCDEF0123456789ABCDEF,
+    span_id=0x1122334455667788,
+    is_remote=True,
+    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    trace_state=TraceState([("vendor", "value"), ("other", "x")]),
+)
+ODD_ATTRIBUTES: dict[str, Any] = {
+    "str": "text",
+    "empty": "",
+    "unicode": "naïve – 日本",
+    "true": True,
+    "false": False,
+    "zero": 0,
+    "small": 7,
+    "big": 2**40 + 3,
+    "negative": -5,
+    "min": -(2**63),
+    "float": 0.25,
+    "nan_free_negative": -1.5e300,
+    "strs": ("a", "", "c"),
+    "ints": (1, -2, 2**62),
+    "floats": (0.5, 2.0),
+    "bools": (True, False),
+    "empty_tuple": (),
+}
+
+
+def _recorded(provider: TracerProvider, exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+def _provider(resource: Resource, limits: SpanLimits | None = None) -> tuple[Any, Any]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource, span_limits=limits, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _odd_spans() -> list[ReadableSpan]:
+    """Remote parents, trace state, links, events, every attribute type, statuses, limits."""
+    resource = Resource({"service.name": "svc", "deployment": "test"}, schema_url="https://r/1")
+    limits = SpanLimits(max_attributes=64, max_events=2, max_links=1)
+    provider, exporter = _provider(resource, limits)
+    tracer = provider.get_tracer("scope-a", "1.2", schema_url="https://s/1", attributes={"k": 1})
+    remote_parent = set_span_in_context(NonRecordingSpan(REMOTE))
+    span = tracer.start_span(
+        "odd",
+        context=remote_parent,
+        kind=SpanKind.SERVER,
+        attributes=ODD_ATTRIBUTES,
+        links=[Link(REMOTE, {"why": "remote", "n": 3}), Link(REMOTE)],
+        start_time=1,
+    )
+    span.add_event("first", {"a": 1}, timestamp=5)
+    span.add_event("no attributes", timestamp=6)
+    span.add_event("dropped", timestamp=7)
+    span.set_status(Status(StatusCode.ERROR, "went wrong"))
+    span.end(end_time=10)
+    root = tracer.start_span("root", context=Context(), kind=SpanKind.PRODUCER, start_time=2)
+    child = tracer.start_span("", context=set_span_in_context(root), kind=SpanKind.CONSUMER)
+    child.set_status(Status(StatusCode.OK))
+    child.end(end_time=3)
+    root.end(end_time=4)
+    other = provider.get_tracer("scope-b")  # no version, no schema
+    other.start_span("b", context=Context(), start_time=0).end(end_time=0)
+    return _recorded(provider, exporter)
+
+
+def _assert_same_bytes(spans: list[ReadableSpan]) -> None:
+    expected = encode_spans(spans).SerializeToString()
+    assert SpanEncoder().encode(spans) == expected
+
+
+def test_the_bytes_equal_the_sdk_encoders_for_a_run() -> None:
+    spans = InMemoryOtel().feed(synthetic_header(SYNTHETIC), synthetic_events(SYNTHETIC)).spans()
+    assert {s.kind for s in spans} == {SpanKind.INTERNAL, SpanKind.CLIENT}
+    assert any(s.links for s in spans) and any(s.events for s in spans)
+    encoder = SpanEncoder()
+    for start in range(0, len(spans), 50):  # several batches through one encoder's caches
+        batch = spans[start : start + 50]
+        assert encoder.encode(batch) == encode_spans(batch).SerializeToString()
+
+
+def test_the_bytes_equal_the_sdk_encoders_for_every_kind_of_field() -> None:
+    spans = _odd_spans()
+    (odd,) = [s for s in spans if s.name == "odd"]
+    assert odd.dropped_events == 1 and odd.dropped_links == 1 and odd.parent.is_remote
+    _assert_same_bytes(spans)
+    decoded = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
+    (resource_spans,) = decoded.resource_spans
+    assert [s.scope.name for s in resource_spans.scope_spans] == ["scope-a", "scope-b"]
+
+
+def test_an_int_outside_int64_is_left_out_as_the_sdk_does(caplog: pytest.LogCaptureFixture) -> None:
+    provider, exporter = _provider(Resource({"service.name": "svc"}))
+    tracer = provider.get_tracer("t")
+    tracer.start_span("s", attributes={"huge": 2**64, "ok": 1}, start_time=1).end(end_time=2)
+    spans = _recorded(provider, exporter)
+    _assert_same_bytes(spans)
+    (span,) = (
+        ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
+        .resource_spans[0]
+        .scope_spans[0]
+        .spans
+    )
+    assert [kv.key for kv in span.attributes] == ["ok"]
+    assert "Failed to encode key huge" in caplog.text
+
+
+def test_spans_are_grouped_by_equal_resource_and_scope_in_order_of_appearance() -> None:
+    equal_a, equal_b = Resource({"service.name": "one"}), Resource({"service.name": "one"})
+    providers = [_provider(r) for r in (equal_a, Resource({"service.name": "two"}), equal_b)]
+    for index, (provider, _) in enumerate(providers):
+        for scope in ("x", "y"):
+            tracer = provider.get_tracer(scope)
+            tracer.start_span(f"{index}{scope}", start_time=1).end(end_time=2)
+    spans = [span for provider, exporter in providers for span in _recorded(provider, exporter)]
+    spans = spans[::-1] + spans  # interleaved: groups must merge, first appearance first
+    _assert_same_bytes(spans)
+    decoded = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
+    assert len(decoded.resource_spans) == 2
+
+
+def test_an_empty_batch_is_an_empty_request() -> None:
+    assert SpanEncoder().encode([]) == encode_spans([]).SerializeToString() == b""
+
+
+@pytest.mark.parametrize(
+    ("receiver_type", "exporter_type", "sdk_type"),
+    [
+        (GrpcReceiver, GrpcSpanExporter, SdkGrpcSpanExporter),
+        (HttpReceiver, HttpSpanExporter, SdkHttpSpanExporter),
+    ],
+)
+def test_the_exporters_deliver_what_the_sdk_exporters_deliver(
+    receiver_type: type, exporter_type: type, sdk_type: type
+) -> None:
+    spans = _odd_spans()
+    with receiver_type() as receiver:
+        suffix = "/v1/traces" if receiver_type is HttpReceiver else ""
+        fast = exporter_type(endpoint=receiver.endpoint + suffix, timeout=5)
+        sdk = sdk_type(endpoint=receiver.endpoint + suffix, timeout=5)
+        assert fast.fast
+        try:
+            assert fast.export(spans) is SpanExportResult.SUCCESS
+            assert sdk.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            fast.shutdown()
+            sdk.shutdown()
+        ours, theirs = receiver.trace_requests
+    assert ours == theirs
+    assert ours.SerializeToString() == encode_spans(spans).SerializeToString()
