@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,17 +37,21 @@ from ddscope import __version__, events
 from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
 from ddscope.engine.dispatch import Dispatcher
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.model_client import ModelClient
 from ddscope.engine.output import RowWriter
 from ddscope.engine.patience import failure_budget, keeps_waiting
-from ddscope.engine.pipeline import ModelAlias, Pipeline, Provider
-from ddscope.engine.request_admission import AdmissionSettings, RequestAdmission
+from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.request_admission import RequestAdmission
+from ddscope.engine.run_setup import (
+    ClientFactory,
+    admission_settings,
+    default_client,
+    open_clients,
+)
 from ddscope.engine.salvage import EXHAUSTED, SalvageRound, exhausted_message, pause_before_round
 from ddscope.engine.saturation import SaturationWatch
 from ddscope.engine.shutdown import ErrorRateWindow, StopReason, breaker_open_message
 from ddscope.engine.worker import WorkerContext
 
-ClientFactory = Callable[[Provider, ModelAlias], Any]
 MAX_SHUTDOWN_GRACE_S = 10.0  # requests on the wire get this long to finish after a stop
 
 
@@ -67,33 +70,6 @@ class RunSummary:
     admission_timeouts: int = 0
 
 
-def admission_settings(pipeline: Pipeline) -> dict[str, AdmissionSettings]:
-    """Request-admission settings per domain, from the model aliases and the run settings."""
-    run = pipeline.run
-    return {
-        domain: AdmissionSettings(
-            max_parallel=alias.max_parallel_requests,
-            ramp_s=alias.ramp_s,
-            default_cooldown_s=run.default_cooldown_s,
-            max_cooldown_s=run.max_cooldown_s,
-            acquire_timeout_s=run.acquire_timeout_s,
-            breaker_consecutive_429=run.breaker_consecutive_429,
-            breaker_no_success_s=run.breaker_no_success_s,
-            breaker_policy=run.breaker_policy,
-        )
-        for domain, alias in pipeline.domains().items()
-    }
-
-
-def default_client(provider: Provider, alias: ModelAlias) -> ModelClient:
-    """A client for ``provider``; the API key comes from the variable the provider names."""
-    if provider.api_key_env:
-        return ModelClient.from_env(
-            provider.endpoint, api_key_env=provider.api_key_env, timeout_s=alias.timeout_s
-        )
-    return ModelClient(provider.endpoint, timeout_s=alias.timeout_s)
-
-
 async def run_pipeline(
     pipeline: Pipeline,
     *,
@@ -110,7 +86,7 @@ async def run_pipeline(
     try:
         async with contextlib.AsyncExitStack() as stack:
             # Clients first: a missing API key is a ConfigError before any record is started.
-            clients = await _open_clients(pipeline, client_factory or default_client, stack)
+            clients = await open_clients(pipeline, client_factory or default_client, stack)
             settings = admission_settings(pipeline)
             bus.open(pipeline.header(run_id, time.time_ns(), __version__))
             emitter = Emitter(bus, clock)
@@ -120,25 +96,6 @@ async def run_pipeline(
     finally:
         bus.close()
         output.close()
-
-
-async def _open_clients(
-    pipeline: Pipeline, factory: ClientFactory, stack: contextlib.AsyncExitStack
-) -> dict[str, Any]:
-    """One client per provider, shared by its aliases (the longest alias timeout applies)."""
-    clients: dict[str, Any] = {}
-    aliases = [pipeline.model_for(c.name) for c in pipeline.columns]
-    by_provider: dict[str, ModelAlias] = {}
-    for alias in aliases:
-        if alias is None:
-            continue
-        best = by_provider.get(alias.provider)
-        if best is None or alias.timeout_s > best.timeout_s:
-            by_provider[alias.provider] = alias
-    for name, alias in by_provider.items():
-        client = factory(pipeline.provider_for(alias), alias)
-        clients[name] = await stack.enter_async_context(client)
-    return clients
 
 
 class _Run:

@@ -1,0 +1,60 @@
+"""What a run opens before its first event: request-admission settings per domain and one model
+client per provider (split out of the scheduler, which is about the run's phases)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from ddscope.engine.model_client import ModelClient
+from ddscope.engine.pipeline import ModelAlias, Pipeline, Provider
+from ddscope.engine.request_admission import AdmissionSettings
+
+ClientFactory = Callable[[Provider, ModelAlias], Any]
+
+
+def admission_settings(pipeline: Pipeline) -> dict[str, AdmissionSettings]:
+    """Request-admission settings per domain, from the model aliases and the run settings."""
+    run = pipeline.run
+    return {
+        domain: AdmissionSettings(
+            max_parallel=alias.max_parallel_requests,
+            ramp_s=alias.ramp_s,
+            default_cooldown_s=run.default_cooldown_s,
+            max_cooldown_s=run.max_cooldown_s,
+            acquire_timeout_s=run.acquire_timeout_s,
+            breaker_consecutive_429=run.breaker_consecutive_429,
+            breaker_no_success_s=run.breaker_no_success_s,
+            breaker_policy=run.breaker_policy,
+        )
+        for domain, alias in pipeline.domains().items()
+    }
+
+
+def default_client(provider: Provider, alias: ModelAlias) -> ModelClient:
+    """A client for ``provider``; the API key comes from the variable the provider names."""
+    if provider.api_key_env:
+        return ModelClient.from_env(
+            provider.endpoint, api_key_env=provider.api_key_env, timeout_s=alias.timeout_s
+        )
+    return ModelClient(provider.endpoint, timeout_s=alias.timeout_s)
+
+
+async def open_clients(
+    pipeline: Pipeline, factory: ClientFactory, stack: contextlib.AsyncExitStack
+) -> dict[str, Any]:
+    """One client per provider, shared by its aliases (the longest alias timeout applies)."""
+    clients: dict[str, Any] = {}
+    aliases = [pipeline.model_for(c.name) for c in pipeline.columns]
+    by_provider: dict[str, ModelAlias] = {}
+    for alias in aliases:
+        if alias is None:
+            continue
+        best = by_provider.get(alias.provider)
+        if best is None or alias.timeout_s > best.timeout_s:
+            by_provider[alias.provider] = alias
+    for name, alias in by_provider.items():
+        client = factory(pipeline.provider_for(alias), alias)
+        clients[name] = await stack.enter_async_context(client)
+    return clients
