@@ -6,7 +6,6 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
 
 import httpx
@@ -18,18 +17,6 @@ from ddscope.errors import ConfigError
 from ddscope.mock import MockBehavior, MockServer, MockServerProcess, MockState
 
 USER = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[MockServer]:
-    with MockServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: MockServer) -> MockServer:
-    server.reset(MockBehavior())
-    return server
 
 
 def post(client: httpx.Client, messages: list[dict[str, str]] = USER, **extra: object):

@@ -7,7 +7,7 @@ import inspect
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 
 import aiohttp
@@ -39,18 +39,6 @@ from ddscope.mock import MockBehavior, MockServer
 TRANSPORTS = ["aiohttp", "httpx"]
 USER = [{"role": "user", "content": "tell me about topic a"}]
 FAKE_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[MockServer]:
-    with MockServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: MockServer) -> MockServer:
-    server.reset(MockBehavior())
-    return server
 
 
 def chat_error(url: str, transport: str, timeout_s: float = 5.0, **kwargs: object) -> ModelError:
