@@ -22,21 +22,11 @@ from typing import Any
 
 import yaml
 
+from ddscope.engine.output import DiscardingRowWriter
 from ddscope.engine.pipeline import Pipeline
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus, ListSink
 from ddscope.mock import MockServerProcess
-
-
-class _NullWriter:
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def write_rows(self, rows: list[dict[str, object]]) -> None:
-        self.rows += len(rows)
-
-    def close(self) -> None:
-        pass
 
 
 def chain3(
@@ -66,14 +56,14 @@ class Outcome:
 
 
 def run(pipeline: Pipeline, deadline_s: float) -> Outcome:
-    sink, writer = ListSink(), _NullWriter()
+    sink, writer = ListSink(), DiscardingRowWriter()
     started = time.perf_counter()
     summary = asyncio.run(
         asyncio.wait_for(
             run_pipeline(pipeline, bus=EventBus([sink]), output=writer), timeout=deadline_s
         )
     )
-    return Outcome(summary, sink.events, time.perf_counter() - started, writer.rows)
+    return Outcome(summary, sink.events, time.perf_counter() - started, writer.rows_written)
 
 
 def longest_silence_s(events: list[Any]) -> float:

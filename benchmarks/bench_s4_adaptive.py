@@ -27,6 +27,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from ddscope.engine.output import DiscardingRowWriter
 from ddscope.engine.pipeline import Pipeline
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, ListSink, RunHeader
@@ -37,14 +38,6 @@ LLM_COLUMNS = 4
 PARALLEL = 16
 LATENCY_MS = 10.0
 BUFFER = 8
-
-
-class NullWriter:
-    def write_rows(self, rows: list[dict[str, object]]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def pipeline(endpoint: str, records: int, in_flight: int | str) -> Pipeline:
@@ -162,7 +155,7 @@ async def one_run(endpoint: str, records: int, in_flight: int | str) -> dict[str
     sink = ListSink()
     started = time.perf_counter()
     summary = await run_pipeline(
-        pipeline(endpoint, records, in_flight), bus=EventBus([sink]), output=NullWriter()
+        pipeline(endpoint, records, in_flight), bus=EventBus([sink]), output=DiscardingRowWriter()
     )
     wall = time.perf_counter() - started
     assert summary.outcome == "complete" and summary.rows_completed == records, summary

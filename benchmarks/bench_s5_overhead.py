@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ddscope.engine.output import DiscardingRowWriter
 from ddscope.engine.pipeline import Pipeline
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, EventSink
@@ -48,14 +49,6 @@ PARALLEL = 32
 LATENCY_MS = 50.0
 COLUMNS = ("summary", "analysis", "rewrite")
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
-
-
-class NullWriter:
-    def write_rows(self, rows: list[dict[str, object]]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def chain3(endpoint: str, records: int) -> Pipeline:
@@ -146,7 +139,7 @@ def run_variant(name: str, url: str, records: int, workdir: Path, otlp: str) -> 
         asyncio.run(bare_client(url, records * len(COLUMNS)))
     else:
         pipeline = chain3(url, records)
-        asyncio.run(run_pipeline(pipeline, bus=EventBus(sinks), output=NullWriter()))
+        asyncio.run(run_pipeline(pipeline, bus=EventBus(sinks), output=DiscardingRowWriter()))
     warnings = finish()  # inside the measurement: the flush at the end is part of the cost
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     size = record.stat().st_size if record.exists() else 0

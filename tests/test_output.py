@@ -54,3 +54,13 @@ def test_values_that_are_not_json_are_written_as_text(tmp_path: Path) -> None:
 def test_a_non_integer_row_index_is_refused(tmp_path: Path) -> None:
     with JsonlRowWriter(tmp_path / "d.jsonl") as writer, pytest.raises(ValueError, match="_row"):
         writer.write_rows([{"_row": "1"}])
+
+
+def test_discarding_writer_counts_rows_and_keeps_none() -> None:
+    from ddscope.engine.output import DiscardingRowWriter
+
+    writer = DiscardingRowWriter()
+    writer.write_rows([{"a": 1}, {"a": 2}])
+    writer.write_rows([{"a": 3}])
+    writer.close()
+    assert writer.rows_written == 3

@@ -24,6 +24,19 @@ class RowWriter(Protocol):
     def close(self) -> None: ...
 
 
+class DiscardingRowWriter:
+    """Counts rows and keeps none: for runs where only the record matters (benchmarks)."""
+
+    def __init__(self) -> None:
+        self.rows_written = 0
+
+    def write_rows(self, rows: list[dict[str, object]]) -> None:
+        self.rows_written += len(rows)
+
+    def close(self) -> None:
+        pass
+
+
 class JsonlRowWriter:
     """Writes rows as JSON Lines. Rows that carry ``"_row"`` keep it (the scheduler knows the
     index of rows after a drop); rows without it are numbered after the last row written."""
