@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ddscope.engine.output import DiscardingRowWriter
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus, ListSink
 from ddscope.mock import MockServerProcess

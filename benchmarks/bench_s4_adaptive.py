@@ -28,7 +28,7 @@ from collections import defaultdict
 from typing import Any
 
 from ddscope.engine.output import DiscardingRowWriter
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, ListSink, RunHeader
 from ddscope.mock.server import MockServer

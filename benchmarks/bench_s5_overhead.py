@@ -37,13 +37,13 @@ import aiohttp
 import orjson
 
 from ddscope.engine.output import DiscardingRowWriter
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, EventSink
-from ddscope.exporters.jsonl import JsonlRecorder
-from ddscope.exporters.otel import OtelSink
-from ddscope.exporters.otel_setup import build_otel_sink
+from ddscope.exporters.otel.setup import build_otel_sink
+from ddscope.exporters.otel.sink import OtelSink
 from ddscope.mock import MockBehavior, MockServerProcess
+from ddscope.record.jsonl import JsonlRecorder
 
 PARALLEL = 32
 LATENCY_MS = 50.0
@@ -105,7 +105,7 @@ def in_memory_otel() -> tuple[OtelSink, Callable[[], list[str]]]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from ddscope.exporters.otel_sdk import meter_provider, tracer_provider
+    from ddscope.exporters.otel.sdk import meter_provider, tracer_provider
 
     exporter = InMemorySpanExporter()
     traces = tracer_provider(BatchSpanProcessor(exporter, max_queue_size=100_000))

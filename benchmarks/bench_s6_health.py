@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_s6_health.py [--events 1000000] [--repeat 3] [--profile]
 
-The record is a contract-exact synthetic chain-3 run (``ddscope.mock.synthetic_run``: 429s with
+The record is a contract-exact synthetic chain-3 run (``tests/synthetic_run.py``: 429s with
 cooldowns and AIMD decreases, deferred tasks and a salvage round, dropped rows), generated once
 and cached under the temp directory. Prints the analysis rate (median of ``--repeat`` runs), the
 bare read rate of the same file (``RunReader.iter_dicts`` alone: the floor any analysis sits
@@ -18,13 +18,16 @@ import cProfile
 import json
 import pstats
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from ddscope.exporters.health import analyze
-from ddscope.exporters.jsonl import RunReader
-from ddscope.mock.synthetic_run import SyntheticSpec, write_synthetic_record
+from ddscope.exporters.health.analyzer import analyze
+from ddscope.record.jsonl import RunReader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from synthetic_run import SyntheticSpec, write_synthetic_record
 
 EVENTS_PER_ROW = 18.9  # what the spec below produces, measured
 TARGET = 500_000

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_s6_perfetto.py [--sizes 100000,1000000] [--repeat 3]
 
-Records are synthetic but contract-exact (ddscope.mock.synthetic_run: chain-3 on one domain with
+Records are synthetic but contract-exact (tests/synthetic_run.py: chain-3 on one domain with
 429s, cooldowns, AIMD decreases, deferrals recovered in salvage and a dropped row), generated
 once and cached in /tmp/ddscope-bench-s6. Each export runs in a fresh subprocess, which reports
 the export's wall and CPU time (events/s: the machine is shared, so CPU time is the steadier
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 CACHE = Path("/tmp/ddscope-bench-s6")
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"  # the synthetic record generator
 EVENTS_PER_ROW = 18.7  # of the spec below, measured; rows are sized from it
 GOAL_EVENTS_PER_S = 200_000
 GOAL_PEAK_MB = 500
@@ -39,20 +40,22 @@ def record_for(events: int) -> Path:
         CACHE.mkdir(parents=True, exist_ok=True)
         rows = int(events / EVENTS_PER_ROW) + 1
         code = (
-            "import sys; from ddscope.mock.synthetic_run import SyntheticSpec, "
+            "import sys; sys.path.insert(0, sys.argv[3]); from synthetic_run import SyntheticSpec, "
             "write_synthetic_record as w; w(sys.argv[1] + '.part', SyntheticSpec(rows=int("
             "sys.argv[2]), buffer_size=100, max_parallel=8, latency_ms=20, rate_limit_every=40,"
             " defer_every=97, drop_rows=(5,)))"
         )
-        subprocess.run([sys.executable, "-c", code, str(path), str(rows)], check=True)
+        subprocess.run(
+            [sys.executable, "-c", code, str(path), str(rows), str(TESTS_DIR)], check=True
+        )
         Path(f"{path}.part").rename(path)
     return path
 
 
 def child(fmt: str, record: str, out: str) -> None:
     """Runs one export in this (fresh) process and prints its figures as JSON."""
-    from ddscope.exporters.chrome_json import export_chrome_json
-    from ddscope.exporters.perfetto import export_perfetto
+    from ddscope.exporters.trace.chrome_json import export_chrome_json
+    from ddscope.exporters.trace.perfetto import export_perfetto
 
     started, cpu_started = time.perf_counter(), time.process_time()
     if fmt == "chrome-json":

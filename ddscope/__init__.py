@@ -15,13 +15,13 @@ __version__ = "0.1.0"
 
 # name → module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
-    "Pipeline": "ddscope.engine.pipeline",
+    "Pipeline": "ddscope.engine.pipeline.model",
     "run_pipeline": "ddscope.engine.scheduler",
     "RunSummary": "ddscope.engine.scheduler",
-    "JsonlRecorder": "ddscope.exporters.jsonl",
-    "RunReader": "ddscope.exporters.jsonl",
-    "analyze": "ddscope.exporters.health",
-    "export_perfetto": "ddscope.exporters.perfetto",
+    "JsonlRecorder": "ddscope.record.jsonl",
+    "RunReader": "ddscope.record.jsonl",
+    "analyze": "ddscope.exporters.health.analyzer",
+    "export_perfetto": "ddscope.exporters.trace.perfetto",
     "MockServer": "ddscope.mock",
     "MockBehavior": "ddscope.mock",
 }

@@ -15,14 +15,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from scheduler_support import MemoryWriter, chain3
+from synthetic_run import SyntheticSpec
 
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, EventSink, ListSink, RunHeader
-from ddscope.exporters.jsonl import JsonlRecorder, RunReader
-from ddscope.exporters.otel import OtelSink
+from ddscope.exporters.otel.sink import OtelSink
 from ddscope.mock.server import MockServer
-from ddscope.mock.synthetic_run import SyntheticSpec
+from ddscope.record.jsonl import JsonlRecorder, RunReader
 
 # 429s (every 7th attempt), cooldowns, a deferral every 10th task (→ a salvage round), row 3 dropped
 SYNTHETIC = SyntheticSpec(

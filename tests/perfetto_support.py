@@ -25,7 +25,7 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
 )
 
 from ddscope.events import Event, RunHeader
-from ddscope.exporters.jsonl import RunReader
+from ddscope.record.jsonl import RunReader
 
 
 @dataclass

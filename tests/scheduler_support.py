@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 
 # interval kind → (start kind, finish kind, the id fields they share)
 INTERVALS: dict[str, tuple[str, str, tuple[str, ...]]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddscope.engine.aimd import AimdLimit, AimdSettings, LimitChange
+from ddscope.engine.admission.aimd import AimdLimit, AimdSettings, LimitChange
 from ddscope.errors import ConfigError
 
 

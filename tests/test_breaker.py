@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from ddscope.engine.breaker import Breaker
+from ddscope.engine.admission.breaker import Breaker
+from ddscope.engine.admission.gate import AdmissionSettings, Permit, RequestGate
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.request_admission import AdmissionSettings, Permit, RequestGate
 from ddscope.errors import BreakerOpen
 from ddscope.events import BreakerChanged, EventBus, ListSink, event_adapter
 

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 from click.testing import CliRunner
 from perfetto_support import peak_concurrency, record_dicts
+from synthetic_run import SyntheticSpec, write_synthetic_record
 
 from ddscope.cli.main import cli
-from ddscope.exporters.chrome_json import export_chrome_json
-from ddscope.exporters.perfetto import export_perfetto
-from ddscope.mock.synthetic_run import SyntheticSpec, write_synthetic_record
+from ddscope.exporters.trace.chrome_json import export_chrome_json
+from ddscope.exporters.trace.perfetto import export_perfetto
 
 SPEC = SyntheticSpec(rows=60, buffer_size=20, rate_limit_every=7, defer_every=11, drop_rows=(3,))
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 from ddscope import __version__
 from ddscope.cli.main import cli
 from ddscope.engine.output import read_rows
-from ddscope.exporters.jsonl import RunReader
 from ddscope.mock import MockBehavior, MockServer
+from ddscope.record.jsonl import RunReader
 
 CHAIN3_COLUMNS = ["topic", "summary", "analysis", "rewrite"]
 

@@ -306,9 +306,9 @@ def replayed_spans(record: Path) -> list[SpanView]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from ddscope.exporters.jsonl import RunReader
-    from ddscope.exporters.otel import OtelSink
-    from ddscope.exporters.otel_sdk import resource
+    from ddscope.exporters.otel.sdk import resource
+    from ddscope.exporters.otel.sink import OtelSink
+    from ddscope.record.jsonl import RunReader
 
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider(resource=resource())
@@ -334,7 +334,7 @@ def replayed_spans(record: Path) -> list[SpanView]:
 
 
 def test_traces_dashboard_finds_spans_and_attributes_of_a_real_run(live: LiveRun) -> None:
-    from ddscope.exporters.jsonl import RunReader
+    from ddscope.record.jsonl import RunReader
 
     reader = RunReader(live.out / "run.jsonl")
     run_id = reader.header.run_id

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from pydantic import ValidationError
+from synthetic_run import SyntheticSpec, synthetic_events, synthetic_header
 
 import ddscope
 from ddscope.events import (
@@ -20,7 +21,6 @@ from ddscope.events import (
     event_adapter,
     split_domain,
 )
-from ddscope.mock.synthetic_run import SyntheticSpec, synthetic_events, synthetic_header
 
 
 def test_public_api_is_what_all_says() -> None:

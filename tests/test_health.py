@@ -12,13 +12,13 @@ import typing
 from pathlib import Path
 
 import pytest
+from synthetic_run import SyntheticSpec, write_synthetic_record
 
 from ddscope import events as ev
 from ddscope.errors import RecordError
-from ddscope.exporters.health import analyze
-from ddscope.exporters.health_report import HEALTH_SCHEMA, HealthReport, Thresholds
-from ddscope.exporters.health_stats import RELATIVE_ERROR, LogHistogram, TimeBins
-from ddscope.mock.synthetic_run import SyntheticSpec, write_synthetic_record
+from ddscope.exporters.health.analyzer import analyze
+from ddscope.exporters.health.report import HEALTH_SCHEMA, HealthReport, Thresholds
+from ddscope.exporters.health.stats import RELATIVE_ERROR, LogHistogram, TimeBins
 
 S = 1_000_000_000
 DOMAIN = "mock/mock-model"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from synthetic_run import SyntheticSpec, write_synthetic_record
 
 from ddscope.cli.main import cli
-from ddscope.exporters.health import analyze
-from ddscope.exporters.health_render import render
-from ddscope.mock.synthetic_run import SyntheticSpec, write_synthetic_record
+from ddscope.exporters.health.analyzer import analyze
+from ddscope.exporters.health.render import render
 
 
 def health(*args: str) -> tuple[int, str, str]:

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from ddscope.engine.output import JsonlRowWriter
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus
-from ddscope.exporters.health import analyze
-from ddscope.exporters.health_report import HealthReport, Thresholds
-from ddscope.exporters.jsonl import JsonlRecorder
+from ddscope.exporters.health.analyzer import analyze
+from ddscope.exporters.health.report import HealthReport, Thresholds
 from ddscope.mock.server import MockServer
+from ddscope.record.jsonl import JsonlRecorder
 
 DOMAIN = "mock/mock-model"
 S = 1e9

@@ -7,16 +7,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-from ddscope.errors import RecordError
-from ddscope.events import EventBus
-from ddscope.exporters.jsonl import JsonlRecorder, RunReader, read_events
-from ddscope.mock.synthetic_run import (
+from synthetic_run import (
     SyntheticSpec,
     synthetic_events,
     synthetic_header,
     write_synthetic_record,
 )
+
+from ddscope.errors import RecordError
+from ddscope.events import EventBus
+from ddscope.record.jsonl import JsonlRecorder, RunReader, read_events
 
 SPEC = SyntheticSpec(rows=9, buffer_size=3, rate_limit_every=4, defer_every=5, drop_rows=(1,))
 

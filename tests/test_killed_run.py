@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ddscope.cli.main import cli
-from ddscope.exporters.jsonl import RunReader
+from ddscope.record.jsonl import RunReader
 
 
 @pytest.fixture(scope="module")

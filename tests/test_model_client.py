@@ -14,6 +14,7 @@ import aiohttp
 import httpx
 import pytest
 
+from ddscope.engine.admission.retry_after import retry_after_from_headers
 from ddscope.engine.model_client import (
     MAX_DETAIL_CHARS,
     ChatResult,
@@ -23,7 +24,6 @@ from ddscope.engine.model_client import (
     error_class_for_status,
     parse_retry_after,
 )
-from ddscope.engine.retry_after import retry_after_from_headers
 from ddscope.errors import (
     BadResponse,
     ClientError,

@@ -19,6 +19,7 @@ from otel_support import (
     span_path,
     span_view,
 )
+from synthetic_run import synthetic_events, synthetic_header
 
 from ddscope.events import (
     AttemptFinished,
@@ -34,13 +35,12 @@ from ddscope.events import (
     WaitFinished,
     WaitStarted,
 )
-from ddscope.exporters.jsonl import JsonlRecorder
-from ddscope.exporters.otel_metrics import (
+from ddscope.exporters.otel.metrics import (
     OPERATION_DURATION_BUCKETS,
     TOKEN_USAGE_BUCKETS,
     Tally,
 )
-from ddscope.mock.synthetic_run import synthetic_events, synthetic_header
+from ddscope.record.jsonl import JsonlRecorder
 
 HEADER = synthetic_header(SYNTHETIC)
 EVENTS = list(synthetic_events(SYNTHETIC))

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 from otel_support import SYNTHETIC, InMemoryOtel, points
+from synthetic_run import synthetic_events, synthetic_header
 
-from ddscope.exporters.otel_batch import EventBatcher
-from ddscope.mock.synthetic_run import synthetic_events, synthetic_header
+from ddscope.exporters.otel.batch import EventBatcher
 
 HEADER = synthetic_header(SYNTHETIC)
 EVENTS = list(synthetic_events(SYNTHETIC))

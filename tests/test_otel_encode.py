@@ -32,10 +32,10 @@ from opentelemetry.trace import (
 )
 from otel_support import SYNTHETIC, InMemoryOtel
 from otlp_receiver import GrpcReceiver, HttpReceiver
+from synthetic_run import synthetic_events, synthetic_header
 
-from ddscope.exporters.otel_encode import SpanEncoder
-from ddscope.exporters.otel_otlp import GrpcSpanExporter, HttpSpanExporter
-from ddscope.mock.synthetic_run import synthetic_events, synthetic_header
+from ddscope.exporters.otel.encode import SpanEncoder
+from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
 
 REMOTE = SpanContext(
     trace_id=0x0123456789ABCDEF0123456789ABCDEF,

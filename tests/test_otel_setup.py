@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ddscope.errors import ConfigError
-from ddscope.exporters.otel_delivery import CountingSpanExporter, InlineBatchSpanProcessor
-from ddscope.exporters.otel_sdk import DeliveryStats, resource
-from ddscope.exporters.otel_setup import (
+from ddscope.exporters.otel.delivery import CountingSpanExporter, InlineBatchSpanProcessor
+from ddscope.exporters.otel.sdk import DeliveryStats, resource
+from ddscope.exporters.otel.setup import (
     OtelConfig,
     build_otel_sink,
     capture_text,

@@ -17,14 +17,14 @@ from click.testing import CliRunner
 from otel_support import REAL_MOCK, SYNTHETIC, reference_pipeline, reference_pipeline_file
 from otlp_receiver import GrpcReceiver, HttpReceiver, SilentCollector, attributes, closed_port
 from scheduler_support import MemoryWriter
+from synthetic_run import write_synthetic_record
 
 from ddscope.cli.main import cli
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, EventSink, ListSink
-from ddscope.exporters.jsonl import JsonlRecorder, RunReader
-from ddscope.exporters.otel_setup import build_otel_sink
+from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.mock.server import MockServer
-from ddscope.mock.synthetic_run import write_synthetic_record
+from ddscope.record.jsonl import JsonlRecorder, RunReader
 
 RECEIVERS = [GrpcReceiver, HttpReceiver]
 METRIC_NAMES = {

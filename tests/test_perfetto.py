@@ -16,6 +16,12 @@ from perfetto_support import (
     record_dicts,
     write_record,
 )
+from synthetic_run import (
+    DOMAIN,
+    SyntheticSpec,
+    synthetic_header,
+    write_synthetic_record,
+)
 
 from ddscope.cli.main import cli
 from ddscope.errors import RecordError
@@ -35,14 +41,8 @@ from ddscope.events import (
     WaitFinished,
     WaitStarted,
 )
-from ddscope.exporters.jsonl import read_events
-from ddscope.exporters.perfetto import export_perfetto
-from ddscope.mock.synthetic_run import (
-    DOMAIN,
-    SyntheticSpec,
-    synthetic_header,
-    write_synthetic_record,
-)
+from ddscope.exporters.trace.perfetto import export_perfetto
+from ddscope.record.jsonl import read_events
 
 SPEC = SyntheticSpec(
     rows=60, buffer_size=20, max_parallel=4, rate_limit_every=7, defer_every=11, drop_rows=(3,)

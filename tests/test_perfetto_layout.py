@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ddscope.exporters.perfetto_layout import LaneGroup, Layout, SingleTrack, TrackSpec
+from ddscope.exporters.trace.layout import LaneGroup, Layout, SingleTrack, TrackSpec
 
 
 def _layout() -> tuple[Layout, list[TrackSpec]]:

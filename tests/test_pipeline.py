@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ddscope.engine.pipeline import LlmTextColumn, Pipeline
+from ddscope.engine.pipeline.model import LlmTextColumn, Pipeline
 from ddscope.errors import ConfigError
 
 BASE: dict[str, Any] = {

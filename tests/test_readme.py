@@ -24,7 +24,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_the_readme_pipeline_example_is_valid() -> None:
     import yaml
 
-    from ddscope.engine.pipeline import Pipeline
+    from ddscope.engine.pipeline.model import Pipeline
 
     section = README.split("## Pipelines", 1)[1]
     block = section.split("```yaml\n", 1)[1].split("```", 1)[0]

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from ddscope import events
-from ddscope.engine.clock import FakeClock
-from ddscope.engine.emitter import Emitter
-from ddscope.engine.request_admission import (
+from ddscope.engine.admission.gate import (
     AdmissionSettings,
     Permit,
     RequestAdmission,
     RequestGate,
 )
+from ddscope.engine.clock import FakeClock
+from ddscope.engine.emitter import Emitter
 from ddscope.errors import AdmissionTimeout, ConfigError
 from ddscope.events import EventBus, ListSink
 

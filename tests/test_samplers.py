@@ -4,8 +4,8 @@ import random
 import uuid
 from collections import Counter
 
-from ddscope.engine.pipeline import SamplerColumn
-from ddscope.engine.samplers import cell_rng, sample, sample_cell
+from ddscope.engine.pipeline.model import SamplerColumn
+from ddscope.engine.pipeline.samplers import cell_rng, sample, sample_cell
 
 
 def _column(**fields: object) -> SamplerColumn:

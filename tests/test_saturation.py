@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ddscope.engine.admission.gate import AdmissionSettings, RequestGate
+from ddscope.engine.admission.saturation import SaturationClock, SaturationWatch, saturated_message
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.request_admission import AdmissionSettings, RequestGate
-from ddscope.engine.saturation import SaturationClock, SaturationWatch, saturated_message
 from ddscope.engine.shutdown import StopReason
 from ddscope.events import AttemptOutcome, EventBus, ListSink
 

@@ -18,11 +18,11 @@ from scheduler_support import (
 )
 
 from ddscope.engine.output import JsonlRowWriter, read_rows
-from ddscope.engine.samplers import sample_cell
+from ddscope.engine.pipeline.samplers import sample_cell
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus, ListSink
-from ddscope.exporters.jsonl import JsonlRecorder, RunReader
 from ddscope.mock.server import MockServer
+from ddscope.record.jsonl import JsonlRecorder, RunReader
 
 
 def run(pipeline, sinks=(), writer=None) -> tuple[RunSummary, ListSink, MemoryWriter]:

@@ -12,7 +12,7 @@ from scheduler_support import MemoryWriter, chain3, max_concurrency, of_kind, un
 
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.model_client import ChatResult
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.errors import ClientError, RateLimited, ServerError
 from ddscope.events import EventBus, ListSink

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.tasks import ColumnPlan, RowGroup, plan_columns
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddscope.engine.templates import render, template_fields
+from ddscope.engine.pipeline.templates import render, template_fields
 from ddscope.errors import TemplateError
 
 

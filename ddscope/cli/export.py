@@ -57,7 +57,7 @@ def export_command(
     if otlp_endpoint is not None:
         if fmt is not None:
             raise click.UsageError("choose one of --perfetto, --chrome-json, --otlp")
-        from ddscope.exporters.otel_replay import replay_to_otlp
+        from ddscope.exporters.otel.replay import replay_to_otlp
 
         result = replay_to_otlp(
             record, endpoint=otlp_endpoint or None, protocol=otlp_protocol, lenient=lenient
@@ -65,12 +65,12 @@ def export_command(
         _report(result, f"sent {result.events} events to {result.out}")
         return
     if fmt == "chrome-json":
-        from ddscope.exporters.chrome_json import export_chrome_json
+        from ddscope.exporters.trace.chrome_json import export_chrome_json
 
         target = out or record.with_suffix(".trace.json")
         result = export_chrome_json(record, target, lenient=lenient)
     else:
-        from ddscope.exporters.perfetto import export_perfetto
+        from ddscope.exporters.trace.perfetto import export_perfetto
 
         target = out or record.with_suffix(".pftrace")
         result = export_perfetto(record, target, lenient=lenient)

@@ -14,7 +14,7 @@ import click
 import orjson
 
 from ddscope.cli.common import EXIT_FAILED, handle_errors, warn
-from ddscope.exporters.health_report import VERDICTS, Thresholds, verdict_rank
+from ddscope.exporters.health.report import VERDICTS, Thresholds, verdict_rank
 
 _FAIL_ON = [v for v in VERDICTS if v != "healthy"]
 
@@ -62,7 +62,7 @@ def health_command(
     concurrency 1, or its circuit breaker opened), failed (crash, early shutdown,
     rows dropped). Each finding comes with one concrete recommendation.
     """
-    from ddscope.exporters.health import analyze
+    from ddscope.exporters.health.analyzer import analyze
 
     report = analyze(record, at_s=at_s, lenient=lenient, thresholds=Thresholds(stall_s=stall_s))
     if as_json:
@@ -70,7 +70,7 @@ def health_command(
         sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
     else:
-        from ddscope.exporters.health_render import render
+        from ddscope.exporters.health.render import render
 
         click.echo(render(report, color=sys.stdout.isatty()))
         for line in report.record.warnings:

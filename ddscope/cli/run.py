@@ -20,10 +20,10 @@ import click
 from ddscope.cli.common import handle_errors, warn
 from ddscope.cli.progress import ProgressSink, exit_code, summary_text
 from ddscope.engine.output import JsonlRowWriter
-from ddscope.engine.pipeline import Pipeline
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.events import EventBus, EventSink
-from ddscope.exporters.jsonl import JsonlRecorder
-from ddscope.exporters.otel_setup import build_otel_sink, otel_options
+from ddscope.exporters.otel.setup import build_otel_sink, otel_options
+from ddscope.record.jsonl import JsonlRecorder
 
 DEFAULT_OUT = Path("ddscope-out")
 DATA_FILE = "data.jsonl"

@@ -27,11 +27,11 @@ from collections import Counter
 from collections.abc import Mapping
 
 from ddscope import events
+from ddscope.engine.admission.gate import RequestGate
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.fair_queue import FairQueue
 from ddscope.engine.output import RowWriter
-from ddscope.engine.pipeline import Pipeline
-from ddscope.engine.request_admission import RequestGate
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.row_groups import (
     AdmissionTarget,
     Checkpointer,

@@ -43,7 +43,7 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from ddscope.engine.retry_after import parse_retry_after, retry_after_from_headers
+from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
 from ddscope.errors import (
     BadResponse,
     ClientError,

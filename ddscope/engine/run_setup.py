@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from ddscope.engine.admission.gate import AdmissionSettings
 from ddscope.engine.model_client import ModelClient
-from ddscope.engine.pipeline import ModelAlias, Pipeline, Provider
-from ddscope.engine.request_admission import AdmissionSettings
+from ddscope.engine.pipeline.model import ModelAlias, Pipeline, Provider
 
 ClientFactory = Callable[[Provider, ModelAlias], Any]
 

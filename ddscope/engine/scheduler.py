@@ -34,13 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ddscope import __version__, events
+from ddscope.engine.admission.gate import RequestAdmission
+from ddscope.engine.admission.patience import failure_budget, keeps_waiting
+from ddscope.engine.admission.saturation import SaturationWatch
 from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
 from ddscope.engine.dispatch import Dispatcher
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.output import RowWriter
-from ddscope.engine.patience import failure_budget, keeps_waiting
-from ddscope.engine.pipeline import Pipeline
-from ddscope.engine.request_admission import RequestAdmission
+from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.run_setup import (
     ClientFactory,
     admission_settings,
@@ -48,7 +49,6 @@ from ddscope.engine.run_setup import (
     open_clients,
 )
 from ddscope.engine.salvage import EXHAUSTED, SalvageRound, exhausted_message, pause_before_round
-from ddscope.engine.saturation import SaturationWatch
 from ddscope.engine.shutdown import ErrorRateWindow, StopReason, breaker_open_message
 from ddscope.engine.worker import WorkerContext
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ddscope.engine.pipeline import (
+from ddscope.engine.pipeline.model import (
     ExpressionColumn,
     LlmTextColumn,
     ModelAlias,
     Pipeline,
     SamplerColumn,
 )
-from ddscope.engine.samplers import sample_cell
-from ddscope.engine.templates import render
+from ddscope.engine.pipeline.samplers import sample_cell
+from ddscope.engine.pipeline.templates import render
 from ddscope.errors import TemplateError
 
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ddscope import events
+from ddscope.engine.admission.gate import Permit, RequestGate
+from ddscope.engine.admission.patience import counts_against_budget
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.patience import counts_against_budget
-from ddscope.engine.pipeline import LlmTextColumn
-from ddscope.engine.request_admission import Permit, RequestGate
+from ddscope.engine.pipeline.model import LlmTextColumn
+from ddscope.engine.pipeline.templates import render
 from ddscope.engine.tasks import ModelTask
-from ddscope.engine.templates import render
 from ddscope.errors import AdmissionTimeout, BreakerOpen, ModelError, TemplateError
 
 ResultOutcome = Literal["ok", "dropped", "deferred", "cancelled"]

@@ -1,0 +1,271 @@
+"""Spans and metrics of the request path, for the OTel sink: task leases, request-admission
+waits, request attempts (``chat {model}``, GenAI semantic conventions), cooldowns (linked to the
+attempt that caused them), and the AIMD limit and breaker as events on the domain's span.
+
+The parents (row group, salvage round, domain, run) come from the shared :class:`SpanBook`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from ddscope import events as ev
+from ddscope.exporters.otel.metrics import DomainState, RunInstruments
+from ddscope.exporters.otel.spans import (
+    Interval,
+    PendingSpan,
+    SpanBook,
+    messages_json,
+    present,
+    set_error,
+)
+
+RECENT_FAILED_ATTEMPTS = 1024  # kept for cooldown links; bounded so memory stays flat
+_NS = 1e9
+
+
+class RequestSpans:
+    """Handlers for the request-path events; :meth:`handlers` maps kinds to them."""
+
+    def __init__(self, book: SpanBook, instruments: RunInstruments) -> None:
+        self.book = book
+        self.instruments = instruments
+        self.send_text = False  # set by the sink from the header and its own opt-in
+        self.leases: dict[int, Interval] = {}
+        self.waits: dict[tuple[int, int], PendingSpan] = {}
+        self.attempts: dict[tuple[int, int], PendingSpan] = {}
+        self.cooldowns: dict[int, Interval] = {}
+        self._failed_attempts: OrderedDict[tuple[int, int], SpanContext] = OrderedDict()
+
+    def handlers(self) -> dict[str, Callable[[Any], None]]:
+        return {
+            "lease_started": self.lease_started,
+            "lease_finished": self.lease_finished,
+            "wait_started": self.wait_started,
+            "wait_finished": self.wait_finished,
+            "attempt_started": self.attempt_started,
+            "attempt_finished": self.attempt_finished,
+            "cooldown_started": self.cooldown_started,
+            "cooldown_finished": self.cooldown_finished,
+            "limit_changed": self.limit_changed,
+            "breaker": self.breaker,
+        }
+
+    def open_tables(self) -> list[dict[Any, Interval]]:
+        """The open intervals, children before parents (pending spans are created now)."""
+        book = self.book
+        attempts = {key: book.materialize(p) for key, p in self.attempts.items()}
+        waits = {key: book.materialize(p) for key, p in self.waits.items()}
+        self.attempts.clear()
+        self.waits.clear()
+        return [attempts, waits, self.cooldowns, self.leases]
+
+    # -- task leases ----------------------------------------------------------------------------
+
+    def lease_started(self, e: ev.LeaseStarted) -> None:
+        book = self.book
+        parent = None
+        if e.salvage_round is not None:  # salvage leases nest under their round
+            parent = book.salvage_rounds.get(e.salvage_round)
+        parent = parent or book.row_groups.get(e.row_group) or book.run
+        # Few attributes: each costs the SDK a validation. The column is in the name, the row
+        # group in the parent (a salvage lease names its row group: its parent is the round).
+        attrs: dict[str, Any] = {
+            "ddscope.task_id": e.task_id,
+            "ddscope.lease_id": e.lease_id,
+            "ddscope.row": e.row,
+        }
+        if e.salvage_round is not None:
+            attrs["ddscope.salvage_round"] = e.salvage_round
+            attrs["ddscope.row_group"] = e.row_group
+        self.leases[e.lease_id] = book.start(
+            f"task {e.column}", parent, attrs, e.t_ns, parent_of_others=True
+        )
+        book.gauges.leases += 1
+
+    def lease_finished(self, e: ev.LeaseFinished) -> None:
+        interval = self.leases.pop(e.lease_id, None)
+        if interval is None:
+            return
+        self.book.gauges.leases -= 1
+        interval.span.set_attribute("ddscope.outcome", e.outcome)
+        if e.outcome != "ok":
+            set_error(interval.span, e.error_kind or e.outcome)
+        self.book.end(interval, e.t_ns)
+
+    def _lease(self, lease_id: int) -> Interval | None:
+        return self.leases.get(lease_id) or self.book.run
+
+    # -- request-admission waits ----------------------------------------------------------------
+
+    def wait_started(self, e: ev.WaitStarted) -> None:
+        domain = self.book.domain(e.domain, e.t_ns)
+        attrs = {
+            **domain.metric_attrs,
+            "ddscope.task_id": e.task_id,
+            "ddscope.request_id": e.request_id,
+            "ddscope.attempt": e.attempt,
+        }
+        self.waits[(e.request_id, e.attempt)] = PendingSpan(
+            "request.wait", self._lease(e.lease_id), attrs, e.t_ns, SpanKind.INTERNAL, domain
+        )
+        domain.waiters += 1
+
+    def wait_finished(self, e: ev.WaitFinished) -> None:
+        pending = self.waits.pop((e.request_id, e.attempt), None)
+        if pending is None:
+            return
+        domain = pending.domain
+        domain.waiters -= 1
+        self.instruments.wait_duration.record((e.t_ns - pending.t_ns) / _NS, domain.metric_attrs)
+        attrs: dict[str, Any] = {"ddscope.outcome": e.outcome}
+        error = None
+        if e.outcome == "timeout":
+            self.instruments.admission_timeouts.add(domain.metric_attrs)
+            attrs["error.type"] = "admission_timeout"
+            error = Status(StatusCode.ERROR)
+        elif e.outcome == "breaker_open":
+            attrs["error.type"] = "breaker_open"
+            error = Status(StatusCode.ERROR)
+        self.book.finish(pending, e.t_ns, attrs, error)
+
+    # -- request attempts -----------------------------------------------------------------------
+
+    def attempt_started(self, e: ev.AttemptStarted) -> None:
+        domain = self.book.domain(e.domain, e.t_ns)
+        # The task id is on the parent lease span; the outcome at the end is error.type.
+        attrs = {
+            **domain.span_attrs,
+            "ddscope.request_id": e.request_id,
+            "ddscope.attempt": e.attempt,
+        }
+        if e.attempt > 1:
+            attrs["http.request.resend_count"] = e.attempt - 1
+        if self.send_text and e.prompt is not None:
+            attrs["gen_ai.input.messages"] = messages_json("user", e.prompt)
+        self.attempts[(e.request_id, e.attempt)] = PendingSpan(
+            f"chat {domain.model}",
+            self._lease(e.lease_id),
+            attrs,
+            e.t_ns,
+            SpanKind.CLIENT,
+            domain,
+        )
+        domain.in_flight += 1
+
+    def attempt_finished(self, e: ev.AttemptFinished) -> None:
+        key = (e.request_id, e.attempt)
+        pending = self.attempts.pop(key, None)
+        if pending is None:
+            return
+        domain = pending.domain
+        domain.in_flight -= 1
+        self._attempt_metrics(e, domain, (e.t_ns - pending.t_ns) / _NS)
+        attrs = {
+            "http.response.status_code": e.status_code,
+            "gen_ai.response.model": e.response_model,
+            "gen_ai.usage.input_tokens": e.input_tokens,
+            "gen_ai.usage.output_tokens": e.output_tokens,
+            "ddscope.retry_after_s": e.retry_after_s,
+        }
+        if self.send_text and e.completion is not None:
+            attrs["gen_ai.output.messages"] = messages_json("assistant", e.completion)
+        if e.outcome == "ok":
+            self.book.finish(pending, e.t_ns, present(attrs))
+            return
+        attrs["error.type"] = e.outcome
+        span = self.book.finish(pending, e.t_ns, present(attrs), Status(StatusCode.ERROR, e.error))
+        self._remember_failed(key, span.get_span_context())
+
+    def _attempt_metrics(self, e: ev.AttemptFinished, domain: DomainState, seconds: float) -> None:
+        instruments = self.instruments
+        instruments.attempts.add(domain.attempt_attributes(e.outcome))
+        if e.outcome == "rate_limited":
+            instruments.rate_limited.add(domain.metric_attrs)
+        instruments.operation_duration.record(seconds, domain.duration_attributes(e.outcome))
+        if e.input_tokens is not None:
+            instruments.token_usage.record(e.input_tokens, domain.token_attributes("input"))
+        if e.output_tokens is not None:
+            instruments.token_usage.record(e.output_tokens, domain.token_attributes("output"))
+
+    def _remember_failed(self, key: tuple[int, int], context: SpanContext) -> None:
+        self._failed_attempts[key] = context
+        if len(self._failed_attempts) > RECENT_FAILED_ATTEMPTS:
+            self._failed_attempts.popitem(last=False)
+
+    # -- domains: cooldowns, AIMD limit, breaker ------------------------------------------------
+
+    def cooldown_started(self, e: ev.CooldownStarted) -> None:
+        domain = self.book.domain(e.domain, e.t_ns)
+        attrs = {
+            **domain.metric_attrs,
+            "ddscope.cooldown_id": e.cooldown_id,
+            "ddscope.cooldown.cause": e.cause,
+            "ddscope.cooldown.retry_after_s": e.retry_after_s,
+            "ddscope.cooldown.duration_s": e.duration_s,
+            "ddscope.request_id": e.request_id,
+            "ddscope.attempt": e.attempt,
+        }
+        parent = self.book.domains.get(e.domain) or self.book.run
+        self.cooldowns[e.cooldown_id] = self.book.start(
+            "cooldown",
+            parent,
+            present(attrs),
+            e.t_ns,
+            links=self._cause_link(e.request_id, e.attempt),
+            domain=domain,
+        )
+        domain.open_cooldowns += 1
+
+    def _cause_link(self, request_id: int | None, attempt: int | None) -> list[Link]:
+        if request_id is None or attempt is None:
+            return []
+        key = (request_id, attempt)
+        cause: SpanContext | None = self._failed_attempts.get(key)
+        if cause is None and key in self.attempts:  # still open: its span is needed now
+            cause = self.book.materialize(self.attempts[key]).span.get_span_context()
+        return [] if cause is None else [Link(cause, {"ddscope.link": "caused_by"})]
+
+    def cooldown_finished(self, e: ev.CooldownFinished) -> None:
+        interval = self.cooldowns.pop(e.cooldown_id, None)
+        if interval is None or interval.domain is None:
+            return
+        domain = interval.domain
+        domain.open_cooldowns -= 1
+        seconds = (e.t_ns - interval.t_ns) / _NS
+        self.instruments.cooldown_duration.record(seconds, domain.metric_attrs)
+        self.instruments.cooldown_time.add(domain.metric_attrs, seconds)
+        self.book.end(interval, e.t_ns)
+
+    def limit_changed(self, e: ev.LimitChanged) -> None:
+        self.book.domain(e.domain, e.t_ns).limit = e.new
+        interval = self.book.domains.get(e.domain)
+        if interval is not None:
+            attrs = {
+                "ddscope.limit.old": e.old,
+                "ddscope.limit.new": e.new,
+                "ddscope.reason": e.reason,
+            }
+            interval.span.add_event("limit_changed", attrs, timestamp=self.book.ts(e.t_ns))
+
+    def breaker(self, e: ev.BreakerChanged) -> None:
+        domain = self.book.domain(e.domain, e.t_ns)
+        if e.state == "open":
+            self.instruments.breaker_openings.add(domain.metric_attrs)
+        interval = self.book.domains.get(e.domain)
+        if interval is None:
+            return
+        attrs = {
+            "ddscope.breaker.state": e.state,
+            "ddscope.reason": e.reason,
+            "ddscope.breaker.policy": e.policy,
+            "ddscope.breaker.consecutive_429": e.consecutive_429,
+            "ddscope.breaker.share_429": e.share_429,
+            "ddscope.breaker.time_at_floor_s": e.time_at_floor_s,
+            "ddscope.breaker.last_retry_after_s": e.last_retry_after_s,
+        }
+        interval.span.add_event("breaker", present(attrs), timestamp=self.book.ts(e.t_ns))
