@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ddscope.exporters.health.analyzer import analyze
+from ddscope.exporters.health import analyze
 from ddscope.record.jsonl import RunReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -20,7 +20,7 @@ _LAZY: dict[str, str] = {
     "RunSummary": "ddscope.engine.scheduler",
     "JsonlRecorder": "ddscope.record.jsonl",
     "RunReader": "ddscope.record.jsonl",
-    "analyze": "ddscope.exporters.health.analyzer",
+    "analyze": "ddscope.exporters.health",
     "export_perfetto": "ddscope.exporters.trace.perfetto",
     "MockServer": "ddscope.mock",
     "MockBehavior": "ddscope.mock",

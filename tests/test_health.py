@@ -16,7 +16,7 @@ from synthetic_run import SyntheticSpec, write_synthetic_record
 
 from ddscope import events as ev
 from ddscope.errors import RecordError
-from ddscope.exporters.health.analyzer import analyze
+from ddscope.exporters.health import analyze
 from ddscope.exporters.health.report import HEALTH_SCHEMA, HealthReport, Thresholds
 from ddscope.exporters.health.stats import RELATIVE_ERROR, LogHistogram, TimeBins
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from synthetic_run import SyntheticSpec, write_synthetic_record
 
 from ddscope.cli.main import cli
-from ddscope.exporters.health.analyzer import analyze
+from ddscope.exporters.health import analyze
 from ddscope.exporters.health.render import render
 
 

@@ -16,7 +16,7 @@ from ddscope.engine.output import JsonlRowWriter
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus
-from ddscope.exporters.health.analyzer import analyze
+from ddscope.exporters.health import analyze
 from ddscope.exporters.health.report import HealthReport, Thresholds
 from ddscope.mock.server import MockServer
 from ddscope.record.jsonl import JsonlRecorder

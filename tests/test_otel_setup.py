@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ddscope.cli.otel_options import otel_options
 from ddscope.errors import ConfigError
 from ddscope.exporters.otel.delivery import CountingSpanExporter, InlineBatchSpanProcessor
 from ddscope.exporters.otel.sdk import DeliveryStats, resource
@@ -22,7 +23,6 @@ from ddscope.exporters.otel.setup import (
     capture_text,
     delivery_warnings,
     normalize_endpoint,
-    otel_options,
     resolve_config,
 )
 

@@ -62,7 +62,7 @@ def health_command(
     concurrency 1, or its circuit breaker opened), failed (crash, early shutdown,
     rows dropped). Each finding comes with one concrete recommendation.
     """
-    from ddscope.exporters.health.analyzer import analyze
+    from ddscope.exporters.health import analyze
 
     report = analyze(record, at_s=at_s, lenient=lenient, thresholds=Thresholds(stall_s=stall_s))
     if as_json:

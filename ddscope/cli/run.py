@@ -18,11 +18,12 @@ from pathlib import Path
 import click
 
 from ddscope.cli.common import handle_errors, warn
+from ddscope.cli.otel_options import otel_options
 from ddscope.cli.progress import ProgressSink, exit_code, summary_text
 from ddscope.engine.output import JsonlRowWriter
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.events import EventBus, EventSink
-from ddscope.exporters.otel.setup import build_otel_sink, otel_options
+from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.record.jsonl import JsonlRecorder
 
 DEFAULT_OUT = Path("ddscope-out")

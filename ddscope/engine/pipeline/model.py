@@ -39,6 +39,12 @@ from ddscope.engine.pipeline.parts import (
     RunSettings,
     SamplerColumn,
 )
+from ddscope.engine.pipeline.source import (
+    load_pipeline,
+    validate_pipeline,
+    validate_provider,
+    validate_run_settings,
+)
 from ddscope.engine.pipeline.templates import template_fields
 from ddscope.errors import ConfigError, TemplateError
 
@@ -71,14 +77,10 @@ class Pipeline(ConfigModel):
     @classmethod
     def load(cls, path: str | Path) -> Pipeline:
         """Reads a YAML (.yaml/.yml) or JSON (.json) file; ConfigError names file, line, field."""
-        from ddscope.engine.pipeline.source import load_pipeline
-
         return load_pipeline(cls, Path(path))
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> Pipeline:
-        from ddscope.engine.pipeline.source import validate_pipeline
-
         return validate_pipeline(cls, data, source)
 
     # -- cross-field checks ----------------------------------------------------------------
@@ -142,8 +144,6 @@ class Pipeline(ConfigModel):
 
     def with_overrides(self, **run_fields: Any) -> Pipeline:
         """A copy with run settings replaced (``None`` values are ignored), validated."""
-        from ddscope.engine.pipeline.source import validate_run_settings
-
         changes = {k: v for k, v in run_fields.items() if v is not None}
         if not changes:
             return self
@@ -152,8 +152,6 @@ class Pipeline(ConfigModel):
 
     def with_endpoint(self, provider: str, endpoint: str) -> Pipeline:
         """A copy with one provider's endpoint replaced (``ddtrace demo`` points at its mock)."""
-        from ddscope.engine.pipeline.source import validate_provider
-
         if provider not in {p.name for p in self.providers}:
             raise ConfigError(f"providers: unknown provider {provider!r}")
         providers = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -26,9 +26,9 @@ from ddscope.engine.pipeline.parts import (
 )
 from ddscope.errors import ConfigError
 
-if TYPE_CHECKING:
-    from ddscope.engine.pipeline.model import Pipeline
-
+# The pipeline model class is passed in (not imported) so this module does not import the one that
+# imports it.
+PipelineT = TypeVar("PipelineT", bound=BaseModel)
 LineFinder = Callable[[Loc], int | None]
 
 
@@ -49,7 +49,7 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_pipeline(cls: type[Pipeline], path: Path) -> Pipeline:
+def load_pipeline(cls: type[PipelineT], path: Path) -> PipelineT:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -127,8 +127,8 @@ def _line_of(node: yaml.Node | None, loc: Loc) -> int | None:
 
 
 def validate_pipeline(
-    cls: type[Pipeline], data: Any, source: str, line_of: LineFinder | None = None
-) -> Pipeline:
+    cls: type[PipelineT], data: Any, source: str, line_of: LineFinder | None = None
+) -> PipelineT:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source}: expected a mapping with providers, models, columns and "
@@ -137,7 +137,7 @@ def validate_pipeline(
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
-        loc, problem = describe(exc, data)
+        loc, problem = describe(exc, data, cls)
         line = line_of(loc) if line_of else None
         where = f"{source}:{line}" if line else source
         path = format_loc(loc)
@@ -150,7 +150,7 @@ def validate_run_settings(values: dict[str, Any]) -> RunSettings:
     try:
         return RunSettings.model_validate(values)
     except ValidationError as exc:
-        loc, problem = describe(exc, values)
+        loc, problem = describe(exc, values, RunSettings)
         raise ConfigError(f"{format_loc(('run', *loc))}: {problem}") from None
 
 
@@ -158,7 +158,7 @@ def validate_provider(values: dict[str, Any]) -> Provider:
     try:
         return Provider.model_validate(values)
     except ValidationError as exc:
-        loc, problem = describe(exc, values)
+        loc, problem = describe(exc, values, Provider)
         raise ConfigError(f"{format_loc(('providers', *loc))}: {problem}") from None
 
 
@@ -170,8 +170,9 @@ def format_loc(loc: Loc) -> str:
     return out
 
 
-def describe(exc: ValidationError, data: Any) -> tuple[Loc, str]:
-    """The first error's field path (union tags removed) and a sentence for it."""
+def describe(exc: ValidationError, data: Any, root: type[BaseModel]) -> tuple[Loc, str]:
+    """The first error's field path (union tags removed) and a sentence for it; ``root`` is the
+    model that was validated (its fields are the allowed ones at the top level)."""
     errors = exc.errors()
     err = errors[0]
     raw_loc: Loc = tuple(err["loc"])
@@ -179,7 +180,7 @@ def describe(exc: ValidationError, data: Any) -> tuple[Loc, str]:
     cause = (err.get("ctx") or {}).get("error")
     if isinstance(cause, PipelineProblem):
         return (*loc, *cause.loc), cause.problem
-    problem = _problem_text(err, raw_loc)
+    problem = _problem_text(err, raw_loc, root)
     if len(loc) >= 2 and loc[0] == "columns" and isinstance(loc[1], int):
         name = _column_name(data, loc[1])
         if name:
@@ -194,12 +195,12 @@ def _without_union_tag(loc: Loc) -> Loc:
     return loc
 
 
-def _problem_text(err: Any, raw_loc: Loc) -> str:
+def _problem_text(err: Any, raw_loc: Loc, root: type[BaseModel]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         hint = "; use api_key_env: NAME_OF_ENV_VAR" if raw_loc[-1] == "api_key" else ""
-        allowed = _allowed_fields(raw_loc)
+        allowed = _allowed_fields(raw_loc, root)
         return "unknown field" + (f" (allowed: {', '.join(allowed)})" if allowed else "") + hint
     if kind == "missing":
         return "required field is missing"
@@ -210,13 +211,11 @@ def _problem_text(err: Any, raw_loc: Loc) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
-def _allowed_fields(raw_loc: Loc) -> list[str]:
-    from ddscope.engine.pipeline.model import Pipeline  # the module that imports this one
-
+def _allowed_fields(raw_loc: Loc, root: type[BaseModel]) -> list[str]:
     parent = raw_loc[:-1]
     model: type[BaseModel] | None = None
     if parent == ():
-        model = Pipeline
+        model = root
     elif parent == ("run",):
         model = RunSettings
     elif len(parent) == 2 and parent[0] in ("providers", "models"):

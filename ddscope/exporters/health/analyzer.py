@@ -20,16 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import chain, islice
-from pathlib import Path
 from typing import Any, Literal
 
 from ddscope.events import EVENT_KINDS, RunHeader
 from ddscope.exporters.health.domain import DomainTracker, read_snapshot
 from ddscope.exporters.health.ready import Readiness
-from ddscope.exporters.health.report import HealthReport, Thresholds
 from ddscope.exporters.health.stats import BINS, LogHistogram
 from ddscope.exporters.health.tally import RunTally
-from ddscope.record.jsonl import RunReader
 
 Handler = Callable[[dict[str, Any], int], None]
 NEVER = 1 << 62  # "no --at": later than any t_ns
@@ -331,26 +328,3 @@ class HealthAnalyzer:
 
 def _ignore(data: dict[str, Any], t: int) -> None:
     """Events that change nothing the snapshot reports."""
-
-
-def analyze(
-    record: str | Path,
-    *,
-    at_s: float | None = None,
-    lenient: bool = False,
-    thresholds: Thresholds | None = None,
-) -> HealthReport:
-    """Reads ``record`` once and returns its health snapshot (as of ``at_s`` if given).
-
-    Raises RecordError (``file:line: reason``) for a record that cannot be read; ``lenient``
-    skips corrupt lines (listed in ``report.record.warnings``).
-    """
-    from ddscope.exporters.health.build import build_report
-
-    reader = RunReader(record, lenient=lenient)
-    at_ns = None if at_s is None else max(0, int(at_s * 1e9))
-    analyzer = HealthAnalyzer(reader.header, at_ns=at_ns)
-    analyzer.consume(reader.iter_dicts())
-    analyzer.finish()
-    warnings = reader.finish_warnings() + analyzer.warnings
-    return build_report(analyzer, Path(record), at_s, thresholds or Thresholds(), warnings)

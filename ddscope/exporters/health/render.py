@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import click
-
 from ddscope.exporters.health.report import (
     DomainReport,
     EngineHealth,
@@ -20,19 +18,25 @@ from ddscope.exporters.health.report import (
 )
 from ddscope.exporters.health.stats import Quantiles
 
+# ANSI SGR colour codes per level (exporters do not import click: it stays under cli/)
 COLOURS = {
-    "healthy": "green",
-    "info": "blue",
-    "degraded": "yellow",
-    "stalled": "magenta",
-    "saturated": "red",
-    "failed": "red",
+    "healthy": 32,  # green
+    "info": 34,  # blue
+    "degraded": 33,  # yellow
+    "stalled": 35,  # magenta
+    "saturated": 31,  # red
+    "failed": 31,
 }
+
+
+def _style(text: str, colour: int | None, bold: bool) -> str:
+    codes = ([str(colour)] if colour else []) + (["1"] if bold else [])
+    return f"\x1b[{';'.join(codes)}m{text}\x1b[0m" if codes else text
 
 
 def render(report: HealthReport, *, color: bool = False) -> str:
     def paint(text: str, level: str, bold: bool = False) -> str:
-        return click.style(text, fg=COLOURS.get(level), bold=bold) if color else text
+        return _style(text, COLOURS.get(level), bold) if color else text
 
     as_of = f"  (as of {report.as_of_s:g} s)" if report.as_of_s is not None else ""
     lines = [

@@ -1,5 +1,6 @@
 """What OpenTelemetry to set up for a run: explicit arguments, then the standard ``OTEL_*``
-environment, then defaults; the ``ddtrace run`` options; and :func:`build_otel_sink`.
+environment, then defaults; and :func:`build_otel_sink`. (The ``ddtrace run`` options that feed it
+are in :mod:`ddscope.cli.otel_options`: click stays under ``cli/``.)
 
 Nothing is configured unless asked: OTLP export starts when ``--otlp-endpoint`` or
 ``--otlp-protocol`` is given or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; the Prometheus pull
@@ -32,10 +33,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import click
 
 from ddscope.errors import ConfigError
 
@@ -58,8 +57,6 @@ SAMPLERS = frozenset(
 )
 _SIGNAL_PATHS = ("/v1/traces", "/v1/metrics")
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -204,30 +201,6 @@ def delivery_warnings(
         cause = f" (first error: {stats.first_error})" if stats.first_error else ""
         out[0] += f"{cause}; {hint}"
     return out
-
-
-def otel_options(func: F) -> F:
-    """Adds ``--otlp-endpoint``, ``--otlp-protocol`` and ``--prometheus-port`` to a command."""
-    func = click.option(
-        "--prometheus-port",
-        type=click.IntRange(1, 65535),
-        default=None,
-        metavar="PORT",
-        help="Serve live metrics for Prometheus at http://127.0.0.1:PORT/metrics during the run.",
-    )(func)
-    func = click.option(
-        "--otlp-protocol",
-        type=click.Choice(PROTOCOLS),
-        default=None,
-        help="OTLP protocol (else OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).",
-    )(func)
-    return click.option(
-        "--otlp-endpoint",
-        default=None,
-        metavar="URL",
-        help="Send spans and metrics over OTLP to URL, e.g. http://127.0.0.1:4317 "
-        "(else OTEL_EXPORTER_OTLP_ENDPOINT; off when neither is set).",
-    )(func)
 
 
 def build_otel_sink(
