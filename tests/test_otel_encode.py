@@ -181,7 +181,8 @@ def test_the_exporters_deliver_what_the_sdk_exporters_deliver(
         suffix = "/v1/traces" if receiver_type is HttpReceiver else ""
         fast = exporter_type(endpoint=receiver.endpoint + suffix, timeout=5)
         sdk = sdk_type(endpoint=receiver.endpoint + suffix, timeout=5)
-        assert fast.fast
+        # gRPC is fast on every supported SDK; HTTP from the SDK whose client posts bytes.
+        assert fast.fast == (exporter_type is GrpcSpanExporter or _http_client_posts_bytes(sdk))
         try:
             assert fast.export(spans) is SpanExportResult.SUCCESS
             assert sdk.export(spans) is SpanExportResult.SUCCESS
@@ -191,3 +192,64 @@ def test_the_exporters_deliver_what_the_sdk_exporters_deliver(
         ours, theirs = receiver.trace_requests
     assert ours == theirs
     assert ours.SerializeToString() == encode_spans(spans).SerializeToString()
+
+
+def _http_client_posts_bytes(exporter: Any) -> bool:
+    return callable(getattr(getattr(exporter, "_client", None), "export", None))
+
+
+class _BrokenEncoder:
+    """Stands for an SDK change that breaks the fast path: every encoding raises."""
+
+    calls = 0
+
+    def encode(self, spans: Any) -> bytes:
+        self.calls += 1
+        raise RuntimeError("the SDK changed under us")
+
+
+@pytest.mark.parametrize(
+    ("receiver_type", "exporter_type"),
+    [(GrpcReceiver, GrpcSpanExporter), (HttpReceiver, HttpSpanExporter)],
+)
+def test_any_exception_on_the_fast_path_falls_back_to_the_sdk_exporter(
+    receiver_type: type, exporter_type: type
+) -> None:
+    spans = _odd_spans()
+    with receiver_type() as receiver:
+        suffix = "/v1/traces" if receiver_type is HttpReceiver else ""
+        exporter = exporter_type(endpoint=receiver.endpoint + suffix, timeout=5)
+        was_fast = exporter.fast
+        broken = exporter._encoder = _BrokenEncoder()
+        try:
+            # The batch that broke the fast path is delivered by the SDK's own path, and so
+            # is every later one, without trying the fast path again.
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        assert not exporter.fast
+        assert broken.calls == (1 if was_fast else 0)
+        first, second = receiver.trace_requests
+    expected = encode_spans(spans).SerializeToString()
+    assert first.SerializeToString() == second.SerializeToString() == expected
+
+
+def test_a_grpc_channel_without_the_expected_internals_uses_the_sdk_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A later SDK whose exporter has no ``_stub``: the SDK's own stub and encoder."""
+    spans = _odd_spans()
+    monkeypatch.setattr(
+        "ddscope.exporters.otel.otlp._BytesTraceStub.__init__",
+        lambda self, channel: (_ for _ in ()).throw(AttributeError("no unary_unary")),
+    )
+    with GrpcReceiver() as receiver:
+        exporter = GrpcSpanExporter(endpoint=receiver.endpoint, timeout=5)
+        try:
+            assert not exporter.fast
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        (request,) = receiver.trace_requests
+    assert request.SerializeToString() == encode_spans(spans).SerializeToString()

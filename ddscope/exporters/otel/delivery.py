@@ -67,9 +67,10 @@ class CountingMetricExporter(MetricExporter):
     """Counts metric exports and failed ones."""
 
     def __init__(self, inner: MetricExporter) -> None:
+        # Private on every SDK from 1.43 to 1.45; None (the SDK's defaults) if that changes.
         super().__init__(
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
+            preferred_temporality=getattr(inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
         )
         self.inner = inner
         self.exports = 0

@@ -5,11 +5,16 @@ retries and log lines, all configured by the ``OTEL_EXPORTER_OTLP_*`` variables 
 encoding step replaced: the SDK's encoder costs ~30 µs per span, ``otel_encode`` ~10 µs, and the
 bytes on the wire are the same.
 
-How the encoding step is replaced relies on two of the SDK exporters' internals: the gRPC one
-calls ``self._client.Export(request=self._translate_data(spans))`` on a stub built by
-``self._stub(self._channel)`` (so the stub here takes bytes: no request serializer), and the HTTP
-one posts ``self._client.export(bytes)``. If a later SDK no longer has them, the exporters fall
-back to the SDK's own encoding (checked at construction), so an upgrade costs speed, never spans.
+How the encoding step is replaced relies on the SDK exporters' internals: the gRPC one calls
+``self._client.Export(request=self._translate_data(spans))`` on a stub built by
+``self._stub(self._channel)`` (so the stub here takes bytes: no request serializer; the same on
+every SDK from 1.43 to 1.45), and the HTTP one (SDK ≥ 1.45) posts ``self._client.export(bytes)``.
+
+Supported: opentelemetry-sdk 1.43 (DataDesigner's pin) to the newest. Internals move between
+releases, so every step of the fast path is guarded: a shape not recognised at construction
+(e.g. the HTTP exporter of SDK 1.43, which encodes inline in ``export``) means the SDK's own
+path from the start, and *any* exception on the fast path switches the exporter to the SDK's
+own path for good (logged once) and hands it the same batch. An upgrade costs speed, never spans.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ddscope.exporters.otel.encode import SpanEncoder
 
 _logger = logging.getLogger(__name__)
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+FALLBACK_MESSAGE = "ddscope's fast OTLP span encoding failed (%r); using the SDK's own exporter"
 
 
 class _BytesTraceStub:
@@ -53,40 +59,70 @@ class GrpcSpanExporter(SdkGrpcSpanExporter):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._encoder = SpanEncoder()
-        self.fast = all(hasattr(self, name) for name in ("_stub", "_client", "_channel"))
-        if self.fast:
-            # The SDK rebuilds the client from _stub when it reconnects: keep ours there.
-            self._stub = _BytesTraceStub
-            self._client = _BytesTraceStub(self._channel)
+        self.fast = False
+        self._sdk_stub: Any = getattr(self, "_stub", None)
+        try:
+            if all(hasattr(self, name) for name in ("_stub", "_client", "_channel")):
+                # The SDK rebuilds the client from _stub when it reconnects: keep ours there.
+                client: Any = _BytesTraceStub(self._channel)
+                self._stub = _BytesTraceStub
+                self._client = client
+                self.fast = True
+        except Exception as error:  # an unknown channel: the SDK's own stub and encoder
+            self._use_sdk_path(error)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if not self.fast:
+            return super().export(spans)
+        try:
+            return super().export(spans)
+        except Exception as error:  # the SDK catches gRPC errors; anything else is ours
+            self._use_sdk_path(error)
+            return super().export(spans)
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
         if self.fast:
             return self._encoder.encode(data)
         return super()._translate_data(data)
 
+    def _use_sdk_path(self, error: BaseException) -> None:
+        _logger.warning(FALLBACK_MESSAGE, error)
+        self.fast = False
+        if self._sdk_stub is not None:
+            self._stub = self._sdk_stub
+            channel = getattr(self, "_channel", None)
+            self._client = self._sdk_stub(channel) if channel is not None else None
+
 
 class HttpSpanExporter(SdkHttpSpanExporter):
-    """The SDK's OTLP/HTTP span exporter, encoding with :class:`SpanEncoder`."""
+    """The SDK's OTLP/HTTP span exporter, encoding with :class:`SpanEncoder` (SDK ≥ 1.45)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._encoder = SpanEncoder()
         needed = ("_client", "_shutdown", "_metrics", "_max_request_size")
-        self.fast = all(hasattr(self, name) for name in needed)
+        client = getattr(self, "_client", None)
+        self.fast = all(hasattr(self, name) for name in needed) and callable(
+            getattr(client, "export", None)
+        )
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if not self.fast:
-            return super().export(spans)
+        if self.fast:
+            try:
+                return self._fast_export(spans)
+            except Exception as error:  # the SDK's own exporter, for this batch and the rest
+                _logger.warning(FALLBACK_MESSAGE, error)
+                self.fast = False
+        return super().export(spans)
+
+    def _fast_export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """The SDK 1.45 ``export`` body with the encoder swapped. An exception raised here
+        before the request is sent leaves the batch to the SDK's path."""
         if self._shutdown:
             _logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
-            try:
-                data = self._encoder.encode(spans)
-            except Exception as error:  # as the SDK: a batch that cannot be encoded fails
-                _logger.error("Failed to encode span batch: %s", error)
-                result.error = error
-                return SpanExportResult.FAILURE
+            data = self._encoder.encode(spans)
             if 0 < self._max_request_size < len(data):
                 message = (
                     f"Serialized span request size {len(data)} bytes exceeds max_request_size "
