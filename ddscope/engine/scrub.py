@@ -1,0 +1,253 @@
+"""Scrubbing text a server sent back before it becomes an event.
+
+An endpoint's error message is the one piece of text in a run that nobody chose to record:
+content filters, validators and gateways quote the input they refused, so a run with text
+recording off would otherwise carry the prompt — and, for chained columns, earlier columns'
+completions inside it — into ``run.jsonl``, OTLP spans, Perfetto, Chrome JSON, health and the
+progress line. Every failed attempt's text passes through :func:`scrub_error_text` before it
+becomes an event, so every view inherits the result.
+
+API (the engine's worker and model client use it; the DataDesigner adapter should too)::
+
+    scrub_error_text(text, *, sent=(), secrets=(), limit=ERROR_TEXT_LIMIT) -> str
+    sent_texts(messages, values=None) -> list[SentText]      # SentText = (label, text)
+
+``scrub_error_text`` does, in this order:
+
+1. **secrets** (the API key) → ``[redacted]``;
+2. whitespace runs → one space (the text becomes one line);
+3. **what was sent** → a marker: every stretch of at least ``MIN_QUOTE_CHARS`` (15) characters
+   that also occurs in one of ``sent`` becomes ``<prompt:1834 chars>`` when it is the whole text
+   or ``<prompt:120 of 1834 chars>`` when it is part of it (the label is the sent text's). A sent
+   text shorter than that is masked where it occurs whole, if it has at least
+   ``MIN_WHOLE_CHARS`` (6) characters: shorter values ("a", "yes", "42") cannot be told apart
+   from ordinary words and carry next to nothing. Quotes JSON-escaped by the server (a raw body
+   that is not valid JSON) are matched too. This is done whether or not text recording is on:
+   with it on the prompt is in the record already (``attempt_started.prompt``), while error text
+   also reaches views that never carry text (Perfetto, Chrome JSON, health, progress);
+4. **terminal control characters** (C0 and C1 controls, DEL, bidirectional overrides) →
+   visible escapes such as ``\\x1b``, so nothing a server sent can drive a terminal;
+5. text longer than ``limit`` (``ERROR_TEXT_LIMIT`` = 200 characters) is cut and ends with
+   ``… (cut; N chars in all)``.
+
+Matching is index-based, not quadratic: every ``GRAM_STEP``-th ``GRAM_CHARS``-gram of the sent
+texts goes into a dict, and each hit in the error text is grown to the longest common stretch.
+A 64 KiB error text against a 100 KB prompt takes a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "ERROR_TEXT_LIMIT",
+    "MIN_QUOTE_CHARS",
+    "MIN_WHOLE_CHARS",
+    "SentText",
+    "escape_controls",
+    "scrub_error_text",
+    "sent_texts",
+]
+
+SentText = tuple[str, str]  # (label for the marker, the text that was sent)
+
+ERROR_TEXT_LIMIT = 200  # characters of error text kept in an event, the cut notice included
+GRAM_CHARS = 12  # length of the indexed grams
+GRAM_STEP = 4  # every GRAM_STEP-th gram of a sent text is indexed
+MIN_QUOTE_CHARS = GRAM_CHARS + GRAM_STEP - 1  # a common stretch this long always contains one
+MIN_WHOLE_CHARS = 6
+
+_WHITESPACE = re.compile(r"\s+")
+# C0/C1 controls, DEL, and the invisible direction marks/overrides ("Trojan Source").
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def scrub_error_text(
+    text: str,
+    *,
+    sent: Iterable[SentText] = (),
+    secrets: Iterable[str] = (),
+    limit: int | None = ERROR_TEXT_LIMIT,
+) -> str:
+    """``text`` made safe for an event: secrets redacted, sent text masked, one line, control
+    characters escaped, at most ``limit`` characters (None: not cut)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = _WHITESPACE.sub(" ", text).strip()
+    needles = _needles(sent)
+    if needles:
+        text = _mask(text, needles)
+    text = escape_controls(text)
+    return text if limit is None else _cut(text, limit)
+
+
+def escape_controls(text: str) -> str:
+    r"""Control characters as visible escapes (``\x1b``, ``\u202e``); other text unchanged."""
+    return _CONTROLS.sub(_escape_one, text)
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    notice = f"… (cut; {len(text):,} chars in all)"
+    return text[: max(0, limit - len(notice))] + notice
+
+
+def sent_texts(
+    messages: Sequence[Mapping[str, Any]], values: Mapping[str, object] | None = None
+) -> list[SentText]:
+    """What a chat request carried, labelled for the markers: the system prompt, the prompt
+    (the last user message), other messages by position, and ``values`` (earlier columns'
+    values that went into it) as ``column NAME``. Non-text values are skipped."""
+    out: list[SentText] = []
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if i == last_user:
+            label = "prompt"
+        elif role == "system":
+            label = "system prompt"
+        else:
+            label = f"message {i + 1}"
+        out.append((label, _message_text(message)))
+    for name, value in (values or {}).items():
+        if isinstance(value, str):
+            out.append((f"column {name}", value))
+    return out
+
+
+def _message_text(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # the OpenAI content-parts form
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        return " ".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+# -- matching ------------------------------------------------------------------------------
+
+
+class _Needle:
+    """One form of one sent text (as sent, whitespace-collapsed, or JSON-escaped)."""
+
+    __slots__ = ("full_chars", "label", "text")
+
+    def __init__(self, label: str, text: str, full_chars: int) -> None:
+        self.label = label
+        self.text = text
+        self.full_chars = full_chars  # the length of the text as sent, for the marker
+
+
+def _needles(sent: Iterable[SentText]) -> list[_Needle]:
+    out: list[_Needle] = []
+    seen: set[str] = set()
+    for label, original in sent:
+        if len(original) < MIN_WHOLE_CHARS:
+            continue
+        forms = (
+            original,
+            orjson.dumps(original).decode()[1:-1],  # as a JSON string body holds it
+            json.dumps(original)[1:-1],  # the same, with non-ASCII as \\u escapes
+        )
+        # Collapsed like the error text is, so re-flowed whitespace still matches.
+        for form in (_WHITESPACE.sub(" ", f).strip() for f in forms):
+            if len(form) >= MIN_WHOLE_CHARS and form not in seen:
+                seen.add(form)
+                out.append(_Needle(label, form, len(original)))
+    return out
+
+
+def _mask(text: str, needles: list[_Needle]) -> str:
+    spans = _whole_occurrences(text, needles) + _common_stretches(text, needles)
+    if not spans:
+        return text
+    spans.sort(key=lambda s: (s[0], -s[1]))
+    pieces: list[str] = []
+    end_of_last = 0
+    for start, end, needle in _merged(spans):
+        pieces.append(text[end_of_last:start])
+        pieces.append(_marker(end - start, needle))
+        end_of_last = end
+    pieces.append(text[end_of_last:])
+    return "".join(pieces)
+
+
+def _marker(chars: int, needle: _Needle) -> str:
+    if chars >= len(needle.text):
+        return f"<{needle.label}:{needle.full_chars} chars>"
+    return f"<{needle.label}:{chars} of {needle.full_chars} chars>"
+
+
+_Span = tuple[int, int, _Needle]
+
+
+def _merged(spans: list[_Span]) -> list[_Span]:
+    """Overlapping or touching spans as one (labelled after the first)."""
+    out: list[_Span] = []
+    for start, end, needle in spans:
+        if out and start <= out[-1][1]:
+            first_start, first_end, first = out[-1]
+            out[-1] = (first_start, max(first_end, end), first)
+        else:
+            out.append((start, end, needle))
+    return out
+
+
+def _whole_occurrences(text: str, needles: list[_Needle]) -> list[_Span]:
+    """Sent texts too short for the gram index, where they occur whole."""
+    spans: list[_Span] = []
+    for needle in needles:
+        if len(needle.text) >= MIN_QUOTE_CHARS:
+            continue
+        start = text.find(needle.text)
+        while start >= 0:
+            spans.append((start, start + len(needle.text), needle))
+            start = text.find(needle.text, start + len(needle.text))
+    return spans
+
+
+def _common_stretches(text: str, needles: list[_Needle]) -> list[_Span]:
+    """Every stretch of ``text`` of at least MIN_QUOTE_CHARS that also occurs in a needle."""
+    index: dict[str, tuple[_Needle, int]] = {}
+    for needle in needles:
+        body = needle.text
+        for pos in range(0, len(body) - GRAM_CHARS + 1, GRAM_STEP):
+            index.setdefault(body[pos : pos + GRAM_CHARS], (needle, pos))
+    spans: list[_Span] = []
+    i, last = 0, len(text) - GRAM_CHARS
+    while i <= last:
+        hit = index.get(text[i : i + GRAM_CHARS])
+        if hit is None:
+            i += 1
+            continue
+        start, end = _grow(text, i, hit[0].text, hit[1])
+        if end - start >= MIN_QUOTE_CHARS:
+            spans.append((start, end, hit[0]))
+            i = end
+        else:
+            i += 1
+    return spans
+
+
+def _grow(text: str, at: int, body: str, pos: int) -> tuple[int, int]:
+    """The longest common stretch around a gram that matched ``body[pos:]`` at ``text[at:]``."""
+    start, left = at, pos
+    while start > 0 and left > 0 and text[start - 1] == body[left - 1]:
+        start, left = start - 1, left - 1
+    end, right = at + GRAM_CHARS, pos + GRAM_CHARS
+    while end < len(text) and right < len(body) and text[end] == body[right]:
+        end, right = end + 1, right + 1
+    return start, end
