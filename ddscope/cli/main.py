@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 
@@ -53,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -20,7 +20,7 @@ from ddscope.cli.common import handle_errors
 from ddscope.errors import ConfigError
 from ddscope.mock.behavior import MockBehavior
 
-_SCALARS: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
+_SCALARS: dict[type, click.ParamType[Any]] = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
 def _option_for(knob: dataclasses.Field[Any], hint: Any) -> Callable[[Any], Any]:
@@ -28,7 +28,7 @@ def _option_for(knob: dataclasses.Field[Any], hint: Any) -> Callable[[Any], Any]
     args = typing.get_args(hint)
     multiple = typing.get_origin(hint) is tuple
     if typing.get_origin(hint) is typing.Literal:
-        param_type: click.ParamType = click.Choice(args)
+        param_type: click.ParamType[Any] = click.Choice(args)
     elif multiple:
         param_type = _SCALARS[args[0]]
     elif isinstance(hint, types.UnionType):

@@ -55,7 +55,7 @@ class FairQueueStats:
     groups: dict[str, GroupStats]
 
 
-class _Group:
+class _Group(Generic[T]):
     __slots__ = ("committed", "finish", "heap", "order", "weight")
 
     def __init__(self, order: int, weight: float) -> None:
@@ -64,7 +64,7 @@ class _Group:
         self.finish = 0.0
         self.committed = 0
         # (key, seq, item); seq keeps push order among equal keys and makes entries unique
-        self.heap: list[tuple[Any, int, Any]] = []
+        self.heap: list[tuple[Any, int, T]] = []
 
 
 class FairQueue(Generic[T]):
@@ -78,7 +78,7 @@ class FairQueue(Generic[T]):
         if any(w <= 0 for w in self._weights.values()):
             raise ValueError("group weights must be > 0")
         self._default_weight = default_weight
-        self._groups: dict[str, _Group] = {}
+        self._groups: dict[str, _Group[T]] = {}
         self._seq = itertools.count()
         self._virtual_time = 0.0
         self._size = 0
@@ -94,7 +94,7 @@ class FairQueue(Generic[T]):
     def push(self, group: str, item: T, key: Any = 0) -> None:
         g = self._groups.get(group)
         if g is None:
-            g = _Group(len(self._groups), self._weights.get(group, self._default_weight))
+            g = _Group[T](len(self._groups), self._weights.get(group, self._default_weight))
             self._groups[group] = g
         heapq.heappush(g.heap, (key, next(self._seq), item))
         self._size += 1

@@ -26,7 +26,7 @@ Level = Literal["info", "degraded", "stalled", "saturated", "failed"]
 
 def verdict_rank(verdict: str) -> int:
     """0 for healthy … 4 for failed; ``info`` ranks with healthy."""
-    return VERDICTS.index(verdict) if verdict in VERDICTS else 0  # type: ignore[arg-type]
+    return VERDICTS.index(verdict) if verdict in VERDICTS else 0
 
 
 @dataclass(frozen=True)

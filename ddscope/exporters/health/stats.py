@@ -88,7 +88,7 @@ class LogHistogram:
         for index, n in enumerate(self.counts):
             seen += n
             if seen >= rank:
-                return min(GAMMA ** (index + 0.5), float(self.max_ns))
+                return min(float(GAMMA ** (index + 0.5)), float(self.max_ns))
         return float(self.max_ns)  # pragma: no cover - rank ≤ count always lands above
 
     def quantiles(self) -> Quantiles:
@@ -189,10 +189,9 @@ class TimeBins:
             for i in bins:
                 attempts += self.attempts[i]
                 rl += self.rl[i]
-                if self.last_set[i] is not None:
-                    low = min(low, self.min_set[i])  # type: ignore[type-var]
-                    high = max(high, self.max_set[i])  # type: ignore[type-var]
-                    carry = self.last_set[i]  # type: ignore[assignment]
+                last, lowest, highest = self.last_set[i], self.min_set[i], self.max_set[i]
+                if last is not None and lowest is not None and highest is not None:
+                    low, high, carry = min(low, lowest), max(high, highest), last
             t_end = min(end_ns, self.t0 + bins[-1] * self.width + self.width)
             out.append(
                 TimelinePoint(

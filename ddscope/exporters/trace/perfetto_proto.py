@@ -138,7 +138,7 @@ class ProtoTraceWriter:
         packet = TracePacket(timestamp=ts, trusted_packet_sequence_id=SEQUENCE_ID)
         packet.sequence_flags = NEEDS_STATE
         event = packet.track_event
-        event.type = kind  # type: ignore[assignment]
+        event.type = kind
         event.track_uuid = track
         for key, value in args:
             if value is None:

@@ -183,8 +183,9 @@ class RunTimeline:
         return group
 
     def _domain_of(self, d: dict[str, Any]) -> DomainTracks:
-        tracks = self._domains.get(d.get("domain"))
-        return tracks if tracks is not None else self._domain(str(d.get("domain", "?")))
+        domain = str(d.get("domain", "?"))
+        tracks = self._domains.get(domain)
+        return tracks if tracks is not None else self._domain(domain)
 
     def _domain(self, domain: str) -> DomainTracks:
         tracks = self._domains.get(domain)
@@ -282,7 +283,7 @@ class RunTimeline:
         self._task_leases[task] -= 1
         if not self._task_leases[task]:
             del self._task_leases[task]
-        args = (("outcome", outcome), ("error_kind", error))
+        args: tuple[tuple[str, Any], ...] = (("outcome", outcome), ("error_kind", error))
         flow = self._flows.get(task)
         if flow is not None:  # the outcome goes on the instant that carries the flow
             if outcome == "deferred":  # the flow goes on into the salvage lease
