@@ -17,6 +17,7 @@ HTTP 5xx                                       ServerError
 HTTP 408                                       RequestTimeout (the server gave up waiting)
 other HTTP 4xx; 3xx (redirects not followed)   ClientError (not retryable)
 2xx that is not JSON / not a chat completion   BadResponse
+2xx body over ``max_response_bytes``           BadResponse ("response body larger than …")
 timeouts (httpx, aiohttp, overall deadline)    RequestTimeout
 refused, reset, disconnected, protocol error   ConnectionFailed
 undecodable Content-Encoding                   BadResponse
@@ -24,15 +25,19 @@ an invalid request or URL (ours)               ClientError
 =============================================  ================================================
 
 Secrets: the API key lives in a pydantic ``SecretStr`` and travels only in the Authorization
-header. Error messages are one line, truncated, and have the key redacted should a server
-echo it back.
+header. Error messages go through :func:`ddscope.engine.scrub.scrub_error_text`: one line, the
+key redacted should a server echo it back, the request's own messages masked where the server
+quotes them, control characters escaped, cut to ``ERROR_TEXT_LIMIT``.
+
+Bodies are read with a bound, so a huge answer cannot exhaust memory: a success body over
+``max_response_bytes`` (default 8 MiB) is a BadResponse; of an error body only the first
+``ERROR_BODY_BYTES`` (64 KiB) are read — the message says how large the body was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +49,13 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
 from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
+from ddscope.engine.scrub import (
+    ERROR_TEXT_LIMIT,
+    MIN_QUOTE_CHARS,
+    SentText,
+    scrub_error_text,
+    sent_texts,
+)
 from ddscope.errors import (
     BadResponse,
     ClientError,
@@ -69,7 +81,9 @@ __all__ = [
 ]
 
 TransportName = Literal["aiohttp", "httpx"]
-MAX_DETAIL_CHARS = 200
+MAX_DETAIL_CHARS = ERROR_TEXT_LIMIT
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is rarely above a few hundred KB
+ERROR_BODY_BYTES = 64 * 1024  # of an error body: enough for any real message, bounded
 
 # Exception class → error class. First match wins, so subclasses precede their bases.
 EXCEPTION_CLASSES: tuple[tuple[type[BaseException], type[ModelError]], ...] = (
@@ -127,15 +141,17 @@ def classify(
     *,
     secrets: Sequence[str] = (),
     timeout_s: float | None = None,
+    sent: Sequence[SentText] = (),
 ) -> ModelError:
     """The one error for a failed call: an exception raised while calling, or a response that
-    is not a chat completion. ``secrets`` are redacted from the message; ``timeout_s`` only
+    is not a chat completion. ``secrets`` are redacted from the message and ``sent`` (what the
+    request carried, see :func:`~ddscope.engine.scrub.sent_texts`) masked; ``timeout_s`` only
     words a timeout's message. An exception outside :data:`EXCEPTION_CLASSES` is a bug, not an
     endpoint failure: TypeError."""
     if isinstance(failure, httpx.Response):
-        return _classify_response(failure, secrets)
+        return _classify_response(failure, secrets, sent)
     if isinstance(failure, httpx.HTTPStatusError):
-        return _classify_response(failure.response, secrets)
+        return _classify_response(failure.response, secrets, sent)
     original = _original_exception(failure)
     error_class = error_class_for_exception(type(original))
     if error_class is None:
@@ -175,46 +191,59 @@ def error_class_for_status(status: int) -> type[ModelError]:
     return BadResponse
 
 
-def _classify_response(response: httpx.Response, secrets: Sequence[str]) -> ModelError:
+def _classify_response(
+    response: httpx.Response, secrets: Sequence[str], sent: Sequence[SentText] = ()
+) -> ModelError:
     status = response.status_code
     error_class = error_class_for_status(status)
     detail = _error_detail(response)
     if error_class is RateLimited:
         retry_after = retry_after_from_headers(response.headers)
         wait = "" if retry_after is None else f" (retry after {retry_after:g} s)"
-        message = _one_line(f"HTTP 429 rate limited{wait}: {detail}", secrets)
+        message = _one_line(f"HTTP 429 rate limited{wait}: {detail}", secrets, sent)
         return RateLimited(message, retry_after_s=retry_after)
     reason = response.reason_phrase or "error"
-    return error_class(_one_line(f"HTTP {status} {reason}: {detail}", secrets), status_code=status)
+    message = _one_line(f"HTTP {status} {reason}: {detail}", secrets, sent)
+    return error_class(message, status_code=status)
 
 
 def _error_detail(response: httpx.Response) -> str:
-    """The OpenAI error message if the body has one, else the start of the body."""
+    """The OpenAI error message if the body has one, else the body (as read: bounded). The
+    whole of it, not a head: the scrub must see a quote whole to mask it, and cuts after."""
+    body = response.content
+    size_note = ""
+    total = response.extensions.get(_BODY_CUT)
+    if isinstance(total, int):
+        # The last few characters may begin a quote too short to recognise: dropped.
+        body = body[:-MIN_QUOTE_CHARS]
+        size_note = f"(body of {_bytes_text(total)}, first {len(body):,} bytes read) "
     try:
-        message = orjson.loads(response.content)["error"]["message"]
+        message = orjson.loads(body)["error"]["message"]
     except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
         message = None
     if isinstance(message, str):
-        return message
-    return response.content[: MAX_DETAIL_CHARS * 2].decode("utf-8", "replace") or "(empty body)"
+        return size_note + message
+    return size_note + (body.decode("utf-8", "replace") or "(empty body)")
 
 
-def _one_line(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if len(text) <= MAX_DETAIL_CHARS else text[: MAX_DETAIL_CHARS - 1] + "…"
+def _bytes_text(total: int) -> str:
+    return "unknown size" if total < 0 else f"{total:,} bytes"
 
 
-def parse_chat_completion(response: httpx.Response, *, secrets: Sequence[str] = ()) -> ChatResult:
+def _one_line(text: str, secrets: Sequence[str], sent: Sequence[SentText] = ()) -> str:
+    return scrub_error_text(text, sent=sent, secrets=secrets, limit=MAX_DETAIL_CHARS)
+
+
+def parse_chat_completion(
+    response: httpx.Response, *, secrets: Sequence[str] = (), sent: Sequence[SentText] = ()
+) -> ChatResult:
     """A 2xx response as a :class:`ChatResult`; BadResponse if it is not a chat completion."""
     status = response.status_code
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         raise BadResponse(
-            _one_line(f"HTTP {status}: body is not JSON: {_error_detail(response)}", secrets),
+            _one_line(f"HTTP {status}: body is not JSON: {_error_detail(response)}", secrets, sent),
             status_code=status,
         ) from None
     try:
@@ -222,8 +251,9 @@ def parse_chat_completion(response: httpx.Response, *, secrets: Sequence[str] = 
     except (KeyError, IndexError, TypeError):
         text = None
     if not isinstance(text, str):
+        detail = _error_detail(response)
         raise BadResponse(
-            _one_line(f"HTTP {status}: not a chat completion: {_error_detail(response)}", secrets),
+            _one_line(f"HTTP {status}: not a chat completion: {detail}", secrets, sent),
             status_code=status,
         )
     usage = body.get("usage")
@@ -236,6 +266,31 @@ def parse_chat_completion(response: httpx.Response, *, secrets: Sequence[str] = 
         response_model=model if isinstance(model, str) else None,
         status_code=status,
     )
+
+
+_BODY_CUT = "ddscope.body_cut"  # response extension: the body was cut; its full size or -1
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
+async def _read_bounded(
+    response: httpx.Response, limit: int, declared: int | None
+) -> tuple[bytes, int | None]:
+    """At most ``limit`` bytes of the (decoded) body, and None or — if there was more — the
+    full size as declared (-1 when the server did not say). The rest is never read: closing
+    the response drops the connection instead."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit - size])
+            return b"".join(chunks), declared if declared is not None else -1
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), None
 
 
 def _count(value: Any) -> int | None:
@@ -253,8 +308,12 @@ class ModelClient:
         timeout_s: float = 60.0,
         transport: TransportName = "aiohttp",
         max_connections: int = 256,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._base_url = _checked_base_url(base_url)
+        if not (isinstance(max_response_bytes, int) and max_response_bytes >= 1):
+            raise ConfigError(f"max_response_bytes must be >= 1, got {max_response_bytes!r}")
+        self._max_response_bytes = max_response_bytes
         if not (isinstance(timeout_s, int | float) and timeout_s > 0):
             raise ConfigError(f"timeout_s must be > 0, got {timeout_s!r}")
         if not (isinstance(max_connections, int) and max_connections >= 1):
@@ -310,12 +369,48 @@ class ModelClient:
         try:
             # The overall deadline: httpx's timeouts bound each phase, not the whole call.
             async with asyncio.timeout(self._timeout_s):
-                response = await self._http.post("chat/completions", content=orjson.dumps(payload))
+                response = await self._post_bounded(orjson.dumps(payload))
         except CLASSIFIED_EXCEPTIONS as exc:
             raise classify(exc, secrets=self._secrets, timeout_s=self._timeout_s) from exc
+        sent = sent_texts(messages)
         if not response.is_success:
-            raise classify(response, secrets=self._secrets)
-        return parse_chat_completion(response, secrets=self._secrets)
+            raise classify(response, secrets=self._secrets, sent=sent)
+        if response.extensions.get(_BODY_CUT) is not None:
+            raise BadResponse(
+                f"HTTP {response.status_code}: response body larger than max_response_bytes "
+                f"({self._max_response_bytes:,} bytes); not read",
+                status_code=response.status_code,
+            )
+        return parse_chat_completion(response, secrets=self._secrets, sent=sent)
+
+    async def _post_bounded(self, content: bytes) -> httpx.Response:
+        """POSTs and reads the body with a bound (see the module docstring); the response
+        returned holds what was read, and ``extensions[_BODY_CUT]`` = the full size (-1 if
+        unknown) when the body was larger."""
+        request = self._http.build_request("POST", "chat/completions", content=content)
+        streamed = await self._http.send(request, stream=True)
+        try:
+            limit = self._max_response_bytes
+            if not streamed.is_success:
+                limit = min(limit, ERROR_BODY_BYTES)
+            declared = _content_length(streamed)
+            total: int | None
+            if streamed.is_success and declared is not None and declared > limit:
+                body, total = b"", declared  # refused unread: no point reading it
+            else:
+                body, total = await _read_bounded(streamed, limit, declared)
+        finally:
+            await streamed.aclose()
+        extensions = dict(streamed.extensions)
+        if total is not None:
+            extensions[_BODY_CUT] = total
+        return httpx.Response(
+            streamed.status_code,
+            headers=streamed.headers,
+            content=body,
+            request=request,
+            extensions=extensions,
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
