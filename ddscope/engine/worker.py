@@ -30,6 +30,7 @@ from ddscope.engine.admission.patience import counts_against_budget
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.pipeline.model import LlmTextColumn
 from ddscope.engine.pipeline.templates import render
+from ddscope.engine.scrub import scrub_error_text, sent_texts
 from ddscope.engine.tasks import ModelTask
 from ddscope.errors import AdmissionTimeout, BreakerOpen, ModelError, TemplateError
 
@@ -38,7 +39,6 @@ Phase = Literal["starting", "waiting", "on_wire", "between", "done"]
 _ATTEMPT_FAILURES = frozenset(
     {"rate_limited", "server_error", "client_error", "timeout", "connection_error", "bad_response"}
 )
-MAX_ERROR_TEXT = 200
 
 
 class ChatClient(Protocol):
@@ -183,6 +183,7 @@ class Worker:
         outcome: events.AttemptOutcome = "cancelled"
         result: Any = None
         error: ModelError | None = None
+        error_text: str | None = None
         try:
             result = await self._client.chat(
                 self._alias.model,
@@ -193,17 +194,20 @@ class Worker:
             outcome = "ok"
         except ModelError as exc:
             error = exc
+            # Scrubbed once here, so every view of this failure (record, spans, traces,
+            # health, progress) carries the same safe text: issue 19, engine/scrub.py.
+            error_text = scrub_error_text(str(exc), sent=sent_texts(messages, self._row))
             outcome = exc.kind if exc.kind in _ATTEMPT_FAILURES else "bad_response"  # type: ignore[assignment]
         finally:
             ctx.permits[domain] -= 1
             retry_after = getattr(error, "retry_after_s", None)
-            self._emit_finished(outcome, result, error, retry_after)
+            self._emit_finished(outcome, result, error, retry_after, error_text)
             self._gate.release(permit, outcome=outcome, retry_after_s=retry_after)
             ctx.rate_limited += outcome == "rate_limited"
             ctx.on_attempt(domain, outcome)
             self.phase = "between"
         if error is not None:
-            return _Failure(outcome, f"{task.task_id}: {_short(str(error))}")
+            return _Failure(outcome, f"{task.task_id}: {error_text}")
         return str(result.text)
 
     def _emit_started(self, prompt: str | None) -> None:
@@ -226,6 +230,7 @@ class Worker:
         result: Any,
         error: ModelError | None,
         retry_after: float | None,
+        error_text: str | None,
     ) -> None:
         task, ctx = self.task, self.ctx
         status = result.status_code if result is not None else getattr(error, "status_code", None)
@@ -242,11 +247,7 @@ class Worker:
                 input_tokens=getattr(result, "input_tokens", None),
                 output_tokens=getattr(result, "output_tokens", None),
                 response_model=getattr(result, "response_model", None),
-                error=_short(str(error)) if error is not None else None,
+                error=error_text,
                 completion=result.text if (ctx.record_text and result is not None) else None,
             )
         )
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
