@@ -16,13 +16,18 @@ order  knob                            answer
                                        ``rate_limit_for_s`` seconds after the first request
 5      ``capacity`` (+ ``ramp_s``)     429 when in-flight requests already fill the capacity
 6      ``error_rate``                  ``error_status`` (500), evenly spread (see below)
+6b     ``quote_prompt_every``          500 whose message quotes the prompt, every k-th request
+                                       (``(i+1) % k == 0``), as content filters and gateways do:
+                                       ``\x1b[31mupstream failed on: <prompt>\x1b[0m``
 7      ``hang_rate``                   no answer for ``hang_s`` seconds, evenly spread
 8      ``bad_response_every``          a 200 whose body is not a chat completion
 9      —                               200 with a chat completion
 =====  ==============================  =====================================================
 
-Answers 1–5 are immediate rejections. Answers 6–9 are *admitted*: they occupy capacity and wait
-``latency_ms ± jitter_ms`` (uniform, from a RNG seeded with ``seed``) before answering.
+``error_body_bytes`` pads the message of every error answer to that many bytes (oversized
+error bodies). Answers 1–5 are immediate rejections. Answers 6–9 are *admitted*: they occupy
+capacity and wait ``latency_ms ± jitter_ms`` (uniform, from a RNG seeded with ``seed``) before
+answering.
 
 "Evenly spread" rates are exact and repeatable, not random: request ``i`` is hit when
 ``floor((i+1)·r + φ) > floor(i·r + φ)``, so any ``N`` consecutive arrivals from the start contain
@@ -57,6 +62,7 @@ Outcome = Literal[
     "unauthorized",
     "hang",
     "bad_response",
+    "quoted_error",
 ]
 
 
@@ -92,6 +98,8 @@ class MockBehavior:
     )
     fail_status: int = _knob(400, "status of --fail-every / --fail-marker answers (4xx)")
     bad_response_every: int = _knob(0, "every k-th request gets a 200 that is no chat completion")
+    quote_prompt_every: int = _knob(0, "every k-th request answers 500 quoting the prompt")
+    error_body_bytes: int = _knob(0, "pad every error message to this many bytes (oversized)")
     # _knob returns a dataclasses.Field, so RUF009 (a call as default) does not apply.
     bad_response_kind: BadResponseKind = _knob(  # noqa: RUF009
         "not_json", "body of those: not_json|not_completion"
@@ -147,6 +155,8 @@ def _problems(b: MockBehavior) -> list[str]:
         (b.fail_marker != "", "fail_marker must not be empty"),
         (400 <= b.fail_status <= 499, "fail_status must be a 4xx status"),
         (b.bad_response_every >= 0, "bad_response_every must be >= 0"),
+        (b.quote_prompt_every >= 0, "quote_prompt_every must be >= 0"),
+        (0 <= b.error_body_bytes <= 1 << 30, "error_body_bytes must be between 0 and 1 GiB"),
         (b.bad_response_kind in ("not_json", "not_completion"), "bad_response_kind is unknown"),
         (len(b.models) >= 1, "models must list at least one model"),
         (
@@ -233,6 +243,7 @@ _OUTCOME_COUNTER: dict[str, str] = {
     "unauthorized": "unauthorized",
     "hang": "hangs",
     "bad_response": "bad_responses",
+    "quoted_error": "server_errors",
 }
 
 
@@ -341,6 +352,8 @@ class MockState:
         if self._errors.hit(i):
             latency = self._latency_s()
             return Decision("server_error", b.error_status, i, True, latency, generation=gen)
+        if b.quote_prompt_every and (i + 1) % b.quote_prompt_every == 0:
+            return Decision("quoted_error", 500, i, True, self._latency_s(), generation=gen)
         if self._hangs.hit(i):
             return Decision("hang", 504, i, True, b.hang_s, generation=gen)
         bad = b.bad_response_every > 0 and (i + 1) % b.bad_response_every == 0

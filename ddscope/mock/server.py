@@ -53,6 +53,18 @@ _ERRORS: dict[str, tuple[str, str]] = {
 }
 
 
+def quoted_error_message(prompt: str) -> str:
+    """What a content filter or gateway says: the input it refused, quoted (with a terminal
+    escape, as some do: a client must not let it reach a terminal)."""
+    return f"\x1b[31mupstream failed on: {prompt}\x1b[0m"
+
+
+def padded(message: str, size: int) -> str:
+    """``message`` padded with filler to ``size`` bytes (oversized error bodies)."""
+    filler = size - len(message.encode())
+    return message if filler <= 0 else message + " " + "z" * (filler - 1)
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
@@ -116,8 +128,12 @@ class MockApp:
             return _json(200, completion_body(chat, decision.index))
         if decision.outcome == "bad_response":
             return self._bad_response()
-        error_type, message = _ERRORS[decision.outcome]
+        if decision.outcome == "quoted_error":
+            error_type, message = "server_error", quoted_error_message(chat.prompt_text)
+        else:
+            error_type, message = _ERRORS[decision.outcome]
         headers = {"retry-after": decision.retry_after} if decision.retry_after else None
+        message = padded(message, self.state.behavior.error_body_bytes)
         return _json(decision.status, error_body(message, error_type), headers)
 
     def _bad_response(self) -> Response:
