@@ -131,3 +131,12 @@ def test_a_large_error_text_against_a_large_prompt_is_scrubbed_in_bounded_time(s
     assert prompt[5000:5150] not in scrub_error_text(text, sent=[("prompt", prompt)], limit=None)
     assert len(out) == ERROR_TEXT_LIMIT
     assert time.process_time() - started < 10  # generous: it takes well under a second
+
+
+def test_the_cut_never_leaves_half_a_marker() -> None:
+    prompt = "A prompt that the server quoted back in full, SECRET-X1."
+    text = "e" * (ERROR_TEXT_LIMIT - 40) + " " + prompt + " " + "t" * 300
+    out = scrub_error_text(text, sent=[("prompt", prompt)])
+    assert len(out) <= ERROR_TEXT_LIMIT
+    assert "<prompt" not in out or f"<prompt:{len(prompt)} chars>" in out
+    assert out.endswith("chars in all)")

@@ -62,6 +62,7 @@ GRAM_STEP = 4  # every GRAM_STEP-th gram of a sent text is indexed
 MIN_QUOTE_CHARS = GRAM_CHARS + GRAM_STEP - 1  # a common stretch this long always contains one
 MIN_WHOLE_CHARS = 6
 
+_MARKER_LABELS = ("prompt:", "system prompt:", "message ", "column ")
 _WHITESPACE = re.compile(r"\s+")
 # C0/C1 controls, DEL, and the invisible direction marks/overrides ("Trojan Source").
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -101,7 +102,11 @@ def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     notice = f"… (cut; {len(text):,} chars in all)"
-    return text[: max(0, limit - len(notice))] + notice
+    head = text[: max(0, limit - len(notice))]
+    opened = head.rfind("<")
+    if opened > head.rfind(">") and text.startswith(_MARKER_LABELS, opened + 1):
+        head = head[:opened]  # not half a marker
+    return head + notice
 
 
 def sent_texts(

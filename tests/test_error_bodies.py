@@ -1,0 +1,65 @@
+"""What a misbehaving endpoint's bodies become in the model client: error text quoting the prompt
+is masked and escaped, oversized bodies are read with a bound (real mock endpoint, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tracemalloc
+
+import pytest
+
+from ddscope.engine.model_client import ERROR_BODY_BYTES, MAX_DETAIL_CHARS, ModelClient
+from ddscope.errors import BadResponse, ModelError, ServerError
+from ddscope.mock import MockBehavior, MockServer, MockServerProcess
+
+PROMPT = "Describe the lighthouse keeper's logbook entries in detail. PROMPT-MARK-51c0e2"
+SYSTEM = "You are an archivist who answers in plain prose."
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
+
+
+async def _fail(base_url: str, **client_kwargs: int) -> ModelError:
+    async with ModelClient(base_url, **client_kwargs) as client:  # type: ignore[arg-type]
+        with pytest.raises(ModelError) as caught:
+            await client.chat("mock-model", MESSAGES)
+    return caught.value
+
+
+def test_an_error_quoting_the_prompt_is_masked_and_escaped(srv: MockServer) -> None:
+    srv.update(quote_prompt_every=1)
+    error = asyncio.run(_fail(srv.base_url))
+    text = str(error)
+    assert isinstance(error, ServerError) and error.status_code == 500
+    assert "PROMPT-MARK-51c0e2" not in text and "archivist" not in text
+    # The mock quotes every message's text, newline-joined: masked as the system prompt
+    # and the prompt (the newline between them became a space).
+    assert f"upstream failed on: <system prompt:{len(SYSTEM)} chars> <prompt:" in text
+    assert "\x1b" not in text and "\\x1b[31m" in text  # the terminal escape, made visible
+
+
+def test_an_oversized_success_body_is_a_bad_response_naming_the_setting(srv: MockServer) -> None:
+    error = asyncio.run(_fail(srv.base_url, max_response_bytes=100))
+    assert isinstance(error, BadResponse)
+    assert "larger than max_response_bytes (100 bytes)" in str(error)
+
+
+def test_a_50_mb_error_message_yields_bounded_text_and_bounded_memory() -> None:
+    size = 50 * 1024 * 1024
+    behavior = MockBehavior(quote_prompt_every=1, error_body_bytes=size)
+    with MockServerProcess(behavior) as server:  # its own process: only the client is measured
+        tracemalloc.start()
+        try:
+            error = asyncio.run(_fail(server.base_url))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    text = str(error)
+    assert len(text) <= MAX_DETAIL_CHARS
+    assert "PROMPT-MARK" not in text
+    stated = re.search(r"\(body of ([\d,]+) bytes, first ([\d,]+) bytes read\)", text)
+    assert stated is not None, text
+    assert int(stated[1].replace(",", "")) > size
+    assert int(stated[2].replace(",", "")) <= ERROR_BODY_BYTES
+    assert text.endswith("chars in all)") and "<prompt:7" not in text  # no half marker
+    # Reading the body whole would allocate ≥ 50 MB; the bounded read peaks near 1 MB here.
+    assert peak < 8 * 1024 * 1024, f"peak {peak:,} bytes"
