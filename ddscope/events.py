@@ -21,7 +21,7 @@ salvage round                 salvage_started / _finished ``round``
 ============================  ==========================  ===========================
 
 Point events: ``limit_changed`` (AIMD), ``breaker``, ``task_deferred``, ``row_dropped``,
-``health``, ``shutdown``.
+``health``, ``shutdown``, ``resumed``.
 
 Compatibility: ``SCHEMA`` is bumped when a change would break a reader of old records (a field
 removed or renamed, a meaning changed). Adding an optional field or a new kind does not bump it:
@@ -35,7 +35,7 @@ opted in (``RunHeader.record_text``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -128,6 +128,12 @@ class RunHeader(_Model):
     domains: list[DomainInfo] = Field(default_factory=list)
     settings: dict[str, Any] = Field(default_factory=dict)  # run settings, secrets excluded
     record_text: bool = False
+    # Resume (engine/resume.py): segment 0 is the first record file; a resumed run writes
+    # segment N to run.N.jsonl with the same run_id. ``fingerprint`` names each part of the
+    # pipeline that decides the rows (columns, models, seed, sizes) with a digest, so a resume
+    # with a changed pipeline is refused naming what changed.
+    segment: int = 0
+    fingerprint: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -237,13 +243,22 @@ class AttemptFinished(_Event):
     response_model: str | None = None
     error: str | None = None  # short description of a failure; never contains secrets
     completion: str | None = None  # only with RunHeader.record_text
+    # The provider's x-ratelimit-* headers on this answer (absent when it sent none).
+    ratelimit_remaining_requests: int | None = None
+    ratelimit_remaining_tokens: int | None = None
+    ratelimit_reset_requests_s: float | None = None
+    ratelimit_reset_tokens_s: float | None = None
+    quota_exhausted: bool | None = None  # a 429 judged quota exhaustion, not saturation
+    backoff_s: float | None = None  # the jittered pause before this task's next try (5xx, …)
 
 
 class CooldownStarted(_Event):
     kind: Literal["cooldown_started"] = "cooldown_started"
     cooldown_id: int
     domain: str
-    cause: Literal["rate_limited", "probe"] = "rate_limited"
+    # rate_limited: a 429 (or a 503 with Retry-After); probe: pacing a half-open probe;
+    # quota: the provider's x-ratelimit-remaining-* reached 0, paused until its reset
+    cause: Literal["rate_limited", "probe", "quota"] = "rate_limited"
     retry_after_s: float | None = None  # what the server asked for, if anything
     duration_s: float  # what the engine will wait (Retry-After, else default, capped)
     request_id: int | None = None  # the attempt that caused it
@@ -270,12 +285,15 @@ class BreakerChanged(_Event):
     kind: Literal["breaker"] = "breaker"
     domain: str
     state: BreakerState
-    reason: str  # e.g. "consecutive_429", "no_success_at_floor", "probe_succeeded"
+    reason: str  # e.g. "sustained_429", "probe_succeeded", "cooldown_ended"
     consecutive_429: int = 0
-    share_429: float = 0.0  # over the domain's recent attempts
+    share_429: float = 0.0  # refused share of the breaker's sliding window
     time_at_floor_s: float = 0.0
     last_retry_after_s: float | None = None
     policy: Literal["fail_fast", "wait"] = "fail_fast"
+    window_s: float | None = None  # the sliding window judged, and what it held
+    window_attempts: int | None = None
+    window_refused: int | None = None
 
 
 class SalvageStarted(_Event):
@@ -340,6 +358,16 @@ class Health(_Event):
     note: str | None = None
 
 
+class Resumed(_Event):
+    """First event after ``run_started`` of a resumed run's segment: what earlier segments
+    already wrote (those row groups are not generated again)."""
+
+    kind: Literal["resumed"] = "resumed"
+    segment: int
+    row_groups_done: int
+    rows_done: int
+
+
 class Shutdown(_Event):
     """The engine decided to stop early; run_finished follows once in-flight work settles."""
 
@@ -369,6 +397,7 @@ Event = Annotated[
     | TaskDeferred
     | RowDropped
     | Health
+    | Resumed
     | Shutdown,
     Field(discriminator="kind"),
 ]
@@ -395,6 +424,7 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
         TaskDeferred,
         RowDropped,
         Health,
+        Resumed,
         Shutdown,
     )
 }
@@ -432,6 +462,11 @@ class EventBus:
         self._sinks: list[EventSink] = list(sinks)
         self._failed: set[int] = set()
         self.header: RunHeader | None = None
+        # An *essential* sink (``essential = True``, e.g. the run.jsonl recorder) that fails is
+        # not just skipped: ``fatal`` says why and ``on_fatal`` tells the engine, which stops
+        # the run (a run without its record is not a run).
+        self.fatal: str | None = None
+        self.on_fatal: Callable[[str], None] | None = None
 
     @property
     def sinks(self) -> list[EventSink]:
@@ -462,18 +497,27 @@ class EventBus:
     def _call(self, index: int, sink: EventSink, method: str, *args: Any) -> None:
         try:
             getattr(sink, method)(*args)
-        except Exception:
+        except Exception as exc:
             self._failed.add(index)
-            log.exception(
-                "event sink %s failed in %s(); it is skipped for the rest of the run",
-                type(sink).__name__,
-                method,
-            )
+            if getattr(sink, "essential", False):
+                self._essential_failed(exc)
+            else:
+                log.exception(
+                    "event sink %s failed in %s(); it is skipped for the rest of the run",
+                    type(sink).__name__,
+                    method,
+                )
             if method != "close":
                 try:  # give it a chance to release files/threads; its errors no longer matter
                     sink.close()
                 except Exception:
                     log.debug("closing failed sink %s also failed", type(sink).__name__)
+
+    def _essential_failed(self, exc: Exception) -> None:
+        if self.fatal is None:
+            self.fatal = str(exc) or type(exc).__name__
+            if self.on_fatal is not None:
+                self.on_fatal(self.fatal)
 
 
 class ListSink:

@@ -24,7 +24,7 @@ import asyncio
 import functools
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ddscope import events
 from ddscope.engine.admission.gate import RequestGate
@@ -35,6 +35,7 @@ from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.row_groups import (
     AdmissionTarget,
     Checkpointer,
+    engine_group_rows,
     row_group_bounds,
     row_group_count,
 )
@@ -67,12 +68,17 @@ class Dispatcher:
         output: RowWriter,
         gates: Mapping[str, RequestGate],
         ctx: WorkerContext,
+        *,
+        resume_from: tuple[int, int] = (0, 0),
     ) -> None:
+        """``resume_from``: (row groups, rows) already written by an earlier segment of the
+        run; those groups are not admitted again."""
         run = pipeline.run
         self._emitter = emitter
         self._gates = gates
         self._ctx = ctx
-        self._num_records, self._buffer_size = run.num_records, run.buffer_size
+        self._num_records = run.num_records
+        self._buffer_size = engine_group_rows(run.buffer_size)
         self._seed = run.seed
         self._plans = plan_columns(pipeline)
         self._queue: FairQueue[ModelTask] = FairQueue()
@@ -85,11 +91,16 @@ class Dispatcher:
         self._target = AdmissionTarget.from_settings(
             run.row_groups_in_flight, run.max_row_groups_in_flight
         )
-        self.row_group_total = row_group_count(run.num_records, run.buffer_size)
-        self.next_group = 0
+        self.row_group_total = row_group_count(run.num_records, self._buffer_size)
+        groups_done, rows_done = resume_from
+        self.next_group = groups_done
         self.groups: dict[int, RowGroup] = {}  # admitted and not yet written
         self._abandoned: set[int] = set()
-        self.checkpointer = Checkpointer(output, emitter)
+        self.write_failure: str | None = None  # set by the checkpointer: the run must stop
+        self.on_write_failure: Callable[[str], None] | None = None
+        self.checkpointer = Checkpointer(
+            output, emitter, self._on_write_failure, first_index=groups_done, rows_before=rows_done
+        )
         self.workers: dict[asyncio.Task[TaskResult], Worker] = {}
         self.deferred: list[ModelTask] = []
         self.drops_by_reason: Counter[str] = Counter()
@@ -115,9 +126,25 @@ class Dispatcher:
             await self.wake.wait()
 
     def _pass_done(self, admit_groups: bool) -> bool:
+        """Nothing queued, and no group to admit: all admitted, or (``blocked_on_unwritten``)
+        the groups held for salvage fill memory's share, so a salvage round must run first."""
         if len(self._queue):
             return False
-        return not admit_groups or self.next_group >= self.row_group_total
+        return not admit_groups or self.main_pass_done or self.blocked_on_unwritten
+
+    @property
+    def main_pass_done(self) -> bool:
+        return self.next_group >= self.row_group_total
+
+    @property
+    def blocked_on_unwritten(self) -> bool:
+        return len(self.groups) >= self._target.max_unwritten
+
+    def _on_write_failure(self, message: str) -> None:
+        self.write_failure = self.write_failure or message
+        if self.on_write_failure is not None:
+            self.on_write_failure(message)
+        self.wake.set()
 
     def _dispatch(self, admit_groups: bool) -> None:
         self._refresh_request_limits()
@@ -147,7 +174,7 @@ class Dispatcher:
         return min(free, self._admission.room(LLM_WAIT))
 
     def _admit_group(self) -> bool:
-        if self.next_group >= self.row_group_total:
+        if self.main_pass_done or self.blocked_on_unwritten or self.write_failure:
             return False
         active = sum(1 for g in self.groups.values() if g.active)
         if not self._target.should_admit(active, self.idle_model_slots(), len(self._queue)):
@@ -210,12 +237,16 @@ class Dispatcher:
                 row_group=task.row_group,
                 column=task.plan.name,
                 outcome=result.outcome,
-                error_kind=result.error_kind,  # type: ignore[arg-type]
+                error_kind=result.error_kind,
             )
         )
         self._admission.release(lease)
         self.workers.pop(runner, None)
-        self._apply(task, result)
+        try:
+            self._apply(task, result)
+        except Exception as exc:  # a callback's exception would only reach asyncio's logger
+            log.exception("applying the result of %s failed", task.task_id)
+            self.crash = self.crash or exc
         self.wake.set()
 
     def cancel_workers(self, *, waiting_only: bool) -> int:
@@ -262,7 +293,7 @@ class Dispatcher:
                 row_group=task.row_group,
                 column=task.plan.name,
                 row=task.row,
-                error_kind=result.error_kind or "server_error",  # type: ignore[arg-type]
+                error_kind=result.error_kind or "server_error",
                 attempts=task.attempts,
                 message=result.message,
             )
@@ -337,10 +368,36 @@ class Dispatcher:
             if group is None or group.resolved:
                 continue
             self._abandoned.add(index)
-            for row in group.unresolved_rows():
-                message = f"row {row} was not finished when the run stopped ({why})"
-                self.drop_row(group, row, reason, message, None)
+            self._drop_unfinished(group, reason, why)
             self.checkpoint_if_resolved(group)
+
+    def _drop_unfinished(self, group: RowGroup, reason: str, why: str) -> None:
+        """Drops every unresolved row of ``group`` at once: one pass over the queue, the
+        deferred list and the workers for the whole group, not one per row (a stop of a large
+        group would otherwise take time growing with the square of its size)."""
+        rows = [row for row in group.unresolved_rows() if group.drop(row, reason)]
+        if not rows:
+            return
+        self.drops_by_reason[reason] += len(rows)
+        t_ns = self._emitter.t_ns()
+        for row in rows:
+            self._emitter.emit(
+                events.RowDropped(
+                    t_ns=t_ns,
+                    row_group=group.index,
+                    row=row,
+                    reason=reason,
+                    message=f"row {row} was not finished when the run stopped ({why})",
+                )
+            )
+        index = group.index
+        group.live -= self._queue.remove_where(lambda t: t.row_group == index)
+        kept = [t for t in self.deferred if t.row_group != index]
+        group.deferred -= len(self.deferred) - len(kept)
+        self.deferred = kept
+        for runner, worker in self.workers.items():
+            if worker.task.row_group == index:
+                runner.cancel()
 
     # -- figures ----------------------------------------------------------------------------
 

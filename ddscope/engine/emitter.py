@@ -13,11 +13,13 @@ from ddscope.events import Event, EventBus
 
 
 class Emitter:
-    def __init__(self, bus: EventBus, clock: Clock) -> None:
+    def __init__(self, bus: EventBus, clock: Clock, *, first_id: int = 1) -> None:
+        """``first_id``: a resumed run's segment starts its ids past the earlier segments'
+        (``engine.resume``), so ids stay unique across the run's record files."""
         self.bus = bus
         self.clock = clock
         self._t0_ns = clock.now_ns()
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(first_id)
 
     def t_ns(self) -> int:
         """Nanoseconds since the run started."""

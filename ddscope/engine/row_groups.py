@@ -7,7 +7,16 @@ the dispatcher has leased every ready task it could, so "idle slots" means "no r
 them": a narrow frontier (one small row group feeding a chain of model columns) widens until the
 request slots are busy, and stops widening during a cooldown (capacity is then 0, nothing idles).
 Only *active* row groups count: a group whose remaining tasks all wait for salvage does not hold
-the main pass back.
+the main pass back — up to a point: every admitted group that is not yet *written* (waiting for
+salvage, or resolved but held back behind an earlier group) stays in memory, so their number is
+capped too (:attr:`AdmissionTarget.max_unwritten`, twice the active cap). When the cap is reached
+the scheduler runs a salvage round early instead of admitting more, so memory is bounded by the
+groups in flight whatever the salvage state.
+
+**Slices.** Memory and the time to stop also grow with the rows per group, so a ``buffer_size``
+above :data:`MAX_GROUP_ROWS` is processed in slices of that many rows: each slice is a row group
+of the record (admitted, checkpointed and written on its own), which only makes checkpoints more
+frequent. :func:`engine_group_rows` is the one place that decides it (resume uses it too).
 
 **Checkpoint.** A row group is written when all its rows are completed or dropped, and only after
 every earlier row group was written, so the output is in row order whatever order groups finish
@@ -18,6 +27,7 @@ completed (outcome ``abandoned``; the scheduler drops their unfinished rows firs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -27,6 +37,16 @@ from ddscope.engine.tasks import RowGroup
 
 if TYPE_CHECKING:
     from ddscope.engine.output import RowWriter
+
+# Rows per engine row group at most (see "Slices"): 1,000 rows keep a group's memory to a few MB
+# and its stop (one drop event per unfinished row) well under a second.
+MAX_GROUP_ROWS = 1000
+UNWRITTEN_FACTOR = 2  # admitted-but-unwritten groups allowed, as a multiple of the active cap
+
+
+def engine_group_rows(buffer_size: int) -> int:
+    """Rows per row group as the engine runs them: ``buffer_size``, sliced above the maximum."""
+    return min(buffer_size, MAX_GROUP_ROWS)
 
 
 def row_group_bounds(num_records: int, buffer_size: int, index: int) -> tuple[int, int]:
@@ -52,6 +72,11 @@ class AdmissionTarget:
             return cls(None, cap)
         return cls(in_flight, max(cap, in_flight))
 
+    @property
+    def max_unwritten(self) -> int:
+        """Admitted groups not yet written (any state) that may be held in memory."""
+        return UNWRITTEN_FACTOR * (self.fixed if self.fixed is not None else self.cap)
+
     def should_admit(self, active: int, idle_model_slots: int, queued_model_tasks: int) -> bool:
         """Whether to admit one more row group now (called after dispatching ready work)."""
         if self.fixed is not None:
@@ -66,21 +91,33 @@ class AdmissionTarget:
 class Checkpointer:
     """Writes resolved row groups in row-group order and emits ``RowGroupFinished``."""
 
-    def __init__(self, output: RowWriter, emitter: Emitter) -> None:
+    def __init__(
+        self,
+        output: RowWriter,
+        emitter: Emitter,
+        on_failure: Callable[[str], None] | None = None,
+        *,
+        first_index: int = 0,
+        rows_before: int = 0,
+    ) -> None:
         self._output = output
         self._emitter = emitter
+        self._on_failure = on_failure
         self._ready: dict[int, tuple[RowGroup, bool]] = {}
-        self.next_index = 0  # the next row group to write
-        self.rows_written = 0
+        self.next_index = first_index  # the next row group to write (resume: after the kept)
+        self.rows_written = rows_before  # rows on disk, including a resumed run's earlier ones
+        self.failure: str | None = None  # set once a write failed: nothing more is written
 
     def finished(self, group: RowGroup, *, abandoned: bool = False) -> list[RowGroup]:
         """Hands over a resolved group; writes it and any successors now in order. Returns the
         groups written."""
         self._ready[group.index] = (group, abandoned)
         written: list[RowGroup] = []
-        while self.next_index in self._ready:
+        while self.failure is None and self.next_index in self._ready:
             ready, was_abandoned = self._ready.pop(self.next_index)
-            self._write(ready, was_abandoned)
+            if not self._write(ready, was_abandoned):
+                self._ready.clear()  # nothing after a failed group can be written in order
+                break
             written.append(ready)
             self.next_index += 1
         return written
@@ -90,10 +127,24 @@ class Checkpointer:
         """Resolved groups held back until an earlier group is written."""
         return len(self._ready)
 
-    def _write(self, group: RowGroup, abandoned: bool) -> None:
+    def _write(self, group: RowGroup, abandoned: bool) -> bool:
+        """Writes one group; False (and ``failure`` set, the run told) when the write failed."""
+        from ddscope.engine.output import OutputWriteError
+
         rows = [{**values, "_row": row} for row, values in group.completed_rows()]
         if rows:
-            self._output.write_rows(rows)
+            try:
+                self._output.write_rows(rows)
+            except (OutputWriteError, OSError) as exc:
+                self.failure = str(exc)
+                if self._on_failure is not None:
+                    self._on_failure(self.failure)
+                return False
+            except Exception as exc:  # a writer's own bug: the rows are not on disk either
+                self.failure = f"{type(exc).__name__}: {exc}"
+                if self._on_failure is not None:
+                    self._on_failure(self.failure)
+                return False
         self.rows_written += len(rows)
         self._emitter.emit(
             events.RowGroupFinished(
@@ -104,3 +155,4 @@ class Checkpointer:
                 rows_dropped=len(group.dropped),
             )
         )
+        return True

@@ -20,6 +20,19 @@ finish within a grace period, and every admitted row group is written with the r
 does the same at once with reason ``cancelled``, closes the record with outcome ``cancelled``,
 and re-raises.
 
+Failing (outcome ``failed``): rows that cannot be written (``write_failed``: disk full, I/O
+error) or a record that cannot be written (``record_write_failed``: the bus's essential sink
+failed) stop the run at once — every worker is cancelled, nothing more is written, and the reason
+names the file and the OS error. Nothing is reported as completed that is not on disk.
+
+Stopping from outside: ``stop_requested`` (an ``asyncio.Event``; the CLI sets it on SIGINT,
+SIGTERM and SIGHUP) ends the run like a cancellation — outcome ``cancelled`` — but
+``run_pipeline`` *returns* the summary instead of raising, so the caller can print it.
+
+Memory: the main pass holds at most ``max_unwritten`` admitted-but-unwritten row groups
+(``row_groups``); when groups held only by deferred tasks fill that, a salvage round runs early.
+Each task gets ``salvage_rounds`` rounds of its own, whenever they happen.
+
 A health snapshot is emitted every ``health_interval_s`` for the whole run (clock timers, so a
 ``FakeClock`` drives it), so a stalled run is never a silent one.
 """
@@ -28,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,8 +54,9 @@ from ddscope.engine.admission.saturation import SaturationWatch
 from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
 from ddscope.engine.dispatch import Dispatcher
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.output import RowWriter
+from ddscope.engine.output import OutputWriteError, RowWriter, open_output
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.resume import ResumePoint, pipeline_fingerprint
 from ddscope.engine.run_setup import (
     ClientFactory,
     admission_settings,
@@ -78,24 +93,42 @@ async def run_pipeline(
     clock: Clock | None = None,
     client_factory: ClientFactory | None = None,
     run_id: str | None = None,
+    stop_requested: asyncio.Event | None = None,
+    resume: ResumePoint | None = None,
 ) -> RunSummary:
     """Runs ``pipeline`` to the end (or a stop); the bus and the writer are closed on return,
-    also when cancelled (the record then ends with outcome ``cancelled``)."""
+    also when cancelled (the record then ends with outcome ``cancelled``). ``resume``: continue
+    a run whose first row groups are already written (``engine.resume``)."""
     clock = clock or MonotonicClock()
-    run_id = run_id or uuid.uuid4().hex[:16]
+    run_id = resume.run_id if resume else (run_id or uuid.uuid4().hex[:16])
     try:
         async with contextlib.AsyncExitStack() as stack:
-            # Clients first: a missing API key is a ConfigError before any record is started.
+            # Clients first: a missing API key is a ConfigError before any file is replaced.
             clients = await open_clients(pipeline, client_factory or default_client, stack)
             settings = admission_settings(pipeline)
-            bus.open(pipeline.header(run_id, time.time_ns(), __version__))
-            emitter = Emitter(bus, clock)
+            header = pipeline.header(run_id, time.time_ns(), __version__).model_copy(
+                update={
+                    "segment": resume.segment if resume else 0,
+                    "fingerprint": pipeline_fingerprint(pipeline),
+                }
+            )
+            bus.open(header)
+            if bus.fatal is not None:  # the record could not even be created
+                raise OutputWriteError(bus.fatal)
+            open_output(output)  # the run has really started: now the dataset is replaced
+            emitter = Emitter(bus, clock, first_id=resume.first_id if resume else 1)
             admission = RequestAdmission(settings, emitter)
             stack.callback(admission.close)  # idempotent; the run closes it before RunFinished
-            return await _Run(pipeline, emitter, output, admission, clients, run_id).execute()
+            run = _Run(pipeline, emitter, output, admission, clients, run_id, resume)
+            summary = await run.execute(stop_requested)
     finally:
+        bus.on_fatal = None  # a failure while closing is reported through the summary below
         bus.close()
         output.close()
+    if bus.fatal is not None and summary.outcome != "failed":
+        # The record's last write (at close) failed: the run is not on disk as reported.
+        summary = _record_failed(summary, bus.fatal)
+    return summary
 
 
 class _Run:
@@ -109,8 +142,10 @@ class _Run:
         admission: RequestAdmission,
         clients: dict[str, Any],
         run_id: str,
+        resume: ResumePoint | None = None,
     ) -> None:
         self._settings = pipeline.run
+        self._resume = resume
         self._budget = failure_budget(
             self._settings.max_attempts_in_pass, self._settings.salvage_rounds
         )
@@ -129,11 +164,18 @@ class _Run:
             on_attempt=self._on_attempt,
             stopping=lambda: self._stop is not None,
         )
-        self._dispatcher = Dispatcher(pipeline, emitter, output, gates, self._ctx)
+        resume_from = (resume.row_groups_done, resume.rows_done) if resume else (0, 0)
+        self._dispatcher = Dispatcher(
+            pipeline, emitter, output, gates, self._ctx, resume_from=resume_from
+        )
+        self._dispatcher.on_write_failure = self._on_write_failure
+        emitter.bus.on_fatal = self._on_record_failure
         self._errors = ErrorRateWindow(
             self._settings.error_rate_window, self._settings.error_rate_threshold
         )
         self._stop: StopReason | None = None
+        self._stop_outcome: events.RunOutcome = "shutdown"
+        self._rounds = 0  # salvage rounds so far (numbered across the run)
         self._phase = "main pass"
         self._health_timer: TimerHandle | None = None
         self._grace_timer: TimerHandle | None = None
@@ -153,7 +195,34 @@ class _Run:
         for gate in gates.values():
             gate.on_breaker_open = self._on_breaker_open
 
-    async def execute(self) -> RunSummary:
+    async def execute(self, stop_requested: asyncio.Event | None = None) -> RunSummary:
+        """The phases. ``stop_requested`` set: end like a cancellation, but return."""
+        self._emit_start()
+        self._arm_health()
+        phases = asyncio.create_task(self._phases(), name="ddscope-run")
+        watcher = asyncio.create_task(_cancel_when(stop_requested, phases))
+        try:
+            await asyncio.shield(phases)
+        except asyncio.CancelledError:
+            if not phases.done():  # we ourselves were cancelled (e.g. asyncio.run on Ctrl-C)
+                phases.cancel()
+                with contextlib.suppress(BaseException):
+                    await phases
+            ours = _cancelled_by_us(phases)
+            summary = await self._abort(_cancel_reason(stop_requested), "cancelled")
+            if ours:
+                return summary
+            raise
+        except Exception as exc:
+            await self._abort(StopReason("internal_error", f"internal error: {exc!r}"), "failed")
+            raise
+        finally:
+            watcher.cancel()
+        if self._stop is not None:
+            return self._finish(self._stop_outcome, self._stop)
+        return self._finish(*self._verdict())
+
+    def _emit_start(self) -> None:
         d = self._dispatcher
         self._emitter.emit(
             events.RunStarted(
@@ -162,19 +231,35 @@ class _Run:
                 row_groups=d.row_group_total,
             )
         )
-        self._arm_health()
-        try:
+        if self._resume is not None:
+            self._emitter.emit(
+                events.Resumed(
+                    t_ns=self._emitter.t_ns(),
+                    segment=self._resume.segment,
+                    row_groups_done=self._resume.row_groups_done,
+                    rows_done=self._resume.rows_done,
+                )
+            )
+
+    async def _phases(self) -> None:
+        await self._main_pass()
+        await self._salvage()
+
+    async def _main_pass(self) -> None:
+        """Admits and runs row groups; when the groups held back by deferred tasks fill the
+        memory cap, runs a salvage round early, then carries on."""
+        d = self._dispatcher
+        while True:
             await d.pump(admit_groups=True)
-            await self._salvage()
-        except asyncio.CancelledError:
-            await self._abort(StopReason("cancelled", "the run was cancelled"), "cancelled")
-            raise
-        except Exception as exc:
-            await self._abort(StopReason("internal_error", f"internal error: {exc!r}"), "failed")
-            raise
-        if self._stop is not None:
-            return self._finish("shutdown", self._stop)
-        return self._finish(*self._verdict())
+            if self._stop is not None or d.main_pass_done:
+                return
+            self._drop_exhausted()
+            if not d.deferred:
+                if d.blocked_on_unwritten and not d.workers:
+                    raise RuntimeError("main pass blocked on unwritten row groups, none deferred")
+                continue
+            await self._salvage_round()
+            self._phase = "main pass"
 
     # -- salvage ----------------------------------------------------------------------------
 
@@ -182,27 +267,34 @@ class _Run:
         """Rounds until nothing is deferred or the run stops. Past ``salvage_rounds`` only the
         tasks that keep waiting (``patience.keeps_waiting``) get another round."""
         d = self._dispatcher
-        number = 0
         while self._stop is None:
-            if number >= self._settings.salvage_rounds:
-                self._drop_exhausted(number)
+            self._drop_exhausted()
             if not d.deferred:
                 return
-            number += 1
-            patient = number > self._settings.salvage_rounds  # only waiting tasks are left
-            label = f"salvage round {number}" + (", waiting on the endpoint" if patient else "")
-            self._phase = f"{label} (pause)"
-            await self._pause(self._pause_before_round(patient))
-            if self._stop is not None:
-                return
-            self._phase = label
-            tasks, d.deferred = d.deferred, []
-            salvage_round = SalvageRound(number, tasks, self._emitter)
-            try:
-                d.requeue(tasks)
-                await d.pump(admit_groups=False)
-            finally:
-                salvage_round.finish(still_deferred=len(d.deferred))
+            await self._salvage_round()
+
+    async def _salvage_round(self) -> None:
+        """One paced round over every deferred task."""
+        d = self._dispatcher
+        self._rounds += 1
+        number = self._rounds
+        # only tasks past their own rounds (kept waiting on a saturated endpoint) are left
+        patient = all(t.rounds >= self._settings.salvage_rounds for t in d.deferred)
+        label = f"salvage round {number}" + (", waiting on the endpoint" if patient else "")
+        self._phase = f"{label} (pause)"
+        await self._pause(self._pause_before_round(patient))
+        if self._stop is not None:
+            return
+        self._phase = label
+        tasks, d.deferred = d.deferred, []
+        for task in tasks:
+            task.rounds += 1
+        salvage_round = SalvageRound(number, tasks, self._emitter)
+        try:
+            d.requeue(tasks)
+            await d.pump(admit_groups=False)
+        finally:
+            salvage_round.finish(still_deferred=len(d.deferred))
 
     async def _pause(self, seconds: float) -> None:
         """Sleeps on the run's clock, but wakes at once for a stop (e.g. the breaker's timer)."""
@@ -230,15 +322,18 @@ class _Run:
         ]
         return pause_before_round(self._settings.salvage_pause_s, cooling, patient=patient)
 
-    def _drop_exhausted(self, rounds: int) -> None:
-        """Drops the rows of deferred tasks out of tries (all of them under ``fail_fast``)."""
+    def _drop_exhausted(self) -> None:
+        """Drops the rows of deferred tasks that had all their rounds and are out of tries
+        (all of them under ``fail_fast``)."""
         d = self._dispatcher
         for task in list(d.deferred):
+            if task.rounds < self._settings.salvage_rounds:
+                continue
             group = d.groups.get(task.row_group)
             policy = self._gates[task.domain].settings.breaker_policy
             if group is None or keeps_waiting(task, policy, self._budget):
                 continue
-            d.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, rounds), task)
+            d.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, task.rounds), task)
             d.checkpoint_if_resolved(group)
 
     # -- stopping ---------------------------------------------------------------------------
@@ -254,6 +349,35 @@ class _Run:
         else:
             message = breaker_open_message(event)
             self._request_stop(StopReason("endpoint_saturated", message, event.domain))
+
+    def _on_write_failure(self, message: str) -> None:
+        self._fail(
+            StopReason("write_failed", f"{message}; the run stopped, rows already written are kept")
+        )
+
+    def _on_record_failure(self, message: str) -> None:
+        self._fail(
+            StopReason(
+                "record_write_failed",
+                f"the run record could not be written ({message}); the run stopped",
+            )
+        )
+
+    def _fail(self, stop: StopReason) -> None:
+        """A failure that makes going on pointless (rows or record cannot be written): stop
+        at once, every worker cancelled, outcome ``failed``. Overrides an earlier stop."""
+        if self._stop_outcome == "failed":
+            return
+        self._stop_outcome = "failed"
+        self._stop = stop
+        self._phase = f"failing ({stop.reason})"
+        self._emitter.emit(
+            events.Shutdown(t_ns=self._emitter.t_ns(), reason=stop.reason, message=stop.message)
+        )
+        d = self._dispatcher
+        d.stopping = True
+        d.cancel_workers(waiting_only=False)
+        d.wake.set()
 
     def _request_stop(self, stop: StopReason) -> None:
         """Stop admitting; cancel workers that only wait; give requests on the wire a grace.
@@ -273,12 +397,14 @@ class _Run:
         d = self._dispatcher
         d.stopping = True
         d.cancel_workers(waiting_only=True)
-        self._grace_timer = self._clock.call_later(
-            self._grace_s, lambda: d.cancel_workers(waiting_only=False)
-        )
+
+        def end_grace() -> None:
+            d.cancel_workers(waiting_only=False)
+
+        self._grace_timer = self._clock.call_later(self._grace_s, end_grace)
         d.wake.set()
 
-    async def _abort(self, stop: StopReason, outcome: events.RunOutcome) -> None:
+    async def _abort(self, stop: StopReason, outcome: events.RunOutcome) -> RunSummary:
         """Cancellation or a crash: cancel every worker, wait for their closing events, then
         checkpoint and close the run."""
         self._stop = self._stop or stop
@@ -288,7 +414,8 @@ class _Run:
         try:
             await d.wait_workers()
         finally:
-            self._finish(outcome, stop)
+            summary = self._finish(outcome, stop)
+        return summary
 
     # -- finishing --------------------------------------------------------------------------
 
@@ -311,6 +438,10 @@ class _Run:
         if stop is not None:
             reason = "shutdown" if outcome == "shutdown" else stop.reason
             d.finalize(reason, stop.reason)
+        if d.write_failure is not None and outcome != "failed":
+            # a write failed (perhaps in this very finalize): nothing may claim completion
+            outcome, stop = "failed", self._stop
+            assert stop is not None  # set by _on_write_failure
         self._admission.close()
         self._emitter.emit(d.health(note=f"final: {outcome}"))
         self._emitter.emit(
@@ -350,6 +481,39 @@ class _Run:
         self._emitter.emit(self._dispatcher.health(note=note))
         self._dispatcher.wake.set()  # a safety net: the loop re-checks capacity at least this often
         self._arm_health()
+
+
+async def _cancel_when(event: asyncio.Event | None, phases: asyncio.Task[None]) -> None:
+    if event is None:
+        return
+    await event.wait()
+    phases.cancel(msg=_STOP_REQUESTED)
+
+
+_STOP_REQUESTED = "ddscope: stop requested"
+
+
+def _cancelled_by_us(phases: asyncio.Task[None]) -> bool:
+    """Whether ``phases`` ended because ``stop_requested`` was set (not a cancel of the
+    caller, which must propagate)."""
+    current = asyncio.current_task()
+    return phases.cancelled() and (current is None or current.cancelling() == 0)
+
+
+def _cancel_reason(stop_requested: asyncio.Event | None) -> StopReason:
+    why = getattr(stop_requested, "why", None)  # the CLI names the signal
+    return StopReason(
+        "cancelled", f"the run was cancelled ({why})" if why else "the run was cancelled"
+    )
+
+
+def _record_failed(summary: RunSummary, message: str) -> RunSummary:
+    return dataclasses.replace(
+        summary,
+        outcome="failed",
+        reason="record_write_failed",
+        message=f"the run record could not be written ({message})",
+    )
 
 
 def _reasons(counts: dict[str, int]) -> str:

@@ -75,6 +75,7 @@ class ModelTask:
     last_message: str | None = None
     budget_failures: int = 0  # failed tries that use up its budget (see patience.py)
     salvage_round: int | None = None  # None in the main pass
+    rounds: int = 0  # salvage rounds this task has been in (a round may run mid-main-pass)
     succeeded: bool = False
 
     @property
