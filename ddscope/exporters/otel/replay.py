@@ -18,7 +18,12 @@ from pathlib import Path
 
 from ddscope.errors import DdscopeError
 from ddscope.exporters.otel.sdk import OtelSdk
-from ddscope.exporters.otel.setup import capture_text, delivery_warnings, resolve_config
+from ddscope.exporters.otel.setup import (
+    capture_text,
+    delivery_warnings,
+    redact_url,
+    resolve_config,
+)
 from ddscope.exporters.otel.sink import OtelSink
 from ddscope.exporters.result import ExportResult
 from ddscope.record.jsonl import RunReader
@@ -67,4 +72,5 @@ def replay_to_otlp(
     failures = delivery_warnings(stats, config.endpoint, REPLAY_HINT)
     if failures:
         raise OtlpExportError("; ".join(failures))
-    return ExportResult(out=config.endpoint, events=reader.stats.events, warnings=warnings)
+    shown = redact_url(config.endpoint)  # never the userinfo of the URL
+    return ExportResult(out=shown, events=reader.stats.events, warnings=warnings)

@@ -24,17 +24,26 @@ recorded it)                   (the GenAI instrumentations' opt-in)
 =============================  =====================================  ========================
 
 A bad explicit value raises :class:`ConfigError` naming the option; a bad environment value is
-skipped with a warning (as the OTel SDKs do), so a stray variable never stops a run. This module
+skipped with a warning (as the OTel SDKs do), so a stray variable never stops a run.
+
+Credentials stay inside: the values of ``OTEL_EXPORTER_OTLP_HEADERS`` (and the per-signal
+``OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_HEADERS``) and userinfo in an endpoint URL go to the
+exporters only. Messages and warnings show an endpoint as ``http://***@host:port``
+(:func:`redact_url`), name a malformed header variable without its value, and have every such
+value redacted from the exporters' own complaints (:func:`redact_credentials`); the SDK's log
+line for a malformed header, which quotes the entry, is reworded without it. This module
 imports no OpenTelemetry at load time: ``ddtrace`` commands that do not use it stay fast.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from ddscope.errors import ConfigError
 
@@ -57,6 +66,13 @@ SAMPLERS = frozenset(
 )
 _SIGNAL_PATHS = ("/v1/traces", "/v1/metrics")
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+HEADER_VARIABLES = tuple(
+    f"OTEL_EXPORTER_OTLP_{signal}HEADERS" for signal in ("", "TRACES_", "METRICS_", "LOGS_")
+)
+ENDPOINT_VARIABLES = tuple(
+    f"OTEL_EXPORTER_OTLP_{signal}ENDPOINT" for signal in ("", "TRACES_", "METRICS_", "LOGS_")
+)
+_USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
 
 
 @dataclass(frozen=True)
@@ -74,16 +90,79 @@ def normalize_endpoint(value: str) -> str:
     text = value.strip()
     url = text if "://" in text else f"http://{text}"
     parsed = urlparse(url)
+    shown = redact_url(value)  # a URL may carry credentials
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"{value!r} is not a URL like http://127.0.0.1:4317")
+        raise ValueError(f"{shown!r} is not a URL like http://127.0.0.1:4317")
     try:
         parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        raise ValueError(f"{value!r} has a port that is not a number") from None
+        raise ValueError(f"{shown!r} has a port that is not a number") from None
     path = parsed.path.rstrip("/")
     for signal in _SIGNAL_PATHS:
         path = path.removesuffix(signal)
     return f"{parsed.scheme}://{parsed.netloc}{path}"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the userinfo of every URL in it shown as ``***``."""
+    return _USERINFO.sub("***@", text)
+
+
+def otlp_credentials(env: Mapping[str, str], endpoints: Iterable[str | None] = ()) -> list[str]:
+    """Every credential the OTLP set-up holds, as given and URL-decoded: header values from the
+    header variables, and userinfo of ``endpoints`` and of the endpoint variables."""
+    found: set[str] = set()
+    for variable in HEADER_VARIABLES:
+        for entry in env.get(variable, "").split(","):
+            _, sep, value = entry.partition("=")
+            if sep and value.strip():
+                found.update({value.strip(), unquote(value.strip())})
+    urls = [*endpoints, *(env.get(v) for v in ENDPOINT_VARIABLES)]
+    for url in urls:
+        parsed = urlparse(url or "")
+        if "@" in parsed.netloc:
+            userinfo = parsed.netloc.rpartition("@")[0]
+            found.update({userinfo, unquote(userinfo)})
+            if parsed.password:
+                found.update({parsed.password, unquote(parsed.password)})
+    return sorted((c for c in found if c), key=len, reverse=True)  # longest first
+
+
+def redact_credentials(text: str, credentials: Iterable[str]) -> str:
+    """``text`` with URL userinfo and every credential replaced (for messages and warnings)."""
+    text = redact_url(text)
+    for credential in credentials:
+        text = text.replace(credential, "[redacted]")
+    return text
+
+
+def _check_headers(env: Mapping[str, str], warnings: list[str]) -> None:
+    """Names a header variable with a malformed entry; never shows the entry (it may be a token)."""
+    for variable in HEADER_VARIABLES:
+        entries = [e.strip() for e in env.get(variable, "").split(",")]
+        bad = [i for i, e in enumerate(entries, 1) if e and "=" not in e]
+        if bad:
+            where = ", ".join(str(i) for i in bad)
+            warnings.append(
+                f"{variable}: entry {where} is not name=value; skipped (value not shown)"
+            )
+
+
+class _HideHeaderValues(logging.Filter):
+    """The SDK logs a malformed header entry verbatim: reworded without the entry."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Header format invalid" in str(record.msg):
+            record.msg = "OTLP header variable has an entry that is not name=value (not shown)"
+            record.args = ()
+        return True
+
+
+def hide_credentials_in_sdk_logs() -> None:
+    """Installs the filter on the SDK's header parser logger (once)."""
+    logger = logging.getLogger("opentelemetry.util.re")
+    if not any(isinstance(f, _HideHeaderValues) for f in logger.filters):
+        logger.addFilter(_HideHeaderValues())
 
 
 def _protocol(explicit: str | None, env: Mapping[str, str], warnings: list[str]) -> str:
@@ -162,6 +241,8 @@ def resolve_config(
     metrics = _signal_on("OTEL_METRICS_EXPORTER", env, warnings)
     if not (traces or metrics or prometheus_port is not None):
         return None, warnings
+    _check_headers(env, warnings)
+    hide_credentials_in_sdk_logs()
     if asked and endpoint is None:
         endpoint = DEFAULT_ENDPOINTS[protocol]
     config = OtelConfig(endpoint if asked else None, protocol, prometheus_port, traces, metrics)
@@ -185,6 +266,8 @@ def delivery_warnings(
     """One line per signal that did not fully arrive; empty when everything did. The first
     line quotes the exporter's first complaint (the cause) and ends with ``hint``."""
     out: list[str] = []
+    credentials = otlp_credentials(os.environ, [endpoint])
+    endpoint = redact_url(endpoint) if endpoint is not None else None
     lost = stats.spans_failed + stats.spans_dropped
     if lost:
         parts = [f"{stats.spans_failed} failed to export"] if stats.spans_failed else []
@@ -198,7 +281,8 @@ def delivery_warnings(
             f"{endpoint} failed"
         )
     if out:
-        cause = f" (first error: {stats.first_error})" if stats.first_error else ""
+        first = redact_credentials(stats.first_error or "", credentials)
+        cause = f" (first error: {first})" if first else ""
         out[0] += f"{cause}; {hint}"
     return out
 
