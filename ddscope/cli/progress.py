@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ddscope import events
+from ddscope.engine.scrub import escape_controls
 
 _BAR_WIDTH = 16
 _OUTCOME_WORDS = {"shutdown": "shut down"}
@@ -243,7 +244,8 @@ class ProgressSink:
         if self._status_shown:
             self.stream.write("\r\x1b[K")
             self._status_shown = False
-        self.stream.write(line + "\n")
+        # Lines may quote a server's error text: escaped here too, whatever reached the event.
+        self.stream.write(escape_controls(line) + "\n")
         if not self.interactive:
             self.stream.flush()
 

@@ -2,29 +2,48 @@
 
 Both write ``DIR/data.jsonl`` (the rows) and ``DIR/run.jsonl`` (the run record) and end with a
 one-paragraph summary. Exit codes: 0 the run completed, 1 it failed, shut down or was cancelled
-(Ctrl-C), 2 bad usage or configuration. Progress goes to stderr, the summary to stdout.
+(Ctrl-C, SIGTERM, SIGHUP), 2 bad usage or configuration. Progress goes to stderr, the summary
+to stdout; both the summary and the exit code come from the engine's ``RunSummary``.
+
+Before anything in ``DIR`` is replaced: the pipeline is loaded, options checked, API-key
+variables and endpoints checked (one line naming the provider and the URL tried), and ``DIR``
+claimed with a lock (``out_dir``): a second run into the same directory is refused. The files
+themselves are replaced only once the engine has started. ``--resume`` continues the run in
+``DIR`` instead (``engine.resume``): the record continues in ``run.N.jsonl``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
 from importlib.resources import as_file, files
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import click
 
 from ddscope.cli.common import handle_errors, warn
 from ddscope.cli.otel_options import otel_options
-from ddscope.cli.progress import ProgressSink, exit_code, summary_text
+from ddscope.cli.out_dir import claim_out_dir
+from ddscope.cli.progress import ProgressSink
+from ddscope.cli.summary import exit_code_of, summary_paragraph
 from ddscope.engine.output import JsonlRowWriter
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.errors import ConfigError, DdscopeError
 from ddscope.events import EventBus, EventSink
 from ddscope.exporters.otel.setup import build_otel_sink
-from ddscope.record.jsonl import JsonlRecorder
+from ddscope.record.jsonl import JsonlRecorder, segment_path
+
+if TYPE_CHECKING:
+    from ddscope.engine.resume import ResumePoint
+    from ddscope.engine.scheduler import RunSummary
 
 DEFAULT_OUT = Path("ddscope-out")
 DATA_FILE = "data.jsonl"
@@ -58,16 +77,27 @@ DEMO_SCENARIOS: dict[str, tuple[dict[str, object], str]] = {
 }
 
 _OUT_HELP = (
-    "Directory for data.jsonl and run.jsonl (created; existing files are replaced). "
-    f"Default: ./{DEFAULT_OUT}."
+    "Directory for data.jsonl and run.jsonl (created; existing files are replaced once the run "
+    f"has started; one run at a time). Default: ./{DEFAULT_OUT}."
 )
+ENDPOINT_CHECK_S = 5.0  # how long the start-up check waits for a TCP connection
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class EndpointUnreachable(DdscopeError):
+    """A provider's endpoint refused or did not answer a connection at start (exit 1)."""
 
 
 def build_sinks(
-    run_dir: Path, progress: ProgressSink, extra: list[EventSink] | None = None
+    run_dir: Path,
+    progress: ProgressSink,
+    extra: list[EventSink] | None = None,
+    *,
+    segment: int = 0,
 ) -> list[EventSink]:
     """The event sinks of a CLI run. Extra sinks (e.g. OpenTelemetry) are added here."""
-    return [JsonlRecorder(run_dir / RECORD_FILE), progress, *(extra or [])]
+    record = JsonlRecorder(segment_path(run_dir / RECORD_FILE, segment))
+    return [record, progress, *(extra or [])]
 
 
 def execute(
@@ -79,30 +109,124 @@ def execute(
     otlp_protocol: str | None = None,
     prometheus_port: int | None = None,
     prometheus_linger_s: float = 0.0,
+    resume: bool = False,
 ) -> int:
     """Runs ``pipeline`` writing into ``run_dir``, prints the summary, returns the exit code."""
+    check_otlp_endpoint(otlp_endpoint)
+    check_api_keys(pipeline)
+    check_endpoints(pipeline)
+    with claim_out_dir(run_dir):
+        point = _plan_resume(pipeline, run_dir) if resume else None
+        # Before the run: a bad option or a busy Prometheus port fails here (exit 2), not mid-run.
+        otel_sink, otel_finish = build_otel_sink(otlp_endpoint, otlp_protocol, prometheus_port)
+        progress = ProgressSink(sys.stderr, quiet=quiet)
+        extra: list[EventSink] | None = [otel_sink] if otel_sink else None
+        bus = EventBus(build_sinks(run_dir, progress, extra, segment=point.segment if point else 0))
+        keep = point.keep_bytes if point else None
+        writer = JsonlRowWriter(run_dir / DATA_FILE, keep_bytes=keep)
+        try:
+            summary = asyncio.run(_run_until_stopped(pipeline, bus, writer, point))
+        finally:
+            writer.close()
+            if prometheus_port and prometheus_linger_s > 0:
+                linger(prometheus_port, prometheus_linger_s)
+            for message in otel_finish():  # bounded flush; a collector that is down only warns
+                warn(message)
+    if summary is None:  # a second signal cut the stop short
+        click.echo("Run interrupted while stopping; the record may lack its last events.")
+        return 1
+    record = segment_path(run_dir / RECORD_FILE, 0)
+    click.echo(summary_paragraph(summary, pipeline.run.num_records, run_dir / DATA_FILE, record))
+    return exit_code_of(summary)
+
+
+def _plan_resume(pipeline: Pipeline, run_dir: Path) -> ResumePoint:
+    from ddscope.engine.resume import plan_resume
+
+    return plan_resume(pipeline, run_dir / RECORD_FILE, run_dir / DATA_FILE)
+
+
+class StopRequest(asyncio.Event):
+    """Set by SIGINT/SIGTERM/SIGHUP; ``why`` names the signal for the record's message."""
+
+    why: str | None = None
+
+
+async def _run_until_stopped(
+    pipeline: Pipeline, bus: EventBus, writer: JsonlRowWriter, point: ResumePoint | None
+) -> RunSummary | None:
+    """The run, with Ctrl-C, SIGTERM (``docker stop``, ``timeout``) and SIGHUP (a closed
+    terminal) all ending it cleanly: outcome ``cancelled``, the record closed, a summary. A
+    second signal cancels the stop itself."""
     from ddscope.engine.scheduler import run_pipeline  # heavy: asyncio engine and HTTP client
 
-    progress = ProgressSink(sys.stderr, quiet=quiet)
-    # Before the run: a bad option or a busy Prometheus port fails here (exit 2), not mid-run.
-    otel_sink, otel_finish = build_otel_sink(otlp_endpoint, otlp_protocol, prometheus_port)
-    bus = EventBus(build_sinks(run_dir, progress, [otel_sink] if otel_sink else None))
-    writer = JsonlRowWriter(run_dir / DATA_FILE)
+    loop = asyncio.get_running_loop()
+    stop = StopRequest()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            main.cancel()
+            return
+        stop.why = "Ctrl-C" if sig == signal.SIGINT else sig.name
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        asyncio.run(run_pipeline(pipeline, bus=bus, output=writer))
-    except KeyboardInterrupt:
-        # asyncio.run cancelled the run; the scheduler closed the record with "cancelled".
-        progress.tally.interrupted = True
+        return await run_pipeline(
+            pipeline, bus=bus, output=writer, stop_requested=stop, resume=point
+        )
+    except asyncio.CancelledError:
+        return None
     finally:
-        if not progress.closed:  # the scheduler closes the bus; make sure, without double-closing
-            bus.close()
-        writer.close()
-        if prometheus_port and prometheus_linger_s > 0:
-            linger(prometheus_port, prometheus_linger_s)
-        for message in otel_finish():  # bounded flush; a collector that is down only warns
-            warn(message)
-    click.echo(summary_text(progress.tally, run_dir / DATA_FILE, run_dir / RECORD_FILE))
-    return exit_code(progress.tally)
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def check_otlp_endpoint(value: str | None, option: str = "--otlp-endpoint") -> None:
+    """A bare word is refused before any DNS lookup: an endpoint needs a scheme or a port."""
+    if value is None or not value.strip():
+        return
+    text = value.strip()
+    if "://" not in text and ":" not in text:
+        raise ConfigError(
+            f"{option}: {text!r} is not a URL like http://127.0.0.1:4317 (no scheme and no port)"
+        )
+
+
+def check_api_keys(pipeline: Pipeline) -> None:
+    """Every API-key variable a used provider names is set (before the out dir is touched)."""
+    for alias in pipeline.domains().values():
+        provider = pipeline.provider_for(alias)
+        if provider.api_key_env and not os.environ.get(provider.api_key_env):
+            raise ConfigError(
+                f"providers: {provider.name}: api_key_env: environment variable "
+                f"{provider.api_key_env} is not set"
+            )
+
+
+def check_endpoints(pipeline: Pipeline, timeout_s: float = ENDPOINT_CHECK_S) -> None:
+    """A TCP connection to every used provider's endpoint, so a wrong URL or a server that is
+    down is one line naming the URL tried, before any file is replaced."""
+    seen: set[str] = set()
+    for alias in pipeline.domains().values():
+        provider = pipeline.provider_for(alias)
+        if provider.endpoint in seen:
+            continue
+        seen.add(provider.endpoint)
+        url = urlsplit(provider.endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+                pass
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise EndpointUnreachable(
+                f"provider {provider.name!r}: cannot connect to {provider.endpoint} ({why}); "
+                "is the server up and the endpoint right?"
+            ) from exc
 
 
 def linger(port: int, seconds: float) -> None:
@@ -169,6 +293,12 @@ quiet_option = click.option(
     help="Record prompts and completions in run.jsonl (off by default).",
 )
 @quiet_option
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in OUT (killed, cancelled or shut down): row groups already in "
+    "data.jsonl are not generated again; the record continues in run.N.jsonl.",
+)
 @otel_options
 @prometheus_linger_option
 @handle_errors
@@ -180,6 +310,7 @@ def run_command(
     breaker_policy: str | None,
     record_text: bool,
     quiet: bool,
+    resume: bool,
     otlp_endpoint: str | None,
     otlp_protocol: str | None,
     prometheus_port: int | None,
@@ -190,7 +321,8 @@ def run_command(
     \b
     Writes OUT/data.jsonl (one row per line, "_row" = row index) and OUT/run.jsonl (the run
     record, for `ddtrace health` and `ddtrace export`). Exit codes: 0 complete, 1 failed,
-    shut down or cancelled, 2 bad usage or configuration.
+    shut down or cancelled (Ctrl-C, SIGTERM, SIGHUP), 2 bad usage or configuration.
+    --resume continues a stopped run in OUT with the same pipeline.
     """
     pipeline = Pipeline.load(pipeline_file).with_overrides(
         num_records=records,
@@ -206,6 +338,7 @@ def run_command(
         otlp_protocol=otlp_protocol,
         prometheus_port=prometheus_port,
         prometheus_linger_s=prometheus_linger_s,
+        resume=resume,
     )
     raise SystemExit(code)
 
