@@ -20,6 +20,7 @@ from synthetic_run import SyntheticSpec
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, EventSink, ListSink, RunHeader
+from ddscope.exporters.otel.genai import Conventions
 from ddscope.exporters.otel.sink import OtelSink
 from ddscope.mock.server import MockServer
 from ddscope.record.jsonl import JsonlRecorder, RunReader
@@ -36,13 +37,18 @@ REAL_MOCK = {"error_burst": 12, "fail_marker": "poison", "rate_limit_k": 1, "rat
 class InMemoryOtel:
     """An OtelSink on the SDK's in-memory span exporter and metric reader."""
 
-    def __init__(self, *, record_text: bool = False) -> None:
+    def __init__(self, *, record_text: bool = False, genai: Conventions | None = None) -> None:
         self.exporter = InMemorySpanExporter()
         self.tracer_provider = TracerProvider(shutdown_on_exit=False)
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.reader = InMemoryMetricReader()
         self.meter_provider = MeterProvider([self.reader], shutdown_on_exit=False)
-        self.sink = OtelSink(self.tracer_provider, self.meter_provider, record_text=record_text)
+        self.sink = OtelSink(
+            self.tracer_provider,
+            self.meter_provider,
+            record_text=record_text,
+            genai_conventions=genai,
+        )
 
     def feed(self, header: RunHeader, events: Iterable[Any]) -> InMemoryOtel:
         self.sink.open(header)
@@ -108,9 +114,11 @@ def span_view(spans: list[ReadableSpan]) -> list[tuple[Any, ...]]:
     return sorted(view, key=repr)
 
 
-def replay(record: Path, *, record_text: bool = False) -> InMemoryOtel:
+def replay(
+    record: Path, *, record_text: bool = False, genai: Conventions | None = None
+) -> InMemoryOtel:
     reader = RunReader(record)
-    return InMemoryOtel(record_text=record_text).feed(reader.header, reader)
+    return InMemoryOtel(record_text=record_text, genai=genai).feed(reader.header, reader)
 
 
 def run_real(

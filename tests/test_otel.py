@@ -35,11 +35,8 @@ from ddscope.events import (
     WaitFinished,
     WaitStarted,
 )
-from ddscope.exporters.otel.metrics import (
-    OPERATION_DURATION_BUCKETS,
-    TOKEN_USAGE_BUCKETS,
-    Tally,
-)
+from ddscope.exporters.otel.genai import DURATION_BUCKETS, TOKEN_BUCKETS, Conventions
+from ddscope.exporters.otel.metrics import ATTEMPT_OUTCOMES, DROP_REASONS, Tally
 from ddscope.record.jsonl import JsonlRecorder
 
 HEADER = synthetic_header(SYNTHETIC)
@@ -280,14 +277,15 @@ def test_metrics_count_what_the_events_say(real) -> None:
         p.attributes["ddscope.outcome"]: p.value
         for p in points(metrics, "ddscope.request.attempts")
     }
-    assert attempts == dict(outcomes)
+    # Every outcome is a series from the start; those that never happened stay at 0.
+    assert attempts == {outcome: outcomes.get(outcome, 0) for outcome in ATTEMPT_OUTCOMES}
     (limited,) = points(metrics, "ddscope.request.rate_limited")
     assert limited.value == outcomes["rate_limited"]
     drops = Counter(e.reason for e in events if e.kind == "row_dropped")
     assert {
         p.attributes["ddscope.drop.reason"]: p.value
         for p in points(metrics, "ddscope.rows.dropped")
-    } == drops
+    } == {reason: drops.get(reason, 0) for reason in {*DROP_REASONS, *drops}}
     (finished,) = [e for e in events if e.kind == "run_finished"]
     assert points(metrics, "ddscope.rows.completed")[0].value == finished.rows_completed
     assert (
@@ -303,19 +301,101 @@ def test_metrics_count_what_the_events_say(real) -> None:
 
 
 def test_histograms_use_the_genai_bucket_boundaries(real) -> None:
+    """The old GenAI names (the default, OTEL_SEMCONV_STABILITY_OPT_IN unset)."""
     live, events, _ = real
     metrics = live.metrics()
+    assert not any(name.startswith("gen_ai.client.inference") for name in metrics)
     durations = points(metrics, "gen_ai.client.operation.duration")
-    assert all(tuple(p.explicit_bounds) == OPERATION_DURATION_BUCKETS for p in durations)
+    assert all(tuple(p.explicit_bounds) == DURATION_BUCKETS for p in durations)
     failed = {p.attributes.get("error.type") for p in durations} - {None}
     assert failed == {e.outcome for e in events if e.kind == "attempt_finished"} - {"ok"}
     tokens = {
         p.attributes["gen_ai.token.type"]: p for p in points(metrics, "gen_ai.client.token.usage")
     }
-    assert all(tuple(p.explicit_bounds) == TOKEN_USAGE_BUCKETS for p in tokens.values())
+    assert all(tuple(p.explicit_bounds) == TOKEN_BUCKETS for p in tokens.values())
     finished = [e for e in events if e.kind == "attempt_finished" and e.input_tokens is not None]
     assert tokens["input"].sum == sum(e.input_tokens for e in finished)
     assert tokens["output"].count == len(finished)
+
+
+OLD_GENAI = {"gen_ai.client.operation.duration", "gen_ai.client.token.usage"}
+NEW_GENAI = {
+    "gen_ai.client.inference.duration",
+    "gen_ai.client.inference.operation.input_tokens",
+    "gen_ai.client.inference.operation.output_tokens",
+    "gen_ai.client.inference.usage.input_tokens",
+    "gen_ai.client.inference.usage.output_tokens",
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "old", "new"),
+    [
+        ("", True, False),
+        ("http", True, False),
+        ("gen_ai_latest_experimental", False, True),
+        ("http/dup, gen_ai_latest_experimental", False, True),
+        ("gen_ai_latest_experimental/dup", True, True),
+    ],
+)
+def test_the_stability_opt_in_chooses_old_new_or_both(value: str, old: bool, new: bool) -> None:
+    from ddscope.exporters.otel.genai import conventions
+
+    assert conventions({"OTEL_SEMCONV_STABILITY_OPT_IN": value}) == Conventions(old, new)
+
+
+@pytest.mark.parametrize(("old", "new"), [(False, True), (True, True)])
+def test_the_current_genai_metrics_when_opted_in(real, old: bool, new: bool) -> None:
+    _, events, record = real
+    metrics = replay(record, genai=Conventions(old, new)).metrics()
+    names = {name for name in metrics if name.startswith("gen_ai.")}
+    assert names == (OLD_GENAI if old else set()) | NEW_GENAI
+    finished = [e for e in events if e.kind == "attempt_finished"]
+    durations = points(metrics, "gen_ai.client.inference.duration")
+    assert all(tuple(p.explicit_bounds) == DURATION_BUCKETS for p in durations)
+    assert sum(p.count for p in durations) == len(finished)
+    for kind in ("input", "output"):
+        field = f"{kind}_tokens"
+        spent = sum(getattr(e, field) or 0 for e in finished)
+        (usage,) = points(metrics, f"gen_ai.client.inference.usage.{field}")
+        assert usage.value == spent
+        assert usage.attributes["gen_ai.token.modality"] == "unknown"
+        assert usage.attributes["gen_ai.operation.name"] == "chat"
+        per_operation = points(metrics, f"gen_ai.client.inference.operation.{field}")
+        assert all(tuple(p.explicit_bounds) == TOKEN_BUCKETS for p in per_operation)
+        # One measurement per attempt, failed ones too (0 tokens, with their error.type).
+        assert sum(p.count for p in per_operation) == len(finished)
+        assert sum(p.sum for p in per_operation) == spent
+        failed = {p.attributes.get("error.type") for p in per_operation} - {None}
+        assert failed == {e.outcome for e in finished} - {"ok"}
+
+
+def test_counters_are_zero_before_any_event() -> None:
+    """Every counter and every known label set exists at 0 as soon as the run opens."""
+    otel = InMemoryOtel(genai=Conventions(old=True, new=True))
+    otel.sink.open(HEADER)
+    metrics = otel.metrics()
+    (domain,) = HEADER.domains
+    attempts = points(metrics, "ddscope.request.attempts")
+    assert {p.attributes["ddscope.outcome"] for p in attempts} == set(ATTEMPT_OUTCOMES)
+    drops = points(metrics, "ddscope.rows.dropped")
+    assert {p.attributes["ddscope.drop.reason"] for p in drops} == set(DROP_REASONS)
+    counters = [
+        "ddscope.request.rate_limited",
+        "ddscope.request.admission_timeouts",
+        "ddscope.breaker.openings",
+        "ddscope.cooldown.time",
+        "ddscope.rows.completed",
+        "ddscope.salvage.rounds",
+        "gen_ai.client.inference.usage.input_tokens",
+        "gen_ai.client.inference.usage.output_tokens",
+    ]
+    for name in counters:
+        series = points(metrics, name)
+        assert series and all(p.value == 0 for p in series), name
+        for point in series:
+            assert point.attributes.get("gen_ai.request.model") in (None, domain.model)
+    assert all(p.value == 0 for p in attempts + drops)
 
 
 def test_no_metric_carries_an_id(real) -> None:
@@ -325,12 +405,13 @@ def test_no_metric_carries_an_id(real) -> None:
         "gen_ai.request.model",
         "gen_ai.operation.name",
         "gen_ai.token.type",
+        "gen_ai.token.modality",
         "error.type",
         "ddscope.outcome",
         "ddscope.drop.reason",
     }
     metrics = live.metrics()
-    assert len(metrics) == 17
+    assert len(metrics) == 19  # every instrument: counters with no event yet are there at 0
     for name, metric in metrics.items():
         for point in metric.data.data_points:
             assert set(point.attributes) <= allowed, name

@@ -1,5 +1,5 @@
-"""The run's OpenTelemetry instruments (names and units as in METRICS.md) and the state behind
-the gauges and counters.
+"""The run's OpenTelemetry instruments (names, units and attributes in docs/METRICS.md) and the
+state behind the gauges and counters; the GenAI client metrics are in ``genai``.
 
 Gauges and counters are *observable*: the sink keeps plain numbers from the event stream
 (requests on the wire, waiters, open cooldowns, leases, row groups; running totals per attribute
@@ -9,6 +9,10 @@ a tally costs a dict update, and a cumulative observable counter exports the sam
 (Prometheus: the same ``_total`` counter). Histograms have no observable form, so they are
 recorded as events arrive, with attribute dicts built once per (domain, outcome) and reused.
 
+Every counter exists from the start of a run, at 0, for every label set known then (each
+domain of the header × each attempt outcome, each known drop reason): a Prometheus panel shows 0
+rather than "No data", and ``rate()`` has a first sample to count from.
+
 Ids (run, task, lease, request) are never attributes here: they would make every series unique.
 """
 
@@ -16,19 +20,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from ddscope.events import DomainInfo, split_domain
+from ddscope.events import AttemptOutcome, DomainInfo, split_domain
 
-# GenAI semantic conventions: explicit bucket boundaries for the two gen_ai.client.* histograms.
-OPERATION_DURATION_BUCKETS = (
-    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
-)  # fmt: skip
-TOKEN_USAGE_BUCKETS = (
-    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
-)  # fmt: skip
+ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(AttemptOutcome)
+# The reasons a row can be dropped for (dispatch.drop_row's callers): a non-retryable attempt
+# failure, a template error, a task out of salvage rounds, a run stopped. Others still count,
+# from their first drop.
+DROP_REASONS = (
+    "client_error",
+    "template_error",
+    "retries_exhausted",
+    "shutdown",
+    "cancelled",
+)
 # Waits and cooldowns: from 1 ms (admitted at once) to minutes (a saturated endpoint).
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -57,6 +65,7 @@ class DomainState:
     attempt_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
     duration_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
     token_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+    usage_attrs: dict[str, str] = field(default_factory=dict)  # GenAI usage counters
 
     def __post_init__(self) -> None:
         self.metric_attrs = {PROVIDER: self.provider, REQUEST_MODEL: self.model}
@@ -163,6 +172,23 @@ class RunInstruments:
         self._observable_gauges(meter)
         self._observable_counters(meter)
         self._histograms(meter)
+        for tally in (self.rows_completed, self.salvage_rounds):
+            tally.add(None, 0)
+        for reason in DROP_REASONS:
+            self.rows_dropped.add(self.drop_reason(reason), 0)
+
+    def zero(self, domain: DomainState) -> None:
+        """Every per-domain counter of ``domain`` at 0 (outcomes: each attempt outcome)."""
+        for outcome in ATTEMPT_OUTCOMES:
+            self.attempts.add(domain.attempt_attributes(outcome), 0)
+        attrs = domain.metric_attrs
+        for tally in (
+            self.rate_limited,
+            self.admission_timeouts,
+            self.breaker_openings,
+            self.cooldown_time,
+        ):
+            tally.add(attrs, 0)
 
     def _observable_counters(self, meter: Meter) -> None:
         self.attempts = Tally()
@@ -200,7 +226,7 @@ class RunInstruments:
             ("ddscope.cooldown.time", "s", "Total time in cooldown", self.cooldown_time),
         )
         for name, unit, description, tally in counters:
-            callback = self._observer(tally.observe)
+            callback = self.observer(tally.observe)
             meter.create_observable_counter(name, [callback], unit, description)
 
     def drop_reason(self, reason: str) -> dict[str, str]:
@@ -218,23 +244,11 @@ class RunInstruments:
             "Time a request waited for request admission",
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
-        self.operation_duration = histogram(
-            "gen_ai.client.operation.duration",
-            "s",
-            "GenAI operation duration",
-            explicit_bucket_boundaries_advisory=OPERATION_DURATION_BUCKETS,
-        )
         self.cooldown_duration = histogram(
             "ddscope.cooldown.duration",
             "s",
             "Length of each cooldown",
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
-        )
-        self.token_usage = histogram(
-            "gen_ai.client.token.usage",
-            "{token}",
-            "Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=TOKEN_USAGE_BUCKETS,
         )
 
     def _observable_gauges(self, meter: Meter) -> None:
@@ -250,12 +264,12 @@ class RunInstruments:
             ("ddscope.row_groups.in_flight", "{row_group}", "Row groups in flight", "row_groups"),
         )
         for name, unit, description, callback in per_domain:
-            meter.create_observable_gauge(name, [self._observer(callback)], unit, description)
+            meter.create_observable_gauge(name, [self.observer(callback)], unit, description)
         for name, unit, description, attr in run_wide:
-            callback = self._observer(self._run_wide(attr))
-            meter.create_observable_gauge(name, [callback], unit, description)
+            observe = self.observer(self._run_wide(attr))
+            meter.create_observable_gauge(name, [observe], unit, description)
 
-    def _observer(self, callback: _Callback) -> _Callback:
+    def observer(self, callback: _Callback) -> _Callback:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             self.before_collect()
             return callback(options)

@@ -14,6 +14,7 @@ from typing import Any
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from ddscope import events as ev
+from ddscope.exporters.otel.genai import GenAiMetrics
 from ddscope.exporters.otel.metrics import DomainState, RunInstruments
 from ddscope.exporters.otel.spans import (
     Interval,
@@ -31,9 +32,10 @@ _NS = 1e9
 class RequestSpans:
     """Handlers for the request-path events; :meth:`handlers` maps kinds to them."""
 
-    def __init__(self, book: SpanBook, instruments: RunInstruments) -> None:
+    def __init__(self, book: SpanBook, instruments: RunInstruments, genai: GenAiMetrics) -> None:
         self.book = book
         self.instruments = instruments
+        self.genai = genai
         self.send_text = False  # set by the sink from the header and its own opt-in
         self.leases: dict[int, Interval] = {}
         self.waits: dict[tuple[int, int], PendingSpan] = {}
@@ -186,11 +188,7 @@ class RequestSpans:
         instruments.attempts.add(domain.attempt_attributes(e.outcome))
         if e.outcome == "rate_limited":
             instruments.rate_limited.add(domain.metric_attrs)
-        instruments.operation_duration.record(seconds, domain.duration_attributes(e.outcome))
-        if e.input_tokens is not None:
-            instruments.token_usage.record(e.input_tokens, domain.token_attributes("input"))
-        if e.output_tokens is not None:
-            instruments.token_usage.record(e.output_tokens, domain.token_attributes("output"))
+        self.genai.record(domain, e.outcome, seconds, e.input_tokens, e.output_tokens)
 
     def _remember_failed(self, key: tuple[int, int], context: SpanContext) -> None:
         self._failed_attempts[key] = context

@@ -42,6 +42,7 @@ from opentelemetry.trace import TracerProvider
 from ddscope import __version__
 from ddscope import events as ev
 from ddscope.exporters.otel.batch import EventBatcher
+from ddscope.exporters.otel.genai import Conventions, GenAiMetrics, conventions
 from ddscope.exporters.otel.metrics import DomainState, RunGauges, RunInstruments
 from ddscope.exporters.otel.requests import RequestSpans
 from ddscope.exporters.otel.spans import SpanBook, present, set_error
@@ -63,11 +64,17 @@ class OtelSink:
         meter_provider: MeterProvider,
         *,
         record_text: bool = False,
+        genai_conventions: Conventions | None = None,
     ) -> None:
+        """``genai_conventions``: else ``OTEL_SEMCONV_STABILITY_OPT_IN`` decides (``genai``)."""
         gauges = RunGauges()
-        self.instruments = RunInstruments(meter_provider.get_meter(SCOPE, __version__), gauges)
+        meter = meter_provider.get_meter(SCOPE, __version__)
+        self.instruments = RunInstruments(meter, gauges)
+        chosen = genai_conventions or conventions()
+        self.genai = GenAiMetrics(meter, chosen, self.instruments.observer)
         self._book = SpanBook(tracer_provider.get_tracer(SCOPE, __version__), gauges)
-        self._requests = RequestSpans(self._book, self.instruments)
+        self._book.on_domain = self._zero_counters
+        self._requests = RequestSpans(self._book, self.instruments, self.genai)
         self._record_text = record_text
         self._closed = False
         self._batcher = EventBatcher(self._process)
@@ -105,6 +112,10 @@ class OtelSink:
             state = DomainState.from_info(info)
             state.limit = info.max_parallel_requests  # until the gate reports a change
             book.add_domain(state, 0, {"ddscope.max_parallel_requests": info.max_parallel_requests})
+
+    def _zero_counters(self, domain: DomainState) -> None:
+        self.instruments.zero(domain)
+        self.genai.zero(domain)
 
     def handle(self, event: ev.Event) -> None:
         """Queues ``event``; spans and measurements are made in batches (``otel_batch``)."""

@@ -15,6 +15,7 @@ when the stream ends with it open.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -83,6 +84,10 @@ def messages_json(role: str, text: str) -> str:
     return json.dumps([message], ensure_ascii=False)
 
 
+def _ignore(_state: DomainState) -> None:
+    pass
+
+
 class SpanBook:
     """Tracer, time origin and the run-level parent spans of one run."""
 
@@ -95,6 +100,8 @@ class SpanBook:
         self.domains: dict[str, Interval] = {}
         self.row_groups: dict[int, Interval] = {}
         self.salvage_rounds: dict[int, Interval] = {}
+        # Called with each domain as it is added (the sink zeroes its counters).
+        self.on_domain: Callable[[DomainState], None] = _ignore
 
     def ts(self, t_ns: int) -> int:
         return self.origin_ns + t_ns
@@ -168,6 +175,7 @@ class SpanBook:
 
     def add_domain(self, state: DomainState, t_ns: int, extra: dict[str, Any]) -> None:
         self.gauges.domains[state.name] = state
+        self.on_domain(state)
         attrs = {
             "ddscope.domain": state.name,
             "gen_ai.provider.name": state.provider,
