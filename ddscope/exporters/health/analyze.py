@@ -12,7 +12,7 @@ from pathlib import Path
 from ddscope.exporters.health.analyzer import HealthAnalyzer
 from ddscope.exporters.health.build import build_report
 from ddscope.exporters.health.report import HealthReport, Thresholds
-from ddscope.record.jsonl import RunReader
+from ddscope.record.detect import open_record
 
 
 def analyze(
@@ -27,7 +27,7 @@ def analyze(
     Raises RecordError (``file:line: reason``) for a record that cannot be read; ``lenient``
     skips corrupt lines (listed in ``report.record.warnings``).
     """
-    reader = RunReader(record, lenient=lenient)
+    reader = open_record(record, lenient=lenient)  # run.jsonl or DataDesigner events
     at_ns = None if at_s is None else max(0, int(at_s * 1e9))
     analyzer = HealthAnalyzer(reader.header, at_ns=at_ns)
     analyzer.consume(reader.iter_dicts())

@@ -26,7 +26,7 @@ from ddscope.exporters.otel.setup import (
 )
 from ddscope.exporters.otel.sink import OtelSink
 from ddscope.exporters.result import ExportResult
-from ddscope.record.jsonl import RunReader
+from ddscope.record.detect import open_record
 
 REPLAY_HINT = "is an OTLP collector listening there?"
 
@@ -49,7 +49,7 @@ def replay_to_otlp(
     config, warnings = resolve_config(endpoint, protocol, None, otlp_requested=True)
     if config is None or config.endpoint is None:  # OTEL_SDK_DISABLED, or a bad variable
         raise OtlpExportError("; ".join(warnings) or "OpenTelemetry is disabled")
-    reader = RunReader(record, lenient=lenient)  # raises RecordError before any set-up
+    reader = open_record(record, lenient=lenient)  # raises RecordError before any set-up
     sdk = OtelSdk(
         config.endpoint,
         config.protocol,

@@ -29,7 +29,7 @@ from ddscope.exporters.result import ExportResult
 from ddscope.exporters.trace.domain import DomainTracks
 from ddscope.exporters.trace.layout import LaneGroup, Layout, SingleTrack
 from ddscope.exporters.trace.writer import Flows, TraceWriter
-from ddscope.record.jsonl import RunReader
+from ddscope.record.detect import open_record
 
 Handler = Callable[[dict[str, Any], int], None]
 # Kinds that concern one domain only: DomainTracks methods, called with the event's domain.
@@ -363,7 +363,7 @@ def export_timeline(
     """Streams ``record`` through a :class:`RunTimeline` into ``out`` (written whole or not at
     all: a ``.partial`` file is renamed at the end). Raises RecordError for a bad record and
     ConfigError for an output that cannot be written."""
-    reader = RunReader(record, lenient=lenient)
+    reader = open_record(record, lenient=lenient)  # run.jsonl or DataDesigner events
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     try:
