@@ -134,7 +134,12 @@ class JsonlRecorder:
         line = header.model_dump_json(by_alias=True, exclude_none=True).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            # A record holding prompts and completions is a private file (issue 19); fchmod
+            # too, because an existing file keeps its old mode through O_TRUNC.
+            mode = 0o600 if header.record_text else 0o644
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            if header.record_text:
+                os.fchmod(self._fd, mode)
             if self._replace_segments:
                 for stale in _stale_segments(self.path):
                     stale.unlink()

@@ -1,0 +1,265 @@
+"""A test that tries to leak (issue 19): planted secrets and text must not leave the process
+except where the user opted in.
+
+It plants a unique API key, prompt and system-prompt markers, an OTLP header token and an OTLP
+endpoint password; runs the real CLI (``ddtrace run`` in a subprocess) against the real mock
+endpoint on 127.0.0.1 misbehaving as content filters do (500s whose message quotes the prompt,
+with a terminal escape, in bodies larger than the client reads); ships OTLP/HTTP to a raw
+receiver that keeps every body; then exports Perfetto and Chrome JSON, runs health (text and
+JSON) and ``ddtrace report`` when the command exists; and scans every byte of every output.
+
+Completion markers are the mock's reply digests (``#`` + 8 hex, unique per request), read back
+from the dataset. The prompt marker sits after the mock's 12 echoed words, so a completion never
+quotes it; the chained column's prompt carries the previous completion, so its quoted errors
+test masking of earlier columns' values.
+
+Allowed: with text recording off, only ``data.jsonl`` may hold prompt or completion markers;
+with it on (and the GenAI content opt-in for spans), also ``run.jsonl`` and the OTLP bodies.
+Secrets: nowhere (the OTLP token and password may only reach the receiver's request headers).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import os
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from ddscope.mock import MockBehavior, MockServerProcess
+
+RUN_TIMEOUT_S = 180
+_UID = uuid.uuid4().hex[:12]
+API_KEY = f"sk-leaktest-{_UID}-key"
+PROMPT_MARK = f"PROMPTMARK{_UID}"
+SYSTEM_MARK = f"SYSTEMMARK{_UID}"
+OTLP_TOKEN = f"otlptoken{_UID}"
+OTLP_PASSWORD = f"otlppass{_UID}"
+SECRETS = (API_KEY, OTLP_TOKEN, OTLP_PASSWORD)
+TEXT_MARKS = (PROMPT_MARK, SYSTEM_MARK)
+# Twelve filler words first: the mock's completion echoes the first twelve words of the prompt.
+PIPELINE = """
+name: leak-test
+providers:
+  - {{name: mock, endpoint: "{endpoint}", api_key_env: LEAK_TEST_API_KEY}}
+models:
+  - {{alias: writer, provider: mock, model: mock-model, max_parallel_requests: 4, timeout_s: 20}}
+columns:
+  - {{name: topic, type: sampler, sampler: category, values: [tides, lanterns, ferns]}}
+  - {{name: uid, type: sampler, sampler: uuid}}
+  - name: summary
+    type: llm_text
+    model: writer
+    system_prompt: "You answer plainly. {system_mark}"
+    prompt: >-
+      one two three four five six seven eight nine ten eleven twelve
+      {{{{ topic }}}} {{{{ uid }}}} {mark}
+  - name: analysis
+    type: llm_text
+    model: writer
+    prompt: "Analyse this summary carefully and thoroughly please: {{{{ summary }}}}"
+run: {{num_records: 24, buffer_size: 8, salvage_rounds: 3, seed: 3}}
+"""
+
+
+class RawOtlpReceiver:
+    """OTLP/HTTP on 127.0.0.1 that keeps every request's raw body and headers, answering 200."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                with lock:
+                    receiver.bodies.append(body)
+                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RawOtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def _ddtrace(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, bytes, bytes]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ddscope.cli.main", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def mock_endpoint() -> Iterator[MockServerProcess]:
+    behavior = MockBehavior(
+        api_key=API_KEY,
+        latency_ms=5,
+        quote_prompt_every=5,  # a 500 quoting the whole prompt for every fifth request
+        error_body_bytes=100_000,  # larger than the 64 KiB the client reads of an error
+    )
+    with MockServerProcess(behavior) as server:
+        yield server
+
+
+def _outputs(
+    tmp_path: Path, endpoint: str, receiver: RawOtlpReceiver, record_text: bool
+) -> dict[str, bytes]:
+    """Runs everything a user would and returns every output by name."""
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        PIPELINE.format(endpoint=endpoint, mark=PROMPT_MARK, system_mark=SYSTEM_MARK)
+    )
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env |= {
+        "LEAK_TEST_API_KEY": API_KEY,
+        "OTEL_EXPORTER_OTLP_HEADERS": f"x-leak-token={OTLP_TOKEN}",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true" if record_text else "false",
+    }
+    otlp = f"http://leaker:{OTLP_PASSWORD}@127.0.0.1:{receiver.port}"
+    run_args = ["run", str(pipeline), "-o", str(out), "--otlp-endpoint", otlp]
+    run_args += ["--otlp-protocol", "http/protobuf", *(["--record-text"] if record_text else [])]
+    record = str(out / "run.jsonl")
+    commands = {
+        "run": run_args,
+        "export-perfetto": ["export", record, "--perfetto"],
+        "export-chrome": ["export", record, "--chrome-json"],
+        "health-text": ["health", record],
+        "health-json": ["health", record, "--json"],
+    }
+    if _has_report(env, tmp_path):
+        commands["report"] = ["report", record]
+    outputs: dict[str, bytes] = {}
+    for name, args in commands.items():
+        code, stdout, stderr = _ddtrace(args, env, tmp_path)
+        assert name != "run" or code == 0, stderr.decode(errors="replace")
+        outputs[f"{name} stdout"], outputs[f"{name} stderr"] = stdout, stderr
+    for path in sorted(out.rglob("*")):
+        if path.is_file():
+            outputs[path.name] = path.read_bytes()
+    for i, body in enumerate(receiver.bodies):
+        outputs[f"otlp body {i}"] = body
+    return outputs
+
+
+def _has_report(env: dict[str, str], cwd: Path) -> bool:
+    code, stdout, _ = _ddtrace(["--help"], env, cwd)
+    return code == 0 and re.search(rb"^\s+report\s", stdout, re.MULTILINE) is not None
+
+
+def _completion_marks(data: bytes) -> list[str]:
+    marks = set()
+    for line in data.splitlines():
+        row = orjson.loads(line)
+        for column in ("summary", "analysis"):
+            if isinstance(row.get(column), str):
+                marks.update(re.findall(r"#[0-9a-f]{8}\b", row[column]))
+    return sorted(marks)
+
+
+def _holders(outputs: dict[str, bytes], needles: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Output name → the first planted value it holds."""
+    found: dict[str, str] = {}
+    for name, content in outputs.items():
+        for needle in needles:
+            if needle.encode() in content:
+                found[name] = needle
+                break
+    return found
+
+
+@pytest.mark.parametrize("record_text", [False, True], ids=["text-off", "text-on"])
+def test_nothing_leaves_except_what_was_opted_into(
+    tmp_path: Path, mock_endpoint: MockServerProcess, record_text: bool
+) -> None:
+    before = mock_endpoint.stats()
+    with RawOtlpReceiver() as receiver:
+        outputs = _outputs(tmp_path, mock_endpoint.base_url, receiver, record_text)
+    stats = mock_endpoint.stats()
+
+    # The plants are real: the endpoint misbehaved, OTLP arrived with the credentials in use.
+    assert stats.server_errors > before.server_errors and stats.unauthorized == 0
+    assert receiver.bodies, "no OTLP request reached the receiver"
+    assert any(h.get("x-leak-token") == OTLP_TOKEN for h in receiver.headers)
+    assert all(h.get("authorization", "").startswith("Basic ") for h in receiver.headers)
+    record = outputs["run.jsonl"]
+    assert b'"outcome":"server_error"' in record and b"upstream failed on: <" in record
+    assert b"(body of " in record  # the oversized body was cut and said so
+    completions = _completion_marks(outputs["data.jsonl"])
+    assert len(completions) >= 2 * 24  # unique per row (the uuid column) and column
+    for name in ("run.pftrace", "run.trace.json", "health-text stdout", "health-json stdout"):
+        assert outputs.get(name), f"{name} is missing or empty"
+
+    # Secrets: nowhere. Terminal escapes a server sent: never raw on stdout/stderr.
+    assert _holders(outputs, SECRETS) == {}
+    assert [
+        n for n, c in outputs.items() if n.endswith(("stdout", "stderr")) and b"\x1b" in c
+    ] == []
+
+    allowed = {"data.jsonl"}
+    if record_text:
+        allowed |= {"run.jsonl"} | {n for n in outputs if n.startswith("otlp body")}
+    text_holders = _holders(outputs, [*TEXT_MARKS, *completions])
+    assert {n: v for n, v in text_holders.items() if n not in allowed} == {}
+    if record_text:  # the opt-in works: the record and the spans do carry the text
+        assert "run.jsonl" in text_holders
+        assert any(n.startswith("otlp body") for n in text_holders)
+
+
+def test_a_text_record_is_a_private_file(tmp_path: Path, mock_endpoint: MockServerProcess) -> None:
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        PIPELINE.format(
+            endpoint=mock_endpoint.base_url, mark=PROMPT_MARK, system_mark=SYSTEM_MARK
+        ).replace("num_records: 24", "num_records: 4")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["LEAK_TEST_API_KEY"] = API_KEY
+    out = tmp_path / "out"  # the same directory: the second run replaces a 0644 record
+    for flag, expected in (([], None), (["--record-text"], 0o600)):
+        code, _, stderr = _ddtrace(["run", str(pipeline), "-o", str(out), *flag], env, tmp_path)
+        assert code == 0, stderr.decode(errors="replace")
+        mode = (out / "run.jsonl").stat().st_mode & 0o777
+        if expected is None:
+            assert mode == 0o644 & ~_umask()  # the writer's default, less the umask
+        else:
+            assert mode == expected
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
