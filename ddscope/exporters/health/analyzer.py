@@ -41,9 +41,10 @@ class HealthAnalyzer:
     __slots__ = (
         "_tracker_list", "at_ns", "events", "finished", "handlers", "header",
         "last_progress", "last_signal", "lease_hist", "lease_outcomes", "leases",
-        "longest_gap", "longest_gap_ns", "max_silence_ns", "num_records", "pending",
-        "readiness", "row_groups_finished", "row_groups_total", "rows_resolved",
-        "rows_written", "skipped_after_at", "t_last", "t_start", "tally", "trackers",
+        "longest_gap", "longest_gap_ns", "max_silence_ns", "num_records", "peak_leases",
+        "peak_row_groups", "pending", "readiness", "row_groups_finished",
+        "row_groups_open", "row_groups_total", "rows_resolved", "rows_written",
+        "skipped_after_at", "t_last", "t_start", "tally", "trackers",
         "warnings",
     )
     # fmt: on
@@ -70,6 +71,10 @@ class HealthAnalyzer:
         self.rows_resolved = 0
         self.row_groups_finished = 0
         self.tally = RunTally()
+        # peaks seen in the events themselves: a short run may have a single health event
+        self.peak_leases = 0
+        self.row_groups_open = 0
+        self.peak_row_groups = 0
         # progress and silence
         self.last_progress = 0
         self.last_signal = 0
@@ -213,9 +218,13 @@ class HealthAnalyzer:
 
     def _row_group_started(self, data: dict[str, Any], t: int) -> None:
         self.readiness.row_group_started(t, data["row_group"], data["first_row"], data["rows"])
+        self.row_groups_open += 1
+        if self.row_groups_open > self.peak_row_groups:
+            self.peak_row_groups = self.row_groups_open
 
     def _row_group_finished(self, data: dict[str, Any], t: int) -> None:
         self.row_groups_finished += 1
+        self.row_groups_open -= 1
         self.rows_written += data["rows_completed"]
         self.rows_resolved += data["rows_completed"] + data["rows_dropped"]
         self.readiness.row_group_finished(data["row_group"])
@@ -223,7 +232,10 @@ class HealthAnalyzer:
             self._progress(t)
 
     def _lease_started(self, data: dict[str, Any], t: int) -> None:
-        self.leases[data["lease_id"]] = (t, data["column"], data["row"], data["row_group"])
+        leases = self.leases
+        leases[data["lease_id"]] = (t, data["column"], data["row"], data["row_group"])
+        if len(leases) > self.peak_leases:
+            self.peak_leases = len(leases)
 
     def _lease_finished(self, data: dict[str, Any], t: int) -> None:
         outcome = data["outcome"]

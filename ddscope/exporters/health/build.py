@@ -213,8 +213,10 @@ def _scheduler(a: HealthAnalyzer) -> SchedulerReport:
         leases_by_outcome=dict(a.lease_outcomes),
         lease=a.lease_hist.quantiles(),
         peak_queue_depth=tally.peaks["queue_depth"],
-        peak_leases=tally.peaks["leases"],
-        peak_row_groups_in_flight=tally.peaks["row_groups_in_flight"],
+        # the engine's health events, or the events themselves when those saw more (a run
+        # shorter than the health interval has one health event, taken after the end)
+        peak_leases=max(tally.peaks["leases"], a.peak_leases),
+        peak_row_groups_in_flight=max(tally.peaks["row_groups_in_flight"], a.peak_row_groups),
         health_events=tally.health_count,
         shutdown=None
         if stop is None
@@ -263,7 +265,7 @@ def gap_cause(domains: list[GapDomain]) -> tuple[str, str]:
         (
             "cooldown",
             "cooldown_share",
-            "{d} was in a 429 cooldown for {s:.0%} of it ({a} attempts, {r} rate-limited)",
+            "{d} was in a 429 cooldown for {s:.0%} of it ({a}, {r} rate-limited)",
         ),
         (
             "on_the_wire",
@@ -287,7 +289,11 @@ def gap_cause(domains: list[GapDomain]) -> tuple[str, str]:
         if best is not None and getattr(best, attr) >= MAJORITY:
             share = getattr(best, attr)
             text = sentence.format(
-                d=best.domain, s=share, a=best.attempts, r=best.rate_limited, m=best.mean_in_flight
+                d=best.domain,
+                s=share,
+                a=f"{best.attempts} attempt{'' if best.attempts == 1 else 's'}",
+                r=best.rate_limited,
+                m=best.mean_in_flight,
             )
             return cause, text
     return "no_ready_work", "no model work was ready (inputs not done, or no row group in flight)"

@@ -16,7 +16,7 @@ from ddscope.exporters.health.report import (
     SchedulerReport,
     Totals,
 )
-from ddscope.exporters.health.stats import Quantiles
+from ddscope.exporters.health.stats import Quantiles, TimelinePoint
 
 # ANSI SGR colour codes per level (exporters do not import click: it stays under cli/)
 COLOURS = {
@@ -32,6 +32,29 @@ COLOURS = {
 def _style(text: str, colour: int | None, bold: bool) -> str:
     codes = ([str(colour)] if colour else []) + (["1"] if bold else [])
     return f"\x1b[{';'.join(codes)}m{text}\x1b[0m" if codes else text
+
+
+MESSAGE_CHARS = 300  # record text longer than this is cut, with its length stated
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09,)}
+
+
+def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """Record text (a run's message, a drop's sentence, a server's error) made safe and short
+    for a terminal: control characters shown as escapes (an ESC from a server never reaches
+    the terminal), and text longer than ``limit`` cut, saying how long it was."""
+    total = len(text)
+    shown = text[:limit].translate(_CONTROL)
+    return shown if total <= limit else f"{shown}… [cut: {total:,} characters]"
+
+
+def count(n: int, noun: str) -> str:
+    """``1 attempt``, ``2 attempts``: the noun agrees with the number."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def seconds(value: float) -> str:
+    """Durations with the digits that matter: 0.0382 s, 1.25 s, 12.3 s, 421 s."""
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def render(report: HealthReport, *, color: bool = False) -> str:
@@ -50,10 +73,10 @@ def render(report: HealthReport, *, color: bool = False) -> str:
         lines += ["", "domains", *_domain_table(report.domains)]
         for domain in report.domains:
             lines += _domain_details(domain)
-    lines += ["", "scheduler", *_scheduler(report.scheduler)]
+    lines += ["", "scheduler", "  " + no_progress_line(report), *_scheduler(report.scheduler)]
     if report.engine_health is not None:
         lines.append("  " + _engine_line("engine's last health event", report.engine_health))
-    lines += [f"warning: {w}" for w in report.record.warnings]
+    lines += [f"warning: {clip(w)}" for w in report.record.warnings]
     return "\n".join(lines)
 
 
@@ -63,8 +86,8 @@ def _findings(findings: Sequence[Finding], paint: Callable[[str, str], str]) -> 
     out = []
     for f in findings:
         tag = paint(f"[{f.level}]", f.level)
-        out.append(f"  {tag} {f.code}: {f.message}")
-        out.append(f"      → {f.recommendation}")
+        out.append(f"  {tag} {f.code}: {clip(f.message)}")
+        out.append(f"      → {clip(f.recommendation)}")
     return out
 
 
@@ -73,7 +96,7 @@ def _totals(t: Totals) -> list[str]:
         reason = f" ({t.reason})" if t.reason else ""
         run = f"run: {t.outcome}{reason} after {t.duration_s:.1f} s"
         if t.message:
-            run += f": {t.message}"
+            run += f": {clip(t.message)}"
     elif t.state == "running":
         run = f"run: still running at {t.duration_s:.1f} s"
     else:
@@ -82,10 +105,18 @@ def _totals(t: Totals) -> list[str]:
     rows = (
         f"rows: {t.rows_completed}/{t.num_records} completed, {t.rows_dropped} dropped"
         + (f" ({drops})" if drops else "")
-        + f"; {t.rows_per_s:.2f} rows/s; {t.requests} requests, {t.requests_per_s:.1f}/s; "
+        + f"; {t.rows_per_s:.2f} rows/s; {count(t.requests, 'request')}, "
+        f"{t.requests_per_s:.1f}/s; "
         f"row groups {t.row_groups_finished}/{t.row_groups_total}"
     )
-    return [run, rows]
+    examples = [
+        f"  dropped ({ex.reason}): {count(ex.count, 'row')}, e.g. row {ex.rows[0]}"
+        + (f" ({ex.column})" if ex.column else "")
+        + f": {clip(ex.message)}"
+        for ex in t.drop_examples
+        if ex.rows
+    ]
+    return [run, rows, *examples]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -124,11 +155,7 @@ def _domain_table(domains: Sequence[DomainReport]) -> list[str]:
 
 def _domain_details(d: DomainReport) -> list[str]:
     outcomes = ", ".join(f"{k} {n}" for k, n in sorted(d.attempts.items(), key=lambda i: -i[1]))
-    timeline = "  ".join(
-        f"{p.t_s:.1f}s:{p.limit_min}-{p.limit_max}"
-        + (f"({p.rate_limited}/{p.attempts} 429)" if p.rate_limited else "")
-        for p in d.timeline
-    )
+    timeline = limit_timeline(d.timeline)
     idle, cap = d.idle, d.idle.capacity_slot_s or 1.0
     w, n = idle.ready_work_waiting, idle.no_ready_work
 
@@ -138,7 +165,7 @@ def _domain_details(d: DomainReport) -> list[str]:
     return [
         f"  {d.domain}: attempts {outcomes or 'none'}; ok attempt s p50/p95/max "
         f"{_q(d.attempt_ok)}; tokens in/out {d.tokens_in}/{d.tokens_out}",
-        f"    limit over time (min-max per segment): {timeline}",
+        f"    limit over time: {timeline}",
         f"    model slots: {idle.capacity_slot_s:.1f} slot-s, busy {pct(idle.busy_slot_s)}; "
         f"ready work waiting {pct(w.total_slot_s)} (cooldown {pct(w.cooldown_slot_s)}, "
         f"limit {pct(w.limit_slot_s)}, breaker {pct(w.breaker_slot_s)}, shutdown "
@@ -148,33 +175,82 @@ def _domain_details(d: DomainReport) -> list[str]:
     ]
 
 
+def limit_timeline(points: Sequence[TimelinePoint]) -> str:
+    """``0–0.39 s: 8`` per stretch: neighbouring segments with the same limit range and no 429s
+    are merged, and times have as many digits as it takes for every label to differ."""
+    merged: list[list[float | int]] = []  # [start, end, low, high, attempts, 429s]
+    for p in points:
+        last = merged[-1] if merged else None
+        same = last is not None and (last[2], last[3]) == (p.limit_min, p.limit_max)
+        if same and last is not None and not p.rate_limited and not last[5]:
+            last[1] = p.t_end_s
+        else:
+            merged.append([p.t_s, p.t_end_s, p.limit_min, p.limit_max, p.attempts, p.rate_limited])
+    for digits in range(1, 7):
+        labels = [f"{m[0]:.{digits}f}" for m in merged]
+        if len(set(labels)) == len(labels):
+            break
+    parts = []
+    for (_start, end, low, high, attempts, limited), label in zip(merged, labels, strict=True):
+        limit = f"{low}" if low == high else f"{low}-{high}"
+        rl = f" ({limited}/{attempts} got 429)" if limited else ""
+        parts.append(f"{label}–{end:.{digits}f} s: {limit}{rl}")
+    return ";  ".join(parts) or "no limit change"
+
+
+def no_progress_line(report: HealthReport) -> str:
+    """The longest interval without a completed task, with a cause only when one is due: on a
+    healthy run that interval is as long as a request takes, which is no stall."""
+    gap = report.scheduler.longest_no_progress
+    if gap is None:
+        return "longest without progress: none (no work was pending)"
+    still = ", still open" if gap.open else ""
+    head = (
+        f"longest without a completed task: {seconds(gap.duration_s)} s "
+        f"({seconds(gap.start_s)}–{seconds(gap.end_s)} s{still})"
+    )
+    slowest = max((d.attempt_ok.max or 0.0 for d in report.domains), default=0.0)
+    lease = report.scheduler.lease.max or 0.0
+    if gap.cause == "on_the_wire" and not gap.open and gap.duration_s <= max(slowest, lease):
+        return (
+            f"{head}: no longer than one task takes (slowest successful attempt "
+            f"{seconds(slowest)} s, slowest task lease {seconds(lease)} s): no stall"
+        )
+    return f"{head}: {clip(gap.explanation)}"
+
+
 def _scheduler(s: SchedulerReport) -> list[str]:
     out = []
     gap = s.longest_no_progress
-    if gap is not None:
-        still = ", still open" if gap.open else ""
-        out.append(
-            f"  longest without a completed task: {gap.duration_s:.1f} s "
-            f"({gap.start_s:.1f}–{gap.end_s:.1f} s{still}): {gap.explanation}"
-        )
-        if gap.engine_health is not None:
-            out.append("    " + _engine_line("engine then", gap.engine_health))
+    if gap is not None and gap.engine_health is not None:
+        out.append("    " + _engine_line("engine then", gap.engine_health))
     rounds = "; ".join(
-        f"#{r.round}: {r.tasks} tasks, recovered {r.recovered}, still deferred {r.still_deferred}"
+        f"#{r.round}: {count(r.tasks, 'task')}, recovered {r.recovered}, "
+        f"still deferred {r.still_deferred}"
         for r in s.salvage_rounds
     )
     deferred = ", ".join(f"{k} ×{n}" for k, n in sorted(s.tasks_deferred.items()))
     out.append(
-        f"  longest silence (no progress or health event): {s.max_silence_s:.1f} s; "
+        f"  longest silence (no progress or health event): {seconds(s.max_silence_s)} s; "
         f"salvage rounds: {rounds or 'none'}; deferred: {deferred or 'none'}"
     )
+    # the ready queue is only known from health events; a run shorter than the health
+    # interval has one, taken after the end, so its "peak" would say 0
+    queue = (
+        f"peak ready queue {s.peak_queue_depth}"
+        if s.health_events >= 2
+        else f"ready queue not sampled ({count(s.health_events, 'health event')})"
+    )
     out.append(
-        f"  peak ready queue {s.peak_queue_depth}, peak leases {s.peak_leases}, peak row groups "
+        f"  {queue}; peak leases {s.peak_leases}, peak row groups in flight "
         f"{s.peak_row_groups_in_flight}; task lease s p50/p95/max {_q(s.lease)}; "
-        f"{s.health_events} health events"
+        f"{count(s.health_events, 'health event')}"
     )
     if s.shutdown is not None:
-        out.append(f"  shutdown at {s.shutdown.t_s:.1f} s ({s.shutdown.reason})")
+        out.append(
+            f"  shutdown at {s.shutdown.t_s:.1f} s ({s.shutdown.reason}): "
+            f"{clip(s.shutdown.message)}"
+        )
     return out
 
 
@@ -185,7 +261,7 @@ def _engine_line(label: str, h: EngineHealth) -> str:
         + (f", breaker {d.breaker}" if d.breaker != "closed" else "")
         for d in h.domains
     )
-    note = f" [{h.note}]" if h.note else ""
+    note = f" [{clip(h.note)}]" if h.note else ""
     return (
         f"{label} ({h.t_s:.1f} s){note}: queue {h.queue_depth}, leases {h.leases}, "
         f"deferred {h.deferred}, rows {h.rows_completed} done/{h.rows_dropped} dropped"
