@@ -70,9 +70,11 @@ class Dispatcher:
         ctx: WorkerContext,
         *,
         resume_from: tuple[int, int] = (0, 0),
+        stop_group: int | None = None,
     ) -> None:
         """``resume_from``: (row groups, rows) already written by an earlier segment of the
-        run; those groups are not admitted again."""
+        run; those groups are not admitted again. ``stop_group``: no group at or past it is
+        admitted (a worker of a sharded job owns a slice of the groups, ``engine.shards``)."""
         run = pipeline.run
         self._emitter = emitter
         self._gates = gates
@@ -92,6 +94,8 @@ class Dispatcher:
             run.row_groups_in_flight, run.max_row_groups_in_flight
         )
         self.row_group_total = row_group_count(run.num_records, self._buffer_size)
+        if stop_group is not None:
+            self.row_group_total = min(self.row_group_total, stop_group)
         groups_done, rows_done = resume_from
         self.next_group = groups_done
         self.groups: dict[int, RowGroup] = {}  # admitted and not yet written

@@ -44,11 +44,12 @@ import contextlib
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ddscope import __version__, events
-from ddscope.engine.admission.gate import RequestAdmission
+from ddscope.engine.admission.gate import AdmissionSettings, RequestAdmission
 from ddscope.engine.admission.patience import failure_budget, keeps_waiting
 from ddscope.engine.admission.saturation import SaturationWatch
 from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
@@ -68,6 +69,11 @@ from ddscope.engine.shutdown import ErrorRateWindow, StopReason, breaker_open_me
 from ddscope.engine.worker import WorkerContext
 
 MAX_SHUTDOWN_GRACE_S = 10.0  # requests on the wire get this long to finish after a stop
+
+# (settings per domain, emitter, stop the run with this sentence) -> the run's request admission
+AdmissionFactory = Callable[
+    [Mapping[str, AdmissionSettings], Emitter, Callable[[str], None]], RequestAdmission
+]
 
 
 @dataclass(frozen=True)
@@ -95,10 +101,15 @@ async def run_pipeline(
     run_id: str | None = None,
     stop_requested: asyncio.Event | None = None,
     resume: ResumePoint | None = None,
+    row_groups: range | None = None,
+    admission_factory: AdmissionFactory | None = None,
 ) -> RunSummary:
     """Runs ``pipeline`` to the end (or a stop); the bus and the writer are closed on return,
     also when cancelled (the record then ends with outcome ``cancelled``). ``resume``: continue
-    a run whose first row groups are already written (``engine.resume``)."""
+    a run whose first row groups are already written (``engine.resume``). ``row_groups``: the
+    slice of row groups this run owns (a worker of a sharded job). ``admission_factory``: request
+    admission other than the in-memory one (``admission.shared``: state shared through Redis);
+    its third argument stops the run with reason ``admission_lost`` and the given sentence."""
     clock = clock or MonotonicClock()
     run_id = resume.run_id if resume else (run_id or uuid.uuid4().hex[:16])
     try:
@@ -117,9 +128,16 @@ async def run_pipeline(
                 raise OutputWriteError(bus.fatal)
             open_output(output)  # the run has really started: now the dataset is replaced
             emitter = Emitter(bus, clock, first_id=resume.first_id if resume else 1)
-            admission = RequestAdmission(settings, emitter)
+            runs: list[_Run] = []  # the run, once built: the admission may stop it
+            if admission_factory is None:
+                admission = RequestAdmission(settings, emitter)
+            else:
+                admission = admission_factory(
+                    settings, emitter, lambda m: runs[0].lost_admission(m)
+                )
             stack.callback(admission.close)  # idempotent; the run closes it before RunFinished
-            run = _Run(pipeline, emitter, output, admission, clients, run_id, resume)
+            run = _Run(pipeline, emitter, output, admission, clients, run_id, resume, row_groups)
+            runs.append(run)
             summary = await run.execute(stop_requested)
     finally:
         bus.on_fatal = None  # a failure while closing is reported through the summary below
@@ -143,6 +161,7 @@ class _Run:
         clients: dict[str, Any],
         run_id: str,
         resume: ResumePoint | None = None,
+        row_groups: range | None = None,
     ) -> None:
         self._settings = pipeline.run
         self._resume = resume
@@ -165,8 +184,16 @@ class _Run:
             stopping=lambda: self._stop is not None,
         )
         resume_from = (resume.row_groups_done, resume.rows_done) if resume else (0, 0)
+        if row_groups is not None:  # a shard starts at its first group, resumed or not
+            resume_from = (max(row_groups.start, resume_from[0]), resume_from[1])
         self._dispatcher = Dispatcher(
-            pipeline, emitter, output, gates, self._ctx, resume_from=resume_from
+            pipeline,
+            emitter,
+            output,
+            gates,
+            self._ctx,
+            resume_from=resume_from,
+            stop_group=row_groups.stop if row_groups is not None else None,
         )
         self._dispatcher.on_write_failure = self._on_write_failure
         emitter.bus.on_fatal = self._on_record_failure
@@ -378,6 +405,10 @@ class _Run:
         d.stopping = True
         d.cancel_workers(waiting_only=False)
         d.wake.set()
+
+    def lost_admission(self, message: str) -> None:
+        """The shared admission state is gone (Redis unreachable mid-run): stop, keep the rows."""
+        self._request_stop(StopReason("admission_lost", message))
 
     def _request_stop(self, stop: StopReason) -> None:
         """Stop admitting; cancel workers that only wait; give requests on the wire a grace.
