@@ -148,9 +148,12 @@ def test_run_overview_answers_the_issue_questions() -> None:
         "ddscope_request_waiters",
         "ddscope_cooldown_time_seconds_total",
         "ddscope_request_wait_duration_seconds_bucket",
-        "gen_ai_client_operation_duration_seconds_bucket",
+        "gen_ai_client_inference_duration_seconds_bucket",
+        "gen_ai_client_operation_duration_seconds_bucket",  # the old GenAI name, as a fallback
         "ddscope_queue_depth",
         "ddscope_breaker_openings_total",
+        "gen_ai_client_inference_usage_input_tokens_total",
+        "gen_ai_client_inference_usage_output_tokens_total",
         "gen_ai_client_token_usage",
     ):
         assert needed in texts, needed

@@ -124,6 +124,8 @@ def start_run(workdir: Path, base_url: str, port: int) -> subprocess.Popen[str]:
     path = workdir / "pipeline.yaml"
     path.write_text(yaml.safe_dump(pipeline))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}  # no OTLP export
+    # Both GenAI namings: the panels read the current names, falling back to the old ones.
+    env["OTEL_SEMCONV_STABILITY_OPT_IN"] = "gen_ai_latest_experimental/dup"
     command = ["run", str(path), "--out", str(workdir / "out"), "--prometheus-port", str(port)]
     with (workdir / "run.log").open("w") as log:
         return subprocess.Popen(
