@@ -370,6 +370,17 @@ def test_the_current_genai_metrics_when_opted_in(real, old: bool, new: bool) -> 
         assert failed == {e.outcome for e in finished} - {"ok"}
 
 
+def test_docs_metrics_md_describes_every_metric_and_attribute(real) -> None:
+    _, _, record = real
+    metrics = replay(record, genai=Conventions(old=True, new=True)).metrics()
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "METRICS.md").read_text("utf-8")
+    rows = {line.split("|")[1].strip() for line in doc.splitlines() if line.startswith("| `")}
+    assert set(metrics) and {f"`{name}`" for name in metrics} <= rows
+    for metric in metrics.values():
+        for point in metric.data.data_points:
+            assert {f"`{key}`" for key in point.attributes} <= rows, metric.name
+
+
 def test_counters_are_zero_before_any_event() -> None:
     """Every counter and every known label set exists at 0 as soon as the run opens."""
     otel = InMemoryOtel(genai=Conventions(old=True, new=True))
