@@ -12,6 +12,7 @@ import pytest
 from ddscope.engine.scrub import (
     ERROR_TEXT_LIMIT,
     MIN_QUOTE_CHARS,
+    cut_notice_text,
     escape_controls,
     scrub_error_text,
     sent_texts,
@@ -140,3 +141,12 @@ def test_the_cut_never_leaves_half_a_marker() -> None:
     assert len(out) <= ERROR_TEXT_LIMIT
     assert "<prompt" not in out or f"<prompt:{len(prompt)} chars>" in out
     assert out.endswith("chars in all)")
+
+
+def test_a_notice_from_an_earlier_cut_is_kept_when_cut_again() -> None:
+    text = "y" * 1000 + cut_notice_text("52,428,882 bytes")
+    out = scrub_error_text(text)
+    assert len(out) == ERROR_TEXT_LIMIT
+    assert out.endswith("y… (cut; 52,428,882 bytes in all)")
+    short = "quota exceeded" + cut_notice_text("70,000 bytes")
+    assert scrub_error_text(short) == short

@@ -53,6 +53,7 @@ from ddscope.engine.scrub import (
     ERROR_TEXT_LIMIT,
     MIN_QUOTE_CHARS,
     SentText,
+    cut_notice_text,
     scrub_error_text,
     sent_texts,
 )
@@ -211,23 +212,19 @@ def _error_detail(response: httpx.Response) -> str:
     """The OpenAI error message if the body has one, else the body (as read: bounded). The
     whole of it, not a head: the scrub must see a quote whole to mask it, and cuts after."""
     body = response.content
-    size_note = ""
+    cut_notice = ""
     total = response.extensions.get(_BODY_CUT)
     if isinstance(total, int):
         # The last few characters may begin a quote too short to recognise: dropped.
         body = body[:-MIN_QUOTE_CHARS]
-        size_note = f"(body of {_bytes_text(total)}, first {len(body):,} bytes read) "
+        cut_notice = cut_notice_text(f"{total:,} bytes" if total >= 0 else "size unknown")
     try:
         message = orjson.loads(body)["error"]["message"]
     except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
         message = None
     if isinstance(message, str):
-        return size_note + message
-    return size_note + (body.decode("utf-8", "replace") or "(empty body)")
-
-
-def _bytes_text(total: int) -> str:
-    return "unknown size" if total < 0 else f"{total:,} bytes"
+        return message + cut_notice
+    return (body.decode("utf-8", "replace") or "(empty body)") + cut_notice
 
 
 def _one_line(text: str, secrets: Sequence[str], sent: Sequence[SentText] = ()) -> str:

@@ -28,7 +28,8 @@ API (the engine's worker and model client use it; the DataDesigner adapter shoul
 4. **terminal control characters** (C0 and C1 controls, DEL, bidirectional overrides) →
    visible escapes such as ``\\x1b``, so nothing a server sent can drive a terminal;
 5. text longer than ``limit`` (``ERROR_TEXT_LIMIT`` = 200 characters) is cut and ends with
-   ``… (cut; N chars in all)``.
+   ``… (cut; N chars in all)``; a text that already ends with such a notice (the model client
+   reads at most 64 KiB of an error body and says ``… (cut; 52,428,882 bytes in all)``) keeps it.
 
 Matching is index-based, not quadratic: every ``GRAM_STEP``-th ``GRAM_CHARS``-gram of the sent
 texts goes into a dict, and each hit in the error text is grown to the longest common stretch.
@@ -49,6 +50,7 @@ __all__ = [
     "MIN_QUOTE_CHARS",
     "MIN_WHOLE_CHARS",
     "SentText",
+    "cut_notice_text",
     "escape_controls",
     "scrub_error_text",
     "sent_texts",
@@ -64,6 +66,7 @@ MIN_WHOLE_CHARS = 6
 
 _MARKER_LABELS = ("prompt:", "system prompt:", "message ", "column ")
 _WHITESPACE = re.compile(r"\s+")
+_EARLIER_NOTICE = re.compile(r"… \(cut; [^()]{1,40} in all\)\Z")
 # C0/C1 controls, DEL, and the invisible direction marks/overrides ("Trojan Source").
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -98,10 +101,20 @@ def _escape_one(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def cut_notice_text(full_length: str) -> str:
+    """The notice that ends a cut text, e.g. ``… (cut; 52,428,800 bytes in all)``. A text that
+    already ends with one (a body read only in part) keeps it when cut again."""
+    return f"… (cut; {full_length} in all)"
+
+
 def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    notice = f"… (cut; {len(text):,} chars in all)"
+    earlier = _EARLIER_NOTICE.search(text)
+    if earlier is not None:
+        notice, text = earlier.group(), text[: earlier.start()]
+    else:
+        notice = cut_notice_text(f"{len(text):,} chars")
     head = text[: max(0, limit - len(notice))]
     opened = head.rfind("<")
     if opened > head.rfind(">") and text.startswith(_MARKER_LABELS, opened + 1):
