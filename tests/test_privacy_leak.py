@@ -9,9 +9,11 @@ receiver that keeps every body; then exports Perfetto and Chrome JSON, runs heal
 JSON) and ``ddtrace report`` when the command exists; and scans every byte of every output.
 
 Completion markers are the mock's reply digests (``#`` + 8 hex, unique per request), read back
-from the dataset. The prompt marker sits after the mock's 12 echoed words, so a completion never
-quotes it; the chained column's prompt carries the previous completion, so its quoted errors
-test masking of earlier columns' values.
+from the dataset. The chained column's prompt carries the previous completion, so its quoted
+errors test masking of earlier columns' values. Markers sit early in the prompts, so an unmasked
+quote would land inside the 200 characters an event keeps (checked by disabling the masking:
+this test then fails). The first column's endpoint sends its quote whole (parsed JSON, a raw
+terminal escape); the second's pads every error to 100 KB, past what the client reads.
 
 Allowed: with text recording off, only ``data.jsonl`` may hold prompt or completion markers;
 with it on (and the GenAI content opt-in for spans), also ``run.jsonl`` and the OTLP bodies.
@@ -46,27 +48,27 @@ OTLP_TOKEN = f"otlptoken{_UID}"
 OTLP_PASSWORD = f"otlppass{_UID}"
 SECRETS = (API_KEY, OTLP_TOKEN, OTLP_PASSWORD)
 TEXT_MARKS = (PROMPT_MARK, SYSTEM_MARK)
-# Twelve filler words first: the mock's completion echoes the first twelve words of the prompt.
+# The mock's completion echoes the prompt's first twelve words: the marker and ten short ones.
 PIPELINE = """
 name: leak-test
 providers:
-  - {{name: mock, endpoint: "{endpoint}", api_key_env: LEAK_TEST_API_KEY}}
+  - {{name: quoting, endpoint: "{endpoint}", api_key_env: LEAK_TEST_API_KEY}}
+  - {{name: oversized, endpoint: "{endpoint2}", api_key_env: LEAK_TEST_API_KEY}}
 models:
-  - {{alias: writer, provider: mock, model: mock-model, max_parallel_requests: 4, timeout_s: 20}}
+  - {{alias: writer, provider: quoting, model: mock-model, max_parallel_requests: 4}}
+  - {{alias: critic, provider: oversized, model: mock-model, max_parallel_requests: 4}}
 columns:
   - {{name: topic, type: sampler, sampler: category, values: [tides, lanterns, ferns]}}
   - {{name: uid, type: sampler, sampler: uuid}}
   - name: summary
     type: llm_text
     model: writer
-    system_prompt: "You answer plainly. {system_mark}"
-    prompt: >-
-      one two three four five six seven eight nine ten eleven twelve
-      {{{{ topic }}}} {{{{ uid }}}} {mark}
+    system_prompt: "{system_mark} You answer plainly."
+    prompt: "{mark} a b c d e f g h i j {{{{ topic }}}} {{{{ uid }}}}"
   - name: analysis
     type: llm_text
-    model: writer
-    prompt: "Analyse this summary carefully and thoroughly please: {{{{ summary }}}}"
+    model: critic
+    prompt: "{{{{ summary }}}} Analyse this summary carefully."
 run: {{num_records: 24, buffer_size: 8, salvage_rounds: 3, seed: 3}}
 """
 
@@ -123,25 +125,35 @@ def _ddtrace(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, byte
 
 
 @pytest.fixture(scope="module")
-def mock_endpoint() -> Iterator[MockServerProcess]:
-    behavior = MockBehavior(
-        api_key=API_KEY,
-        latency_ms=5,
-        quote_prompt_every=5,  # a 500 quoting the whole prompt for every fifth request
-        error_body_bytes=100_000,  # larger than the 64 KiB the client reads of an error
+def mock_endpoints() -> Iterator[tuple[MockServerProcess, MockServerProcess]]:
+    # A 500 quoting the whole prompt for every fifth request; the second endpoint's error
+    # bodies are larger than the 64 KiB the client reads of one.
+    quoting = MockBehavior(api_key=API_KEY, latency_ms=5, quote_prompt_every=5)
+    oversized = quoting.replace(error_body_bytes=100_000)
+    with MockServerProcess(quoting) as first, MockServerProcess(oversized) as second:
+        yield first, second
+
+
+def _write_pipeline(path: Path, endpoints: tuple[MockServerProcess, MockServerProcess]) -> Path:
+    path.write_text(
+        PIPELINE.format(
+            endpoint=endpoints[0].base_url,
+            endpoint2=endpoints[1].base_url,
+            mark=PROMPT_MARK,
+            system_mark=SYSTEM_MARK,
+        )
     )
-    with MockServerProcess(behavior) as server:
-        yield server
+    return path
 
 
 def _outputs(
-    tmp_path: Path, endpoint: str, receiver: RawOtlpReceiver, record_text: bool
+    tmp_path: Path,
+    endpoints: tuple[MockServerProcess, MockServerProcess],
+    receiver: RawOtlpReceiver,
+    record_text: bool,
 ) -> dict[str, bytes]:
     """Runs everything a user would and returns every output by name."""
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(
-        PIPELINE.format(endpoint=endpoint, mark=PROMPT_MARK, system_mark=SYSTEM_MARK)
-    )
+    pipeline = _write_pipeline(tmp_path / "pipeline.yaml", endpoints)
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env |= {
@@ -203,21 +215,24 @@ def _holders(outputs: dict[str, bytes], needles: tuple[str, ...] | list[str]) ->
 
 @pytest.mark.parametrize("record_text", [False, True], ids=["text-off", "text-on"])
 def test_nothing_leaves_except_what_was_opted_into(
-    tmp_path: Path, mock_endpoint: MockServerProcess, record_text: bool
+    tmp_path: Path,
+    mock_endpoints: tuple[MockServerProcess, MockServerProcess],
+    record_text: bool,
 ) -> None:
-    before = mock_endpoint.stats()
+    before = [e.stats() for e in mock_endpoints]
     with RawOtlpReceiver() as receiver:
-        outputs = _outputs(tmp_path, mock_endpoint.base_url, receiver, record_text)
-    stats = mock_endpoint.stats()
+        outputs = _outputs(tmp_path, mock_endpoints, receiver, record_text)
+    after = [e.stats() for e in mock_endpoints]
 
-    # The plants are real: the endpoint misbehaved, OTLP arrived with the credentials in use.
-    assert stats.server_errors > before.server_errors and stats.unauthorized == 0
+    # The plants are real: both endpoints misbehaved, OTLP arrived with the credentials in use.
+    for old, new in zip(before, after, strict=True):
+        assert new.server_errors > old.server_errors and new.unauthorized == 0
     assert receiver.bodies, "no OTLP request reached the receiver"
     assert any(h.get("x-leak-token") == OTLP_TOKEN for h in receiver.headers)
     assert all(h.get("authorization", "").startswith("Basic ") for h in receiver.headers)
     record = outputs["run.jsonl"]
     assert b'"outcome":"server_error"' in record and b"upstream failed on: <" in record
-    assert b"(body of " in record  # the oversized body was cut and said so
+    assert b" bytes in all)" in record  # an oversized body was cut and said so
     completions = _completion_marks(outputs["data.jsonl"])
     assert len(completions) >= 2 * 24  # unique per row (the uuid column) and column
     for name in ("run.pftrace", "run.trace.json", "health-text stdout", "health-json stdout"):
@@ -239,13 +254,11 @@ def test_nothing_leaves_except_what_was_opted_into(
         assert any(n.startswith("otlp body") for n in text_holders)
 
 
-def test_a_text_record_is_a_private_file(tmp_path: Path, mock_endpoint: MockServerProcess) -> None:
-    pipeline = tmp_path / "pipeline.yaml"
-    pipeline.write_text(
-        PIPELINE.format(
-            endpoint=mock_endpoint.base_url, mark=PROMPT_MARK, system_mark=SYSTEM_MARK
-        ).replace("num_records: 24", "num_records: 4")
-    )
+def test_a_text_record_is_a_private_file(
+    tmp_path: Path, mock_endpoints: tuple[MockServerProcess, MockServerProcess]
+) -> None:
+    pipeline = _write_pipeline(tmp_path / "pipeline.yaml", mock_endpoints)
+    pipeline.write_text(pipeline.read_text().replace("num_records: 24", "num_records: 4"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["LEAK_TEST_API_KEY"] = API_KEY
     out = tmp_path / "out"  # the same directory: the second run replaces a 0644 record
