@@ -42,6 +42,7 @@ from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.record.jsonl import JsonlRecorder, segment_path
 
 if TYPE_CHECKING:
+    from ddscope.engine.admission.shared.session import SharedAdmission
     from ddscope.engine.resume import ResumePoint
     from ddscope.engine.scheduler import RunSummary
 
@@ -110,11 +111,15 @@ def execute(
     prometheus_port: int | None = None,
     prometheus_linger_s: float = 0.0,
     resume: bool = False,
+    shared: SharedAdmission | None = None,
 ) -> int:
-    """Runs ``pipeline`` writing into ``run_dir``, prints the summary, returns the exit code."""
+    """Runs ``pipeline`` writing into ``run_dir``, prints the summary, returns the exit code.
+    ``shared``: request admission shared through Redis, maybe one shard (``cli.workers``)."""
     check_otlp_endpoint(otlp_endpoint)
     check_api_keys(pipeline)
     check_endpoints(pipeline)
+    if shared is not None:
+        shared.check()  # Redis unreachable: one line, exit 2, before the directory is touched
     with claim_out_dir(run_dir):
         point = _plan_resume(pipeline, run_dir) if resume else None
         # Before the run: a bad option or a busy Prometheus port fails here (exit 2), not mid-run.
@@ -125,9 +130,11 @@ def execute(
         keep = point.keep_bytes if point else None
         writer = JsonlRowWriter(run_dir / DATA_FILE, keep_bytes=keep)
         try:
-            summary = asyncio.run(_run_until_stopped(pipeline, bus, writer, point))
+            summary = asyncio.run(_run_until_stopped(pipeline, bus, writer, point, shared))
         finally:
             writer.close()
+            if shared is not None:
+                shared.save_counters(run_dir)
             if prometheus_port and prometheus_linger_s > 0:
                 linger(prometheus_port, prometheus_linger_s)
             for message in otel_finish():  # bounded flush; a collector that is down only warns
@@ -136,7 +143,8 @@ def execute(
         click.echo("Run interrupted while stopping; the record may lack its last events.")
         return 1
     record = segment_path(run_dir / RECORD_FILE, 0)
-    click.echo(summary_paragraph(summary, pipeline.run.num_records, run_dir / DATA_FILE, record))
+    total = shared.rows_owned(pipeline) if shared is not None else pipeline.run.num_records
+    click.echo(summary_paragraph(summary, total, run_dir / DATA_FILE, record))
     return exit_code_of(summary)
 
 
@@ -153,7 +161,11 @@ class StopRequest(asyncio.Event):
 
 
 async def _run_until_stopped(
-    pipeline: Pipeline, bus: EventBus, writer: JsonlRowWriter, point: ResumePoint | None
+    pipeline: Pipeline,
+    bus: EventBus,
+    writer: JsonlRowWriter,
+    point: ResumePoint | None,
+    shared: SharedAdmission | None = None,
 ) -> RunSummary | None:
     """The run, with Ctrl-C, SIGTERM (``docker stop``, ``timeout``) and SIGHUP (a closed
     terminal) all ending it cleanly: outcome ``cancelled``, the record closed, a summary. A
@@ -175,9 +187,14 @@ async def _run_until_stopped(
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        return await run_pipeline(
-            pipeline, bus=bus, output=writer, stop_requested=stop, resume=point
-        )
+        if shared is None:
+            return await run_pipeline(
+                pipeline, bus=bus, output=writer, stop_requested=stop, resume=point
+            )
+        async with shared.engine_options(pipeline) as options:
+            return await run_pipeline(
+                pipeline, bus=bus, output=writer, stop_requested=stop, resume=point, **options
+            )
     except asyncio.CancelledError:
         return None
     finally:
@@ -299,6 +316,27 @@ quiet_option = click.option(
     help="Continue the run in OUT (killed, cancelled or shut down): row groups already in "
     "data.jsonl are not generated again; the record continues in run.N.jsonl.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Start N worker processes on this machine, each a shard of the row groups, sharing "
+    "each provider's limits through --admission; OUT gets one merged run.",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Run shard I (0-based) of N of a job spread over hosts (needs --admission).",
+)
+@click.option(
+    "--admission",
+    default=None,
+    envvar="DDSCOPE_ADMISSION",
+    metavar="redis://HOST:PORT/DB",
+    help="Share request admission (limits, cooldowns, breaker) with other workers through "
+    "this Redis (env DDSCOPE_ADMISSION; a password in it is never printed or recorded).",
+)
 @otel_options
 @prometheus_linger_option
 @handle_errors
@@ -311,6 +349,9 @@ def run_command(
     record_text: bool,
     quiet: bool,
     resume: bool,
+    workers: int | None,
+    shard: str | None,
+    admission: str | None,
     otlp_endpoint: str | None,
     otlp_protocol: str | None,
     prometheus_port: int | None,
@@ -330,6 +371,20 @@ def run_command(
         breaker_policy=breaker_policy,
         record_text=True if record_text else None,
     )
+    shared = None
+    if workers is not None or shard is not None or admission is not None:
+        from ddscope.cli import workers as sharding  # redis only when asked for
+
+        url, part = sharding.check_sharding_options(workers, shard, admission, prometheus_port)
+        if workers is not None and url is not None:
+            options = sharding.WorkerOptions(
+                records, buffer_size, breaker_policy, record_text, otlp_endpoint, otlp_protocol
+            )
+            coordinator = sharding.Coordinator(
+                pipeline_file, pipeline, out_dir, workers, url, options, quiet, resume
+            )
+            raise SystemExit(coordinator.run())
+        shared = sharding.SharedAdmission(url, part) if url is not None else None
     code = execute(
         pipeline,
         out_dir,
@@ -339,6 +394,7 @@ def run_command(
         prometheus_port=prometheus_port,
         prometheus_linger_s=prometheus_linger_s,
         resume=resume,
+        shared=shared,
     )
     raise SystemExit(code)
 
