@@ -71,10 +71,13 @@ class Dispatcher:
         *,
         resume_from: tuple[int, int] = (0, 0),
         stop_group: int | None = None,
+        carried: Mapping[int, dict[str, object]] | None = None,
     ) -> None:
         """``resume_from``: (row groups, rows) already written by an earlier segment of the
         run; those groups are not admitted again. ``stop_group``: no group at or past it is
-        admitted (a worker of a sharded job owns a slice of the groups, ``engine.shards``)."""
+        admitted (a worker of a sharded job owns a slice of the groups, ``engine.shards``).
+        ``carried``: rows completed by an earlier segment in groups admitted again (row →
+        values): written with their group, not generated again."""
         run = pipeline.run
         self._emitter = emitter
         self._gates = gates
@@ -101,6 +104,7 @@ class Dispatcher:
         self.groups: dict[int, RowGroup] = {}  # admitted and not yet written
         self._abandoned: set[int] = set()
         self.write_failure: str | None = None  # set by the checkpointer: the run must stop
+        self._carried = dict(carried or {})
         self.on_write_failure: Callable[[str], None] | None = None
         self.checkpointer = Checkpointer(
             output, emitter, self._on_write_failure, first_index=groups_done, rows_before=rows_done
@@ -187,6 +191,9 @@ class Dispatcher:
         self.next_group += 1
         first, size = row_group_bounds(self._num_records, self._buffer_size, index)
         group = RowGroup(index, first, size, self._plans, self._seed)
+        for row in group.rows:
+            if row in self._carried:
+                group.carry(row, self._carried.pop(row))
         self.groups[index] = group
         self._emitter.emit(
             events.RowGroupStarted(

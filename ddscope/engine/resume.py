@@ -2,11 +2,14 @@
 
 What is already done is read from the files, not trusted from memory:
 
-* ``data.jsonl`` — rows are written a whole row group at a time, in row-group order, so every
-  group before the last one with rows on disk is complete. The last such group is complete if
-  it holds all its rows, or if the record says it was checkpointed with exactly that many rows
-  (rows may have been dropped). Anything after the last complete group (a group cut off by a
-  kill, a half line) is cut away and generated again.
+* ``data.jsonl`` — rows are written a whole row group at a time, in row-group order. A group
+  is done if it holds all its rows, or if the record says it was *checkpointed* with exactly
+  the rows on disk (others were dropped for good, e.g. a client error). A group the record says
+  was *abandoned* (written with what it had when a run stopped) is not done: its missing rows
+  are generated now. A group the record does not mention (its last flush was lost) counts as
+  done if a later group was written after it. Everything from the first group that is not
+  done (an abandoned group, a group cut off by a kill, a half line) is cut away and generated
+  again.
 * the record (all segments, ``record.jsonl.record_parts``) — which groups were checkpointed,
   the largest lease/request/cooldown id (the new segment's ids start after it), and whether the
   run already completed (nothing to resume).
@@ -23,7 +26,7 @@ as one run.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,9 @@ class ResumePoint:
     rows_done: int
     keep_bytes: int  # the prefix of data.jsonl that holds them
     first_id: int  # ids of the new segment start here (unique across segments)
+    # rows completed in the groups cut away (an abandoned group's finished rows): written
+    # again with their group, never generated again
+    carried: dict[int, dict[str, object]] = field(default_factory=dict)
 
 
 def pipeline_fingerprint(pipeline: Pipeline) -> dict[str, str]:
@@ -91,7 +97,7 @@ def describe_changes(old: dict[str, str], new: dict[str, str]) -> list[str]:
 
 @dataclass
 class _RecordFacts:
-    finished: dict[int, int]  # row group -> rows written, from row_group_finished
+    finished: dict[int, tuple[str, int]]  # row group -> (outcome, rows written)
     max_id: int
     outcome: str | None  # the last run_finished outcome
 
@@ -126,6 +132,7 @@ def plan_resume(pipeline: Pipeline, record: Path, data: Path) -> ResumePoint:
         rows_done=rows,
         keep_bytes=keep,
         first_id=facts.max_id + 1,
+        carried=_rows_after(data, keep),
     )
 
 
@@ -134,7 +141,7 @@ def _scan_record(reader: RunReader) -> _RecordFacts:
     for _, event in reader.iter_dicts():
         kind = event["kind"]
         if kind == "row_group_finished":
-            facts.finished[event["row_group"]] = event["rows_completed"]
+            facts.finished[event["row_group"]] = (event["outcome"], event["rows_completed"])
         elif kind == "run_finished":
             facts.outcome = event["outcome"]
         for name in _ID_FIELDS:
@@ -144,7 +151,9 @@ def _scan_record(reader: RunReader) -> _RecordFacts:
     return facts
 
 
-def _kept_groups(pipeline: Pipeline, data: Path, finished: dict[int, int]) -> tuple[int, int, int]:
+def _kept_groups(
+    pipeline: Pipeline, data: Path, finished: dict[int, tuple[str, int]]
+) -> tuple[int, int, int]:
     """(groups kept, rows in them, bytes of data.jsonl that hold them)."""
     run = pipeline.run
     size = engine_group_rows(run.buffer_size)
@@ -154,12 +163,15 @@ def _kept_groups(pipeline: Pipeline, data: Path, finished: dict[int, int]) -> tu
     kept, rows, keep = 0, 0, 0
     for group in range(last + 1):
         count, end = ends.get(group, (0, keep))
-        whole = group < last or count == row_group_bounds(run.num_records, size, group)[1]
-        if not (whole or finished.get(group) == count):
+        full = count == row_group_bounds(run.num_records, size, group)[1]
+        known = finished.get(group)
+        # a group the record does not know was resolved if a later group was written after it
+        done = full or (group < last if known is None else known == ("checkpointed", count))
+        if not done:
             break
         kept, rows, keep = group + 1, rows + count, end
     if kept == last + 1:  # then groups the record says were written with no rows (all dropped)
-        while kept < total and finished.get(kept) == 0:
+        while kept < total and finished.get(kept) == ("checkpointed", 0):
             kept += 1
     return kept, rows, keep
 
@@ -186,3 +198,19 @@ def _group_ends(data: Path, size: int) -> dict[int, tuple[int, int]]:
             count, _ = ends.get(group, (0, 0))
             ends[group] = (count + 1, offset)
     return ends
+
+
+def _rows_after(data: Path, offset: int) -> dict[int, dict[str, object]]:
+    """The whole rows after ``offset`` (row → values without ``_row``): what a stopped run
+    finished in the groups that are generated again."""
+    carried: dict[int, dict[str, object]] = {}
+    if not data.exists():
+        return carried
+    with data.open("rb") as handle:
+        handle.seek(offset)
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break
+            values = orjson.loads(line)
+            carried[values.pop("_row")] = values
+    return carried

@@ -194,6 +194,7 @@ class _Run:
             self._ctx,
             resume_from=resume_from,
             stop_group=row_groups.stop if row_groups is not None else None,
+            carried=resume.carried if resume else None,
         )
         self._dispatcher.on_write_failure = self._on_write_failure
         emitter.bus.on_fatal = self._on_record_failure

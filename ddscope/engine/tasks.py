@@ -124,6 +124,7 @@ class RowGroup:
         waiting = {name: len(p.deps) for name, p in plans.items() if p.deps}
         self._waiting = [dict(waiting) for _ in range(size)]
         self.dropped: dict[int, str] = {}  # global row → reason
+        self._carried: set[int] = set()  # rows completed by an earlier segment (resume)
         self.completed = 0
         self.live = 0  # model tasks queued or leased (maintained by the scheduler)
         self.deferred = 0  # model tasks waiting for salvage (maintained by the scheduler)
@@ -141,11 +142,25 @@ class RowGroup:
         """Unresolved with work that can still run in this pass (not only salvage leftovers)."""
         return not self.resolved and self.live > 0
 
+    def carry(self, row: int, values: dict[str, object]) -> None:
+        """Resume: ``row`` was completed by an earlier segment (its values read back from
+        ``data.jsonl``); it is written again with the group but not generated again. Call
+        before :meth:`start`."""
+        if set(values) != set(self._plans):
+            raise ValueError(f"row {row}: carried values lack columns of the pipeline")
+        offset = row - self.first_row
+        self.values[offset] = dict(values)
+        self._waiting[offset] = {}
+        self._carried.add(row)
+        self.completed += 1
+
     def start(self) -> Settled:
-        """Settles the columns that read nothing, for every row."""
+        """Settles the columns that read nothing, for every row not carried over."""
         roots = [name for name, p in self._plans.items() if not p.deps]
         out = Settled()
         for row in self.rows:
+            if row in self._carried:
+                continue
             found = self._settle(row, list(roots))
             out.tasks.extend(found.tasks)
             out.failures.extend(found.failures)
