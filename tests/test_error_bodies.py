@@ -10,7 +10,9 @@ import tracemalloc
 import pytest
 
 from ddscope.engine.model_client import MAX_DETAIL_CHARS, ModelClient
-from ddscope.errors import BadResponse, ModelError, ServerError
+from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.run_setup import default_client
+from ddscope.errors import BadResponse, ConfigError, ModelError, ServerError
 from ddscope.mock import MockBehavior, MockServer, MockServerProcess
 
 PROMPT = "Describe the lighthouse keeper's logbook entries in detail. PROMPT-MARK-51c0e2"
@@ -62,3 +64,33 @@ def test_a_50_mb_error_message_yields_bounded_text_and_bounded_memory() -> None:
     assert "upstream failed on: <system prompt:" in text
     # Reading the body whole would allocate ≥ 50 MB; the bounded read peaks near 1 MB here.
     assert peak < 8 * 1024 * 1024, f"peak {peak:,} bytes"
+
+
+def _pipeline(endpoint: str, max_response_bytes: object) -> Pipeline:
+    return Pipeline.from_dict(
+        {
+            "providers": [
+                {"name": "p", "endpoint": endpoint, "max_response_bytes": max_response_bytes}
+            ],
+            "models": [{"alias": "m", "provider": "p", "model": "mock-model"}],
+            "columns": [{"name": "c", "type": "llm_text", "model": "m", "prompt": "hi"}],
+        }
+    )
+
+
+def test_the_pipeline_setting_reaches_the_client(srv: MockServer) -> None:
+    pipeline = _pipeline(srv.base_url, 100)
+    alias = pipeline.models[0]
+    client = default_client(pipeline.provider_for(alias), alias)
+
+    async def call() -> None:
+        async with client:
+            await client.chat("mock-model", MESSAGES)
+
+    with pytest.raises(BadResponse, match=r"larger than max_response_bytes \(100 bytes\)"):
+        asyncio.run(call())
+
+
+def test_a_bad_setting_is_one_error_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"providers\[0\]\.max_response_bytes"):
+        _pipeline("http://127.0.0.1:1/v1", 0)

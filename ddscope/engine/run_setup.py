@@ -34,11 +34,15 @@ def admission_settings(pipeline: Pipeline) -> dict[str, AdmissionSettings]:
 
 def default_client(provider: Provider, alias: ModelAlias) -> ModelClient:
     """A client for ``provider``; the API key comes from the variable the provider names."""
+    timeout_s, max_bytes = alias.timeout_s, provider.max_response_bytes
     if provider.api_key_env:
         return ModelClient.from_env(
-            provider.endpoint, api_key_env=provider.api_key_env, timeout_s=alias.timeout_s
+            provider.endpoint,
+            api_key_env=provider.api_key_env,
+            timeout_s=timeout_s,
+            max_response_bytes=max_bytes,
         )
-    return ModelClient(provider.endpoint, timeout_s=alias.timeout_s)
+    return ModelClient(provider.endpoint, timeout_s=timeout_s, max_response_bytes=max_bytes)
 
 
 async def open_clients(

@@ -46,6 +46,8 @@ class Provider(ConfigModel):
     name: str
     endpoint: str  # base URL including /v1, e.g. http://127.0.0.1:8000/v1
     api_key_env: str | None = None  # the NAME of the environment variable holding the key
+    # A success body larger than this is a bad_response, not read into memory (issue 19).
+    max_response_bytes: int = Field(8 * 1024 * 1024, gt=0)
 
     @field_validator("name")
     @classmethod
