@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ddscope.engine.shutdown import ErrorRateWindow
+from ddscope.errors import ConfigError
 
 
 def test_decides_only_once_the_window_is_full():
@@ -46,7 +47,7 @@ def test_the_stop_reason_names_the_failures():
 
 
 def test_bad_settings_are_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ErrorRateWindow(size=0, threshold=0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ErrorRateWindow(size=5, threshold=0.0)

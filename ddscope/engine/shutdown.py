@@ -18,6 +18,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from ddscope import events
+from ddscope.errors import ConfigError
 
 # attempt outcomes that say nothing about the endpoint's health (see the module docstring)
 NOT_COUNTED: frozenset[str] = frozenset({"cancelled", "admission_timeout", "breaker_open"})
@@ -50,9 +51,9 @@ class ErrorRateWindow:
 
     def __init__(self, size: int, threshold: float) -> None:
         if size < 1:
-            raise ValueError("error-rate window size must be >= 1")
+            raise ConfigError(f"run.error_rate_window: must be >= 1, got {size}")
         if not 0.0 < threshold <= 1.0:
-            raise ValueError("error-rate threshold must be in (0, 1]")
+            raise ConfigError(f"run.error_rate_threshold: must be in (0, 1], got {threshold:g}")
         self.size = size
         self.threshold = threshold
         self._recent: deque[str] = deque(maxlen=size)  # the failure kind, or "" for not a failure

@@ -33,7 +33,10 @@ class PipelineProblem(ValueError):
 
 class ConfigModel(BaseModel):
     # hide_input_in_errors: a raw ValidationError must not print a pasted key back.
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    # allow_inf_nan=False: "inf" seconds or parallelism is never meant (None means "no limit").
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", hide_input_in_errors=True, allow_inf_nan=False
+    )
 
 
 def _check_label(value: str, what: str) -> str:
@@ -223,16 +226,48 @@ class RunSettings(ConfigModel):
     error_rate_window: int = Field(50, gt=0)
     error_rate_threshold: float = Field(0.5, gt=0, le=1)
     acquire_timeout_s: float | None = Field(30.0, gt=0)
+    # Request admission (one gate per provider/model). These are the ONLY defaults: the
+    # admission value objects (admission/types.py, aimd.py) read them from here.
+    aimd_decrease_factor: float = Field(0.75, gt=0, lt=1)  # limit × this on a 429 (once a wave)
+    aimd_successes_per_increase: int = Field(25, gt=0)  # +aimd_increase_step per this many
+    aimd_increase_step: int = Field(1, gt=0)
     breaker_policy: Literal["fail_fast", "wait"] = "fail_fast"
-    breaker_consecutive_429: int = Field(8, gt=0)
-    breaker_no_success_s: float = Field(20.0, gt=0)
+    # The breaker opens when, over breaker_window_s of sustained pressure, at least
+    # breaker_min_attempts attempts were made and breaker_refused_share of them refused (429
+    # outside a spent quota). 20 s outlasts a 15 s outage; 0.8 leaves a 70 % refusal rate
+    # "degraded but serving" (README, "How the engine decides").
+    breaker_window_s: float = Field(20.0, gt=0)
+    breaker_min_attempts: int = Field(6, gt=0)
+    breaker_refused_share: float = Field(0.8, gt=0, le=1)
     # wait policy: total time the run waits on a saturated domain before stopping
     breaker_max_wait_s: float = Field(900.0, gt=0)
-    default_cooldown_s: float = Field(2.0, ge=0)
-    max_cooldown_s: float = Field(60.0, gt=0)
+    default_cooldown_s: float = Field(2.0, ge=0)  # a 429 without Retry-After
+    min_cooldown_s: float = Field(0.25, gt=0)  # every 429 pauses at least this ("Retry-After: 0")
+    max_cooldown_s: float = Field(60.0, gt=0)  # cap on Retry-After and quota resets
+    # In-pass retries of 5xx, timeouts and connection errors: full jitter,
+    # uniform(0, min(retry_backoff_max_s, retry_backoff_base_s × 2^(n−1))) before try n+1.
+    retry_backoff_base_s: float = Field(0.5, ge=0)
+    retry_backoff_max_s: float = Field(8.0, ge=0)
     health_interval_s: float = Field(2.0, gt=0)
     record_text: bool = False  # opt-in: prompts and completions in run.jsonl
     seed: int = 0
+
+    @field_validator(
+        "num_records",
+        "buffer_size",
+        "max_row_groups_in_flight",
+        "salvage_rounds",
+        "max_attempts_in_pass",
+        "error_rate_window",
+        "seed",
+        mode="before",
+    )
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        # YAML `true` is a bool, and a bool is an int to Python: `num_records: true` is a slip.
+        if isinstance(value, bool):
+            raise PipelineProblem((), f"must be a whole number, not {str(value).lower()}")
+        return value
 
     @field_validator("row_groups_in_flight", mode="before")
     @classmethod
@@ -246,9 +281,16 @@ class RunSettings(ConfigModel):
 
     @model_validator(mode="after")
     def _cooldowns(self) -> RunSettings:
-        if self.default_cooldown_s > self.max_cooldown_s:
+        for name in ("default_cooldown_s", "min_cooldown_s"):
+            value = getattr(self, name)
+            if value > self.max_cooldown_s:
+                raise PipelineProblem(
+                    (name,), f"is above max_cooldown_s ({value:g} > {self.max_cooldown_s:g})"
+                )
+        if self.retry_backoff_base_s > self.retry_backoff_max_s:
             raise PipelineProblem(
-                ("default_cooldown_s",),
-                f"is above max_cooldown_s ({self.default_cooldown_s:g} > {self.max_cooldown_s:g})",
+                ("retry_backoff_base_s",),
+                f"is above retry_backoff_max_s "
+                f"({self.retry_backoff_base_s:g} > {self.retry_backoff_max_s:g})",
             )
         return self
