@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 import tracemalloc
+from pathlib import Path
 
 import pytest
+from error_body_support import measure
 
 from ddscope.engine.model_client import MAX_DETAIL_CHARS, ModelClient
 from ddscope.engine.pipeline.model import Pipeline
@@ -94,3 +96,18 @@ def test_the_pipeline_setting_reaches_the_client(srv: MockServer) -> None:
 def test_a_bad_setting_is_one_error_naming_the_field() -> None:
     with pytest.raises(ConfigError, match=r"providers\[0\]\.max_response_bytes"):
         _pipeline("http://127.0.0.1:1/v1", 0)
+
+
+def test_a_run_against_50_mb_error_bodies_records_small_events_in_flat_memory(
+    tmp_path: Path,
+) -> None:
+    """The run-level check (figures: benchmarks/bench_error_body.py)."""
+    ordinary = measure(0, 16, tmp_path)
+    huge = measure(50 * 1024 * 1024, 16, tmp_path)
+    assert ordinary["exit_code"] == huge["exit_code"] == 0
+    assert huge["server_errors"] >= 3  # every fourth request answered a 50 MB 500
+    assert huge["largest_error_chars"] <= MAX_DETAIL_CHARS
+    assert huge["largest_attempt_line_bytes"] < 1024
+    # Reading one such body whole would add ≥ 100 MB; measured growth is about 2 MB.
+    growth_kb = huge["peak_rss_kb"] - ordinary["peak_rss_kb"]
+    assert growth_kb < 30 * 1024, f"peak RSS grew by {growth_kb:,} KiB"
