@@ -162,7 +162,7 @@ def test_summary_states_outcome_reason_rows_drops_files_and_next_commands() -> N
     assert "2/4 rows written to out/data.jsonl, 2 dropped (breaker_open 2)" in text
     assert "2 requests, 1 rate-limited (429)" in text
     assert "ddtrace health out/run.jsonl" in text
-    assert "ddtrace export out/run.jsonl --perfetto" in text
+    assert "ddtrace report out/run.jsonl" in text and "ddtrace open out/run.jsonl" in text
 
 
 def test_complete_run_exits_zero_and_interrupted_run_says_so() -> None:

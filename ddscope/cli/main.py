@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "export": "ddscope.cli.export:export_command",
     "health": "ddscope.cli.health:health_command",
     "mock-server": "ddscope.cli.mock_server:mock_server_command",
+    "open": "ddscope.cli.open:open_command",
+    "report": "ddscope.cli.report:report_command",
 }
 
 
@@ -43,7 +45,8 @@ def cli() -> None:
     Start here:
       ddtrace demo                      run the example pipeline on the built-in mock endpoint
       ddtrace health out/run.jsonl      what happened and why
-      ddtrace export out/run.jsonl --perfetto   open the result in ui.perfetto.dev
+      ddtrace report out/run.jsonl      an HTML page with plots
+      ddtrace open out/run.jsonl        the trace in ui.perfetto.dev
     """
 
 

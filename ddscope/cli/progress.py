@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -251,7 +252,7 @@ class ProgressSink:
 
     def _draw_status(self, now: float) -> None:
         width = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
-        self.stream.write("\r\x1b[K" + status_line(self.tally)[:width])
+        self.stream.write("\r\x1b[K" + status_line(self.tally, width))
         self.stream.flush()
         self._status_shown = True
         self._last_draw = now
@@ -261,19 +262,52 @@ class ProgressSink:
 # Text
 
 
-def status_line(t: RunTally) -> str:
+def status_line(t: RunTally, width: int | None = None) -> str:
     """``12.3s [####----] 16/24 rows, 0 dropped | 74 req, 8x429 | domain: ...``: elapsed time
-    first, so a narrow terminal cuts the detail, not the clock."""
+    first. With ``width``, the line fits it: the domains are written shorter, then only as many
+    as fit are shown (``+2 more``), and only as a last resort is the line cut (``…``)."""
     done = t.rows_completed + t.rows_dropped
     filled = round(_BAR_WIDTH * done / t.total_rows) if t.total_rows else 0
     bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-    parts = [
+    head = (
         f"{t.now_ns / 1e9:.1f}s [{bar}] {t.rows_completed}/{t.total_rows} rows, "
-        f"{t.rows_dropped} dropped",
-        f"{t.requests} req, {t.rate_limited}x429",
-    ]
-    parts += [_domain_text(name, view, t) for name, view in t.domains.items()]
-    return " | ".join(parts)
+        f"{t.rows_dropped} dropped"
+    )
+    full = [head, f"{t.requests} req, {t.rate_limited}x429"]
+    full += [_domain_text(name, view, t) for name, view in t.domains.items()]
+    line = " | ".join(full)
+    if width is None or len(line) <= width:
+        return line
+    return _fit(t, head, width)
+
+
+def _fit(t: RunTally, head: str, width: int) -> str:
+    """The status line in ``width`` columns, giving up detail before the clock and the rows."""
+    requests = f"{t.requests} req {t.rate_limited}x429"
+    views = list(t.domains.items())
+    for short_names in (False, True):
+        texts = [_domain_short(name, v, t, short_names) for name, v in views]
+        for shown in range(len(texts), -1, -1):
+            more = [f"+{len(texts) - shown} more"] if shown < len(texts) else []
+            line = " | ".join([head, requests, *texts[:shown], *more])
+            if len(line) <= width:
+                return line
+    line = f"{head} | {requests}"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _domain_short(name: str, view: DomainView, t: RunTally, model_only: bool) -> str:
+    """``mock-model 3/4 2w cd1.5s BRK``: in flight/limit, waiters, cooldown left, breaker."""
+    label = name.partition("/")[2] or name if model_only else name
+    text = f"{label} {view.in_flight}/{view.limit}"
+    if view.waiters:
+        text += f" {view.waiters}w"
+    cooldown = t.cooldown_remaining_s(view)
+    if cooldown >= 0.05:
+        text += f" cd{cooldown:.1f}s"
+    if view.breaker != "closed":
+        text += " BRK" if view.breaker == "open" else " HALF"
+    return text
 
 
 def _domain_text(name: str, view: DomainView, t: RunTally) -> str:
@@ -366,11 +400,24 @@ def summary_text(t: RunTally, data_path: Path, record_path: Path) -> str:
         + f"; {t.requests} requests, {t.rate_limited} rate-limited (429)."
     )
     record = shlex.quote(str(record_path))
+    command = invoked_as()
     return (
         f"{head} {rows} Run record: {record_path}.\n"
-        f"Next:\n  ddtrace health {record}\n"
-        f"  ddtrace export {record} --perfetto   (open the .pftrace in https://ui.perfetto.dev)"
+        f"Next:\n  {command} health {record}\n"
+        f"  {command} report {record}   (an HTML page with plots)\n"
+        f"  {command} open {record}     (the trace in https://ui.perfetto.dev)"
     )
+
+
+def invoked_as() -> str:
+    """The command as the user ran it, for the "Next:" lines: after the README's set-up that is
+    ``.venv/bin/ddtrace``, and a bare ``ddtrace`` would not be on PATH."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name in ("ddtrace", "ddtrace.exe"):
+        return shlex.quote(argv0)
+    if argv0.endswith(("ddscope/cli/main.py", "ddscope/__main__.py")):
+        return f"{shlex.quote(sys.executable)} -m ddscope.cli.main"
+    return "ddtrace"
 
 
 def _finished_head(f: events.RunFinished, duration: str, interrupted: bool) -> str:
