@@ -7,6 +7,7 @@ Errors print one line, ``Type: message``, to stderr.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,6 +42,14 @@ def handle_errors(func: F) -> F:
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def finite_seconds(value: float | None, option: str) -> float | None:
+    """A click callback's check: nan and inf pass ``FloatRange`` (comparisons with nan are
+    false) but are never meant as a time."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds", param_hint=option)
+    return value
 
 
 def warn(message: str) -> None:

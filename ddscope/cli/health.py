@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import orjson
 
-from ddscope.cli.common import EXIT_FAILED, handle_errors, warn
+from ddscope.cli.common import EXIT_FAILED, finite_seconds, handle_errors, warn
 from ddscope.exporters.health.report import VERDICTS, Thresholds, verdict_rank
 
 _FAIL_ON = [v for v in VERDICTS if v != "healthy"]
@@ -26,6 +26,7 @@ _FAIL_ON = [v for v in VERDICTS if v != "healthy"]
     "--at",
     "at_s",
     type=click.FloatRange(min=0),
+    callback=lambda _ctx, _param, value: finite_seconds(value, "--at"),
     default=None,
     metavar="SECONDS",
     help="The snapshot as of SECONDS after the run started (later events are ignored).",

@@ -65,7 +65,13 @@ def behavior_from_options(knobs: dict[str, Any], api_key_env: str | None) -> Moc
 
 @click.command("mock-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
-@click.option("--port", default=8000, show_default=True, help="port (0 picks a free one)")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="port (0 picks a free one)",
+)
 @click.option(
     "--api-key-env", default=None, help="require the API key held in this environment variable"
 )

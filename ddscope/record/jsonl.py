@@ -415,7 +415,11 @@ class RunReader:
             return None
         missing = sorted(REQUIRED_FIELDS[str(kind)] - data.keys())
         if missing:
-            self._bad_line(line_no, f"{kind} event lacks field {missing[0]!r}", last=False)
+            reason = f"{kind} event without {missing[0]!r}"
+            if not self.lenient:
+                raise RecordError(f"{self.path}:{line_no}: {reason}")
+            self.stats.corrupt_lines += 1
+            self.stats.warnings.append(f"{self.path}:{line_no}: {reason}; skipped")
             return None
         self.stats.events += 1
         return data
