@@ -44,7 +44,6 @@ class RunLayout:
     row_groups: int
     columns: list[ColumnInfo]
     domains: list[DomainInfo]
-    dependencies_known: bool
     sizes: dict[int, int] = field(default_factory=dict)
     _rows: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
 
@@ -75,11 +74,10 @@ class RunLayout:
             row_groups=_int(diag.get("row_group_count"), -(-num_records // buffer_size)),
             columns=columns,
             domains=domains,
-            dependencies_known=dependencies is not None,
         )
 
     def header(
-        self, started_at_unix_ns: int, pipeline_name: str, version: str, **settings: str
+        self, started_at_unix_ns: int, pipeline_name: str, version: str, **settings: Any
     ) -> RunHeader:
         return RunHeader(
             schema=SCHEMA,
@@ -89,9 +87,19 @@ class RunLayout:
             pipeline_name=pipeline_name,
             num_records=self.num_records,
             buffer_size=self.buffer_size,
-            columns=self.columns,
+            # Not in ``columns``: ddscope's idle attribution would infer ready model work from
+            # them assuming non-model columns are computed inline, while DataDesigner runs them
+            # as tasks of their own (a sampler takes a lease per row group) and says itself
+            # when a cell is ready. Without columns, health counts DataDesigner's own request
+            # waits as ready work waiting (live), and the column list stays in the settings.
+            columns=[],
             domains=self.domains,
-            settings={"source": "datadesigner", "row_groups": self.row_groups, **settings},
+            settings={
+                "source": "datadesigner",
+                "row_groups": self.row_groups,
+                "columns": [c.model_dump(exclude_none=True) for c in self.columns],
+                **settings,
+            },
         )
 
     def first_row(self, row_group: int) -> int:
@@ -157,13 +165,10 @@ def _column_info(
     name = str(spec["column"])
     request = _dict(spec.get("resource_request"))
     domain = next((d for key in request if (d := domain_of_resource(key)) in known), None)
-    # Without the columns' inputs, idle attribution would treat every model column as ready at
-    # admission and overstate "ready work waiting": leave the domain out so health says it
-    # cannot split idle time (the reader warns) instead of guessing.
     return ColumnInfo(
         name=name,
         type="llm_text" if domain else "local",
-        domain=domain if dependencies is not None else None,
+        domain=domain,
         depends_on=list((dependencies or {}).get(name, [])),
     )
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ddscope.integrations.datadesigner.layout import RunLayout
 from ddscope.integrations.datadesigner.translate import RunTranslator
 
 
-def closing_notes(path: Path, layout: RunLayout, translator: RunTranslator) -> list[str]:
+def closing_notes(path: Path, translator: RunTranslator) -> list[str]:
     notes = [
         f"{path}: DataDesigner scheduler events have no per-request events (waits, attempts, "
-        "429s, AIMD steps): request figures are 0 here; limit changes and cooldowns are as seen "
-        "by its health snapshots"
+        "429s, AIMD steps): attempt figures, utilization and idle attribution read 0 here; "
+        "limit changes and cooldowns are as seen by its health snapshots"
     ]
     tally = translator.snapshots.tally
     for domain, figures in sorted(translator.snapshots.figures.items()):
@@ -30,11 +29,6 @@ def closing_notes(path: Path, layout: RunLayout, translator: RunTranslator) -> l
             + (f" ({details})" if details else "")
             + f"; concurrency limit {figures.first_limit} → min {figures.min_limit} → last "
             f"{figures.last_limit}"
-        )
-    if not layout.dependencies_known:
-        notes.append(
-            f"{path}: column inputs unknown (no builder_config.json beside the file): idle "
-            "model capacity is not split into ready work waiting and no ready work"
         )
     if translator.stats.unresolved_deferrals:
         notes.append(

@@ -212,7 +212,7 @@ class DataDesignerReader:
                 f"{self.path}: {self.segments} runs (segments) in this file; this is segment "
                 f"{self.segment}. `ddtrace datadesigner split FILE` writes each as a run.jsonl"
             )
-        return out + closing_notes(self.path, self.layout, self.translator)
+        return out + closing_notes(self.path, self.translator)
 
     def close(self) -> None:
         if self._file is not None:
