@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "mock-server": "ddscope.cli.mock_server:mock_server_command",
     "open": "ddscope.cli.open:open_command",
     "report": "ddscope.cli.report:report_command",
+    "convert": "ddscope.cli.convert:convert_command",
 }
 
 

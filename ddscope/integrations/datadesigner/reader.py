@@ -7,7 +7,7 @@ Perfetto, Chrome JSON and the OTLP replay read it unchanged.
 *Segments.* DataDesigner appends to the file, and a resumed run starts a new segment (a new
 ``scheduler_job_started``; ``sequence`` starts again). Each segment is a run: the reader shows
 one, by default the last, and says so when there are several (``segment=`` picks another;
-``ddtrace datadesigner split`` writes each as its own run.jsonl).
+``ddtrace convert`` writes each as its own run.jsonl).
 
 *Wall clock.* The file has monotonic times only; a run's start is estimated from the file's
 modification time (the last event's moment) and is marked ``settings.wall_clock: "estimated"``.
@@ -210,7 +210,7 @@ class DataDesignerReader:
         if self.segments > 1:
             out.append(
                 f"{self.path}: {self.segments} runs (segments) in this file; this is segment "
-                f"{self.segment}. `ddtrace datadesigner split FILE` writes each as a run.jsonl"
+                f"{self.segment}. `ddtrace convert FILE` writes each as a run.jsonl"
             )
         return out + closing_notes(self.path, self.translator)
 
