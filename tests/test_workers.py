@@ -74,8 +74,7 @@ def pipeline_file(tmp_path: Path, server: MockServer, records: int) -> Path:
     return path
 
 
-def ddtrace(*args: str, env: dict[str, str] | None = None) -> list[str]:
-    del env
+def ddtrace(*args: str) -> list[str]:
     return [sys.executable, "-m", "ddscope.cli.main", *args]
 
 
@@ -123,7 +122,7 @@ def test_three_workers_share_one_limit_and_make_one_run(
     assert [e.kind for e in events].count("run_started") == 1
     attempts = [e for e in events if e.kind == "attempt_started"]
     assert len(attempts) == stats.requests  # every worker's attempts, none twice
-    assert len({(e.request_id, e.attempt) for e in attempts}) == len(attempts)  # type: ignore[union-attr]
+    assert len({(e.request_id, e.attempt) for e in attempts}) == len(attempts)
     assert "Job of 3 workers complete" in done.stdout
 
 
@@ -202,12 +201,12 @@ def test_a_worker_killed_mid_run_is_taken_over_and_every_row_is_made_once(
 
 
 def test_redis_unreachable_at_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    url = "redis://:topsecret@127.0.0.1:1/0"  # nothing listens on port 1
     with MockServer() as server:
         pipeline = pipeline_file(tmp_path, server, 10)
         out = tmp_path / "out"
         done = subprocess.run(
-            ddtrace("run", str(pipeline), "--workers", "2", "-o", str(out))
-            + ["--admission", "redis://:topsecret@127.0.0.1:1/0"],
+            [*ddtrace("run", str(pipeline), "--workers", "2", "-o", str(out)), "--admission", url],
             capture_output=True,
             text=True,
             timeout=60,
@@ -287,7 +286,7 @@ def test_redis_lost_mid_run_stops_the_workers_with_a_stated_reason(tmp_path: Pat
     assert job.returncode == 1, stderr + stdout
     finished = [e for e in RunReader(out / "run.jsonl") if e.kind == "run_finished"]
     assert len(finished) == 1
-    assert finished[0].reason == "admission_lost"  # type: ignore[union-attr]
+    assert finished[0].reason == "admission_lost"
     assert "lost the shared admission state at redis://127.0.0.1:" in stdout
     kept = data_rows(out)
     assert kept and kept == sorted(set(kept))  # what was done is kept, once each

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import EllipsisType
@@ -212,7 +213,7 @@ class SharedRequestGate(RequestGate):
             budget -= 1
             waiter.trying = True
             reply = self._store.acquire(self.domain, waiter.member, counted=waiter.counted)
-            reply.add_done_callback(lambda r, w=waiter: self._retried(w, r))
+            reply.add_done_callback(functools.partial(self._retried, waiter))
         self._arm_safety()
 
     def _retried(self, waiter: _Waiter, reply: asyncio.Future[bool]) -> None:

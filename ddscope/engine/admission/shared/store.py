@@ -261,11 +261,10 @@ class RedisAdmissionStore:
 
     async def _call(self, entry: _Domain, ops: list[_Op]) -> None:
         spec = entry.spec
-        head = [entry.channel, int(self.lease_ttl_s * 1000), spec.max_parallel]
-        head += [spec.initial_limit, int(STATE_KEEP_S * 1000), self.worker_id]
+        args: list[str | int] = [entry.channel, int(self.lease_ttl_s * 1000), spec.max_parallel]
+        args += [spec.initial_limit, int(STATE_KEEP_S * 1000), self.worker_id]
         # Facts first, acquires last: a 429's cooldown in this batch already refuses them.
         ordered = sorted(ops, key=lambda op: op.kind == "A")
-        args: list[str | int] = list(head)
         for op in ordered:
             args += [op.kind, op.a, op.b]
         self.counters.round_trips += 1
