@@ -1,12 +1,14 @@
 """A test that tries to leak (issue 19): planted secrets and text must not leave the process
 except where the user opted in.
 
-It plants a unique API key, prompt and system-prompt markers, an OTLP header token and an OTLP
-endpoint password; runs the real CLI (``ddtrace run`` in a subprocess) against the real mock
-endpoint on 127.0.0.1 misbehaving as content filters do (500s whose message quotes the prompt,
-with a terminal escape, in bodies larger than the client reads); ships OTLP/HTTP to a raw
-receiver that keeps every body; then exports Perfetto and Chrome JSON, runs health (text and
-JSON) and ``ddtrace report`` when the command exists; and scans every byte of every output.
+It plants a unique API key, prompt and system-prompt markers, an OTLP header token, an OTLP
+endpoint password and (for shared admission) a Redis password; runs the real CLI (``ddtrace
+run`` in a subprocess) against the real mock endpoint on 127.0.0.1 misbehaving as content
+filters do (500s whose message quotes the prompt, with a terminal escape, in bodies larger than
+the client reads); ships OTLP/HTTP to a raw receiver that keeps every body; then exports
+Perfetto and Chrome JSON, runs health (text and JSON) and ``ddtrace report`` when the command
+exists; and scans every byte of every output (the out directory whole, workers' parts and logs
+included).
 
 Completion markers are the mock's reply digests (``#`` + 8 hex, unique per request), read back
 from the dataset. The chained column's prompt carries the previous completion, so its quoted
@@ -22,6 +24,7 @@ Secrets: nowhere (the OTLP token and password may only reach the receiver's requ
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import os
@@ -37,6 +40,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ddscope.engine.admission.shared.local_redis import LocalRedis, RedisServerMissing
 from ddscope.mock import MockBehavior, MockServerProcess
 
 RUN_TIMEOUT_S = 180
@@ -46,7 +50,8 @@ PROMPT_MARK = f"PROMPTMARK{_UID}"
 SYSTEM_MARK = f"SYSTEMMARK{_UID}"
 OTLP_TOKEN = f"otlptoken{_UID}"
 OTLP_PASSWORD = f"otlppass{_UID}"
-SECRETS = (API_KEY, OTLP_TOKEN, OTLP_PASSWORD)
+REDIS_PASSWORD = f"redispass{_UID}"
+SECRETS = (API_KEY, OTLP_TOKEN, OTLP_PASSWORD, REDIS_PASSWORD)
 TEXT_MARKS = (PROMPT_MARK, SYSTEM_MARK)
 # The mock's completion echoes the prompt's first twelve words: the marker and ten short ones.
 PIPELINE = """
@@ -151,6 +156,7 @@ def _outputs(
     endpoints: tuple[MockServerProcess, MockServerProcess],
     receiver: RawOtlpReceiver,
     record_text: bool,
+    admission: str | None = None,
 ) -> dict[str, bytes]:
     """Runs everything a user would and returns every output by name."""
     pipeline = _write_pipeline(tmp_path / "pipeline.yaml", endpoints)
@@ -164,6 +170,8 @@ def _outputs(
     otlp = f"http://leaker:{OTLP_PASSWORD}@127.0.0.1:{receiver.port}"
     run_args = ["run", str(pipeline), "-o", str(out), "--otlp-endpoint", otlp]
     run_args += ["--otlp-protocol", "http/protobuf", *(["--record-text"] if record_text else [])]
+    if admission is not None:  # two shard workers sharing request admission through Redis
+        run_args += ["--workers", "2", "--admission", admission]
     record = str(out / "run.jsonl")
     commands = {
         "run": run_args,
@@ -181,7 +189,7 @@ def _outputs(
         outputs[f"{name} stdout"], outputs[f"{name} stderr"] = stdout, stderr
     for path in sorted(out.rglob("*")):
         if path.is_file():
-            outputs[path.name] = path.read_bytes()
+            outputs[str(path.relative_to(out))] = path.read_bytes()  # workers/… too
     for i, body in enumerate(receiver.bodies):
         outputs[f"otlp body {i}"] = body
     return outputs
@@ -213,15 +221,22 @@ def _holders(outputs: dict[str, bytes], needles: tuple[str, ...] | list[str]) ->
     return found
 
 
-@pytest.mark.parametrize("record_text", [False, True], ids=["text-off", "text-on"])
+@pytest.mark.parametrize(
+    ("record_text", "shared"),
+    [(False, False), (True, False), (False, True)],
+    ids=["text-off", "text-on", "shared-admission"],
+)
 def test_nothing_leaves_except_what_was_opted_into(
     tmp_path: Path,
     mock_endpoints: tuple[MockServerProcess, MockServerProcess],
     record_text: bool,
+    shared: bool,
 ) -> None:
     before = [e.stats() for e in mock_endpoints]
-    with RawOtlpReceiver() as receiver:
-        outputs = _outputs(tmp_path, mock_endpoints, receiver, record_text)
+    with contextlib.ExitStack() as stack:
+        admission = _shared_admission(stack) if shared else None
+        receiver = stack.enter_context(RawOtlpReceiver())
+        outputs = _outputs(tmp_path, mock_endpoints, receiver, record_text, admission)
     after = [e.stats() for e in mock_endpoints]
 
     # The plants are real: both endpoints misbehaved, OTLP arrived with the credentials in use.
@@ -244,9 +259,10 @@ def test_nothing_leaves_except_what_was_opted_into(
         n for n, c in outputs.items() if n.endswith(("stdout", "stderr")) and b"\x1b" in c
     ] == []
 
-    allowed = {"data.jsonl"}
+    # Datasets (the run's, and each shard worker's part) may; with text on, records and spans.
+    allowed = {n for n in outputs if Path(n).name == "data.jsonl"}
     if record_text:
-        allowed |= {"run.jsonl"} | {n for n in outputs if n.startswith("otlp body")}
+        allowed |= {n for n in outputs if Path(n).name == "run.jsonl" or n.startswith("otlp")}
     text_holders = _holders(outputs, [*TEXT_MARKS, *completions])
     assert {n: v for n, v in text_holders.items() if n not in allowed} == {}
     if record_text:  # the opt-in works: the record and the spans do carry the text
@@ -270,6 +286,15 @@ def test_a_text_record_is_a_private_file(
             assert mode == 0o644 & ~_umask()  # the writer's default, less the umask
         else:
             assert mode == expected
+
+
+def _shared_admission(stack: contextlib.ExitStack) -> str:
+    """The URL of a real redis-server with the planted password, or a skip saying why not."""
+    try:
+        server = stack.enter_context(LocalRedis(password=REDIS_PASSWORD))
+    except RedisServerMissing as exc:
+        pytest.skip(f"shared admission needs redis-server: {exc}")
+    return server.url
 
 
 def _umask() -> int:
