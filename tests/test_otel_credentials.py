@@ -88,3 +88,16 @@ def test_the_sdk_log_line_for_a_malformed_header_does_not_quote_it(
         parse_env_headers(f"Bearer {TOKEN}")
     assert caplog.records, "the SDK no longer warns: this guard may be dropped"
     assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+def test_grpc_refuses_url_credentials_naming_the_option() -> None:
+    with pytest.raises(ConfigError, match=r"^--otlp-endpoint: credentials in the URL") as caught:
+        resolve_config(f"http://svc:{PASSWORD}@127.0.0.1:4317", "grpc", None, environ={})
+    assert PASSWORD not in str(caught.value)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://svc:{PASSWORD}@127.0.0.1:4317"}
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is None  # no OTLP export rather than a target named after the password
+    assert warnings[0].startswith("OTEL_EXPORTER_OTLP_ENDPOINT: credentials in the URL")
+    url = f"http://svc:{PASSWORD}@127.0.0.1:4318"
+    config, _ = resolve_config(url, "http/protobuf", None, environ={})
+    assert config is not None and config.endpoint == url  # HTTP sends them as Basic auth

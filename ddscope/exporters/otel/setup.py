@@ -165,6 +165,19 @@ def hide_credentials_in_sdk_logs() -> None:
         logger.addFilter(_HideHeaderValues())
 
 
+def _no_grpc_userinfo(explicit: bool, warnings: list[str]) -> tuple[bool, None]:
+    """gRPC has no place for URL credentials: its exporter would use ``user:pass@host`` as the
+    target name, and gRPC's own logging (outside Python's) would print it. Refused, unseen."""
+    why = (
+        "credentials in the URL are sent only with http/protobuf (as Basic auth); "
+        "for gRPC put them in OTEL_EXPORTER_OTLP_HEADERS"
+    )
+    if explicit:
+        raise ConfigError(f"--otlp-endpoint: {why}")
+    warnings.append(f"OTEL_EXPORTER_OTLP_ENDPOINT: {why}; no OTLP export")
+    return False, None
+
+
 def _protocol(explicit: str | None, env: Mapping[str, str], warnings: list[str]) -> str:
     if explicit is not None:
         if explicit not in PROTOCOLS:
@@ -228,6 +241,8 @@ def resolve_config(
     protocol = _protocol(otlp_protocol, env, warnings)
     wanted = otlp_requested or otlp_protocol is not None
     asked, endpoint = _endpoint(otlp_endpoint, wanted, env, warnings)
+    if asked and protocol == "grpc" and _USERINFO.search(endpoint or ""):
+        asked, endpoint = _no_grpc_userinfo(otlp_endpoint is not None, warnings)
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         if asked or prometheus_port is not None:
             warnings.append("OTEL_SDK_DISABLED=true: no OpenTelemetry export for this run")
