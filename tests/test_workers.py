@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,3 +291,54 @@ def test_redis_lost_mid_run_stops_the_workers_with_a_stated_reason(tmp_path: Pat
     assert "lost the shared admission state at redis://127.0.0.1:" in stdout
     kept = data_rows(out)
     assert kept and kept == sorted(set(kept))  # what was done is kept, once each
+
+
+def test_shards_run_separately_then_merge_into_one_run(
+    tmp_path: Path, redis_server: LocalRedis
+) -> None:
+    """Two "hosts" each run one shard into their own directory; ``ddtrace merge`` joins them."""
+    with MockServer(MockBehavior(latency_ms=20)) as server:
+        pipeline = pipeline_file(tmp_path, server, 50)
+        env = {**os.environ, "DDSCOPE_ADMISSION": redis_server.url}
+        hosts = [
+            subprocess.Popen(
+                ddtrace(
+                    "run",
+                    str(pipeline),
+                    "--shard",
+                    f"{i}/2",
+                    "-o",
+                    str(tmp_path / f"host{i}"),
+                    "-q",
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for i in range(2)
+        ]
+        outputs = [host.communicate(timeout=120) for host in hosts]
+        peak = server.stats().max_in_flight
+    assert [h.returncode for h in hosts] == [0, 0], outputs
+    assert "20/20 rows" in outputs[0][0] and "30/30 rows" in outputs[1][0]  # 5 groups: 2 + 3
+    assert peak <= 8
+    job = tmp_path / "job"
+    for i in range(2):
+        shutil.copytree(tmp_path / f"host{i}", job / "workers" / f"shard-{i}-of-2")
+    merged = subprocess.run(ddtrace("merge", str(job)), capture_output=True, text=True, timeout=60)
+    assert merged.returncode == 0, merged.stderr
+    assert data_rows(job) == list(range(50))
+    assert health_json(job / "run.jsonl")["totals"]["rows_completed"] == 50
+    again = subprocess.run(ddtrace("merge", str(job)), capture_output=True, text=True, timeout=60)
+    assert again.stdout == merged.stdout  # merging again gives the same run
+
+
+def test_merge_refuses_a_job_with_a_missing_shard(tmp_path: Path) -> None:
+    (tmp_path / "workers" / "shard-0-of-2").mkdir(parents=True)
+    (tmp_path / "workers" / "shard-1-of-2").mkdir(parents=True)
+    done = subprocess.run(
+        ddtrace("merge", str(tmp_path)), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "shard 0/2: no record at" in done.stderr

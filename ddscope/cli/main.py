@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "demo": "ddscope.cli.run:demo_command",
     "export": "ddscope.cli.export:export_command",
     "health": "ddscope.cli.health:health_command",
+    "merge": "ddscope.cli.merge:merge_command",
     "mock-server": "ddscope.cli.mock_server:mock_server_command",
     "open": "ddscope.cli.open:open_command",
     "report": "ddscope.cli.report:report_command",

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,20 +32,18 @@ from typing import Any
 import click
 
 from ddscope.cli.job_progress import JobProgress
+from ddscope.cli.merge import WORKERS_DIR, merge_job
 from ddscope.cli.out_dir import claim_out_dir
 from ddscope.engine.admission.shared.session import COUNTERS_FILE, SharedAdmission
 from ddscope.engine.admission.shared.url import AdmissionUrl
 from ddscope.engine.pipeline.model import Pipeline
-from ddscope.engine.row_groups import engine_group_rows, row_group_count
 from ddscope.engine.shards import Shard
 from ddscope.errors import ConfigError
 from ddscope.record.jsonl import RunReader
-from ddscope.record.merge import merge_data, merge_records
 
 __all__ = ["Coordinator", "SharedAdmission", "WorkerOptions", "check_sharding_options"]
 
 ADMISSION_ENV = "DDSCOPE_ADMISSION"
-WORKERS_DIR = "workers"
 WORKER_LOG = "worker.log"
 POLL_S = 0.2  # how often the coordinator looks at its workers and redraws the progress line
 MAX_TAKEOVERS = 1  # per shard: a worker that keeps dying is a bug to report, not to loop on
@@ -197,17 +194,7 @@ class Coordinator:
         if missing:
             click.echo(f"shard {missing[0].shard.label} left no record: {_last_line(missing[0])}")
             return 1
-        run = self.pipeline.run
-        groups = row_group_count(run.num_records, engine_group_rows(run.buffer_size))
-        result = merge_records(
-            records,
-            self.out_dir / "run.jsonl",
-            job_id=uuid.uuid4().hex[:16],
-            num_records=run.num_records,
-            row_groups=groups,
-            labels=[f"shard {w.shard.label}" for w in crew],
-        )
-        merge_data([w.part_dir / "data.jsonl" for w in crew], self.out_dir / "data.jsonl")
+        result = merge_job(self.out_dir, self.workers)
         for note in self.notes:
             click.echo(note, err=True)
         click.echo(self._summary(crew, elapsed_s))
