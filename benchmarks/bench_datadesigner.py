@@ -33,7 +33,11 @@ def dd_file(mb: int, gz: bool) -> Path:
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         sys.path.insert(0, str(TESTS_DIR))
-        from datadesigner_support import SyntheticDD, synthetic_events, write_dd_file
+        from datadesigner_support import (  # type: ignore[import-not-found,unused-ignore]
+            SyntheticDD,
+            synthetic_events,
+            write_dd_file,
+        )
 
         spec = SyntheticDD(records=mb * RECORDS_PER_MB, buffer_size=100, every_429=50)
         part = path.with_name(path.name + ".part")
