@@ -26,7 +26,9 @@ def _session_dir() -> Path:
 
 @functools.cache
 def demo_record(scenario: str) -> Path:
-    """``ddtrace demo --scenario SCENARIO``'s run.jsonl (made once per session)."""
+    """``ddtrace demo --scenario SCENARIO``'s run.jsonl (made once per session). Call it from
+    the main thread with no event loop running (the engine sets signal handlers): not inside
+    playwright's sync API."""
     out = _session_dir() / scenario
     args = ["demo", "--scenario", scenario, "-n", str(SCENARIO_ROWS[scenario]), "-q"]
     result = CliRunner().invoke(cli, [*args, "--out", str(out)])

@@ -32,10 +32,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -
 def verdict_section(report: HealthReport) -> str:
     items = []
     for f in report.findings:
-        domain = f" <span class='domain'>{esc(f.domain)}</span>" if f.domain else ""
-        items.append(
+        items.append(  # the message names the domain itself
             f'<li class="finding {esc(f.level)}"><span class="level">{esc(f.level)}</span> '
-            f"<code>{esc(f.code)}</code>{domain}: {esc(clip(f.message, MESSAGE_CHARS))}"
+            f"<code>{esc(f.code)}</code> {esc(clip(f.message, MESSAGE_CHARS))}"
             f'<div class="rec">→ {esc(clip(f.recommendation, MESSAGE_CHARS))}</div></li>'
         )
     findings = (
