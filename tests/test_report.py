@@ -1,0 +1,182 @@
+"""``ddtrace report`` without a browser: the downsampled series against figures computed here
+from the events (and against the health report they are built on), bounded bins, escaping of
+record text, the comparison's better side, and the command line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from perfetto_support import write_record
+from synthetic_run import DOMAIN, SyntheticSpec, synthetic_events, synthetic_header
+
+from ddscope.cli.main import cli
+from ddscope.events import RowDropped, RunFinished
+from ddscope.exporters.report import build_comparison, build_report, series
+from ddscope.exporters.report.collect import collect
+from ddscope.exporters.report.compare import comparison_rows
+from ddscope.exporters.report.view import run_view
+
+SPEC = SyntheticSpec(
+    rows=60, buffer_size=10, max_parallel=4, rate_limit_every=7, defer_every=11, drop_rows=(5,)
+)
+S = 1e9
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "run.jsonl"
+    return write_record(path, synthetic_header(SPEC), synthetic_events(SPEC))
+
+
+def dicts(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+def peak(items: list[dict[str, Any]], start: str, finish: str) -> int:
+    """The most intervals open at once (a finish at the same instant closes first)."""
+    now = best = 0
+    for e in items:
+        if e["kind"] == finish:
+            now -= 1
+        elif e["kind"] == start:
+            now += 1
+            best = max(best, now)
+    return best
+
+
+def test_series_end_where_the_health_report_ends(record: Path) -> None:
+    run = collect(record)
+    view = run_view(run)
+    (domain,) = run.series.domains.values()
+    idle = run.health.domains[0].idle
+    last = domain.cumulative[-1]
+    parts = dict(zip(series.IDLE_PARTS, last, strict=False))
+    assert parts["cooldown"] / S == pytest.approx(idle.ready_work_waiting.cooldown_slot_s)
+    assert parts["limit"] / S == pytest.approx(idle.ready_work_waiting.limit_slot_s)
+    assert parts["horizon"] / S == pytest.approx(idle.no_ready_work.horizon_slot_s)
+    assert view.series["rows_done"][-1] == run.health.totals.rows_completed
+    assert view.series["rows_dropped"][-1] == len(SPEC.drop_rows)
+
+
+def test_series_match_figures_computed_from_the_events(record: Path) -> None:
+    items = dicts(record)
+    view = run_view(collect(record))
+    (d,) = view.domains
+    rate_limited = sum(1 for e in items if e.get("outcome") == "rate_limited")
+    assert rate_limited > 0 and sum(v or 0 for v in d.series["r429"]) == rate_limited
+    assert d.peak_in_flight == peak(items, "attempt_started", "attempt_finished")
+    assert d.peak_waiters == peak(items, "wait_started", "wait_finished")
+    # mean in flight integrates to the time attempts spent on the wire (slot-seconds)
+    on_wire: dict[tuple[int, int], int] = {}
+    busy = 0
+    for e in items:
+        key = (e.get("request_id"), e.get("attempt"))
+        if e["kind"] == "attempt_started":
+            on_wire[key] = e["t_ns"]
+        elif e["kind"] == "attempt_finished":
+            busy += e["t_ns"] - on_wire.pop(key)
+    widths = [b - a for a, b in zip(view.x, view.x[1:], strict=False)]
+    integral = sum(m * w for m, w in zip(d.series["in_flight_mean"], widths, strict=False))
+    assert integral == pytest.approx(busy / S, rel=1e-3)
+    limits = [e["new"] for e in items if e["kind"] == "limit_changed"]
+    assert min(v for v in d.series["limit_min"] if v is not None) == min(limits)
+
+
+def test_bins_stay_bounded_and_exact_when_the_run_outgrows_them(
+    record: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fine = run_view(collect(record))
+    monkeypatch.setattr(series, "MAX_BINS", 16)
+    coarse_run = collect(record)
+    coarse = run_view(coarse_run)
+    assert len(coarse.x) <= 17 < len(fine.x)
+    assert coarse_run.series.width > series.START_WIDTH_NS
+    (d_fine,), (d_coarse,) = fine.domains, coarse.domains
+    assert d_coarse.peak_in_flight == d_fine.peak_in_flight  # extremes survive merging
+    assert d_coarse.peak_waiters == d_fine.peak_waiters
+    assert sum(v or 0 for v in d_coarse.series["r429"]) == sum(
+        v or 0 for v in d_fine.series["r429"]
+    )
+    assert coarse.series["rows_done"][-1] == fine.series["rows_done"][-1]
+
+
+def test_record_text_is_escaped_and_long_messages_are_cut(tmp_path: Path) -> None:
+    spec = SyntheticSpec(rows=6, buffer_size=6, drop_rows=(2,))
+    evil = "</script><script>alert(1)</script>\x1b[31m" + "x" * 5000
+    items = []
+    for event in synthetic_events(spec):
+        if isinstance(event, RowDropped):
+            event = event.model_copy(update={"message": evil})
+        if isinstance(event, RunFinished):
+            event = event.model_copy(update={"message": evil})
+        items.append(event)
+    path = write_record(tmp_path / "run.jsonl", synthetic_header(spec), items)
+    out = tmp_path / "report.html"
+    build_report(path, out, trace=False)
+    html = out.read_text()
+    assert "<script>alert(1)" not in html and "\x1b" not in html
+    assert html.count("<script") == 3  # our data block, uPlot, our script
+    assert f"cut: {len(evil):,} characters" in html
+
+
+def test_comparison_marks_the_run_with_fewer_429s(tmp_path: Path) -> None:
+    with_429 = SyntheticSpec(rows=30, rate_limit_every=5)
+    without = SyntheticSpec(rows=30)
+    a = write_record(tmp_path / "a.jsonl", synthetic_header(with_429), synthetic_events(with_429))
+    b = write_record(tmp_path / "b.jsonl", synthetic_header(without), synthetic_events(without))
+    ra, rb = collect(a), collect(b)
+    rows = {r.label: r for r in comparison_rows(ra, rb, run_view(ra), run_view(rb))}
+    assert rows["429 answers"].a > 0 and rows["429 answers"].winner() == "B"
+    assert rows["rows completed"].winner() is None  # a tie marks neither side
+    assert rows[f"{DOMAIN}: idle, ready work waiting"].winner() == "B"
+    assert rows["requests/s"].winner() is None  # not judged
+    out = tmp_path / "cmp.html"
+    result = build_comparison(a, b, out)
+    assert result.bytes_written == out.stat().st_size and 'class="better"' in out.read_text()
+
+
+def test_cli_report_writes_beside_the_record_and_says_what_next(record: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", str(record)])
+    assert result.exit_code == 0, result.output
+    out = record.with_suffix(".report.html")
+    assert out.exists() and f"{out}  ({out.stat().st_size:,} bytes" in result.output
+    assert "trace embedded" in result.output
+    assert out.resolve().as_uri() in result.output and "open " in result.output
+
+
+def test_cli_report_compares_two_records(record: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ab.html"
+    result = CliRunner().invoke(cli, ["report", str(record), str(record), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "comparison" in result.output and 'table class="compare"' in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "missing.jsonl"], r"^RecordError: missing.jsonl: cannot open"),
+        (["report", "a.jsonl", "b.jsonl", "c.jsonl"], r"give one record, or two"),
+    ],
+)
+def test_cli_report_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert re.search(message, result.output, re.MULTILINE), result.output
+
+
+def test_cli_report_without_trace(record: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(cli, ["report", str(record), "--no-trace", "-o", str(out)])
+    assert result.exit_code == 0 and "no trace" in result.output
+    assert 'id="ddscope-trace"' not in out.read_text()
+
+
+def test_a_report_leaves_no_partial_file(record: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    build_report(record, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
