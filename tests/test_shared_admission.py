@@ -161,6 +161,26 @@ def test_the_shared_limit_decreases_once_per_wave(redis_url: str) -> None:
     assert asyncio.run(main()) == 6  # 8 × 0.75 once: both 429s came from the same wave
 
 
+def test_another_workers_decrease_is_followed_here(redis_url: str) -> None:
+    async def main() -> tuple[Worker, int]:
+        async with (
+            worker(redis_url, "a", endpoint="e7") as a,
+            worker(redis_url, "b", endpoint="e7") as b,
+        ):
+            await b.gate.acquire(request_id=9, attempt=1, task_id="u", lease_id=1)
+            pa = await a.gate.acquire(request_id=1, attempt=1, task_id="t1", lease_id=1)
+            a.gate.release(pa, outcome="rate_limited", retry_after_s=0.0)
+            deadline = time.monotonic() + 2
+            while not b.kinds("limit_changed") and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            return b, b.gate.statistics().limit
+
+    b, limit = asyncio.run(main())
+    assert limit == 6
+    changes = b.kinds("limit_changed")
+    assert [(c.old, c.new) for c in changes] == [(8, 6)]  # type: ignore[attr-defined]
+
+
 def test_a_dead_workers_slots_come_back_after_the_lease_ttl(redis_url: str) -> None:
     async def main() -> float:
         async with worker(redis_url, "a", endpoint="e4", max_parallel=2, ttl_s=0.6) as a:

@@ -36,6 +36,7 @@ from types import EllipsisType
 from typing import Any
 
 from ddscope import events
+from ddscope.engine.admission.aimd import AimdLimit, LimitChange
 from ddscope.engine.admission.gate import AdmissionSettings, Permit, RequestAdmission, RequestGate
 from ddscope.engine.admission.shared.store import RedisAdmissionStore, SharedState
 from ddscope.engine.clock import TimerHandle
@@ -65,6 +66,22 @@ class _TapEmitter(Emitter):
     def emit(self, event: events.Event) -> None:
         self._inner.emit(event)
         self._tap(event)
+
+
+class _FollowingAimd(AimdLimit):
+    """This worker's AIMD, which also follows the shared limit when another worker moves it."""
+
+    def adopt(self, limit: int, *, new_wave: bool) -> LimitChange | None:
+        """Takes the shared limit. ``new_wave``: it was a decrease, so permits admitted before it
+        belong to the wave that caused it and do not decrease again here."""
+        limit = max(1, min(self.settings.max_limit, limit))
+        if limit == self._limit:
+            return None  # this worker's own change, or one it already followed
+        if new_wave:
+            self._epoch += 1
+        old, self._limit = self._limit, limit
+        self._success_streak = 0  # the streak counted towards the old limit
+        return LimitChange(old, limit, "increase" if limit > old else "decrease")
 
 
 @dataclasses.dataclass(eq=False)
@@ -100,6 +117,8 @@ class SharedRequestGate(RequestGate):
         self._unsynced_releases = 0
         self._safety: TimerHandle | None = None
         super().__init__(domain, settings, _TapEmitter(emitter, self._tap))
+        self._aimd = _FollowingAimd(settings.aimd_settings())  # same settings, can follow
+        self._synced_limit = False
         self._initial_limit = store.bind(domain, self).initial_limit
         self.add_listener(self._pump)
 
@@ -300,8 +319,11 @@ class SharedRequestGate(RequestGate):
     # -- what the store hears -----------------------------------------------------------------
 
     def on_state(self, state: SharedState) -> None:
-        self._shared = state
+        previous, self._shared = self._shared, state
         self._unsynced_releases = 0
+        if not self._synced_limit:  # later changes come as "l" messages, in order
+            self._synced_limit = True
+            self._adopt_limit(state.limit, new_wave=previous is None and state.epoch > 0)
         self._adopt_cooldown(state.cooldown_remaining_s)
         if state.breaker == "open" and self.breaker_state == "closed":
             self._adopt_breaker("open")
@@ -316,7 +338,10 @@ class SharedRequestGate(RequestGate):
             self._adopt_cooldown(max(0, until - now) / 1000.0)
         elif kind == "l" and self._shared is not None:
             limit, epoch = int(fields[0]), int(fields[1])
+            new_wave = epoch > self._shared.epoch
             self._shared = dataclasses.replace(self._shared, limit=limit, epoch=epoch)
+            self._synced_limit = True
+            self._adopt_limit(limit, new_wave=new_wave)
             self._pump()
         elif kind == "b" and not mine:
             self._adopt_breaker(fields[0])
@@ -329,6 +354,16 @@ class SharedRequestGate(RequestGate):
         for waiter in list(self._queue):
             if not waiter.future.done():
                 waiter.future.cancel()
+
+    def _adopt_limit(self, limit: int, *, new_wave: bool) -> None:
+        """The shared limit moved (any worker, this one included: the message carries the
+        merged result): this worker's AIMD continues from it, and its record says so."""
+        assert isinstance(self._aimd, _FollowingAimd)
+        self._adopting = True
+        try:
+            self._apply(self._aimd.adopt(limit, new_wave=new_wave))
+        finally:
+            self._adopting = False
 
     def _adopt_cooldown(self, remaining_s: float) -> None:
         """Another worker's 429: cool down here too, for the time that remains."""
