@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL mid-way leaves a record every tool can still read."""
+"""A run killed with SIGKILL mid-way leaves a record every tool can still read, and
+`--resume` finishes it with exactly the rows an uninterrupted run writes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fault_support import (
+    ddtrace,
+    line_count,
+    pipeline_dict,
+    run_ddtrace,
+    wait_until,
+    write_pipeline,
+)
 
 from ddscope.cli.main import cli
+from ddscope.mock import MockBehavior, MockServer
 from ddscope.record.jsonl import RunReader
 
 
@@ -70,3 +80,91 @@ def test_killed_run_is_explained_and_exported(killed_record: Path, tmp_path: Pat
     export = CliRunner().invoke(cli, ["export", str(killed_record), "--perfetto", "-o", str(trace)])
     assert export.exit_code == 0, export.output
     assert trace.stat().st_size > 0
+
+
+# -- killed, then resumed ------------------------------------------------------------------
+
+RESUME_ROWS = 600
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(server: MockServer, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """data.jsonl of the same pipeline run without a stop: what a resumed run must equal."""
+    server.reset(MockBehavior(latency_ms=2))
+    directory = tmp_path_factory.mktemp("whole")
+    pipeline = write_pipeline(directory, pipeline_dict(server.base_url, RESUME_ROWS))
+    result = run_ddtrace("run", str(pipeline), "--out", str(directory / "out"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    return (directory / "out" / "data.jsonl").read_bytes()
+
+
+def _kill_when(proc: subprocess.Popen[str], data: Path, rows: int) -> None:
+    wait_until(lambda: line_count(data) >= rows, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def test_killed_runs_resume_to_the_rows_of_an_uninterrupted_run(
+    server: MockServer, tmp_path: Path, uninterrupted: bytes
+) -> None:
+    """Killed at a quarter, resumed, killed again past half, resumed to the end: the final
+    data.jsonl equals the uninterrupted run's, and the mock saw each row's request once — plus
+    at most the requests on the wire at each kill."""
+    server.reset(MockBehavior(latency_ms=2))
+    pipeline = write_pipeline(tmp_path, pipeline_dict(server.base_url, RESUME_ROWS))
+    out = tmp_path / "out"
+    data = out / "data.jsonl"
+    first = ddtrace("run", str(pipeline), "--out", str(out), "--quiet")
+    _kill_when(first, data, RESUME_ROWS // 4)
+    second = ddtrace("run", str(pipeline), "--out", str(out), "--quiet", "--resume")
+    _kill_when(second, data, RESUME_ROWS * 3 // 5)
+    third = run_ddtrace("run", str(pipeline), "--out", str(out), "--quiet", "--resume")
+    assert third.returncode == 0, third.stderr
+    assert "Run complete" in third.stdout and f"{RESUME_ROWS}/{RESUME_ROWS} rows" in third.stdout
+    assert data.read_bytes() == uninterrupted
+    assert not (out / "data.pending.jsonl").exists()  # the journal goes once all is written
+    in_flight_at_kill = 4  # max_parallel_requests: requests lost with each killed process
+    assert RESUME_ROWS <= server.stats().requests <= RESUME_ROWS + 2 * in_flight_at_kill
+    assert sorted(p.name for p in out.glob("run*.jsonl")) == [
+        "run.1.jsonl",
+        "run.2.jsonl",
+        "run.jsonl",
+    ]
+    reader = RunReader(out / "run.jsonl")
+    kinds = [e.kind for e in reader]
+    assert kinds.count("run_started") == 1 and kinds.count("resumed") == 2
+    assert kinds[-1] == "run_finished"
+    health = CliRunner().invoke(cli, ["health", str(out / "run.jsonl"), "--json"])
+    assert health.exit_code == 0, health.output
+    assert f'"rows_completed": {RESUME_ROWS}' in health.output
+
+
+def test_resume_with_a_changed_pipeline_is_refused_naming_the_change(
+    server: MockServer, tmp_path: Path
+) -> None:
+    server.reset(MockBehavior(latency_ms=2))
+    data_dict = pipeline_dict(server.base_url, 300)
+    pipeline = write_pipeline(tmp_path, data_dict)
+    out = tmp_path / "out"
+    first = ddtrace("run", str(pipeline), "--out", str(out), "--quiet")
+    _kill_when(first, out / "data.jsonl", 50)
+    before = (out / "data.jsonl").read_bytes()
+    data_dict["run"]["seed"] = 7
+    data_dict["columns"][2]["prompt"] = "{{ n }} {{ topic }}"
+    changed = write_pipeline(tmp_path, data_dict, "changed.yaml")
+    result = run_ddtrace("run", str(changed), "--out", str(out), "--resume")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ConfigError: --resume: the pipeline differs")
+    assert "columns.summary changed" in line and "run.seed: 0 -> 7" in line
+    assert (out / "data.jsonl").read_bytes() == before
+
+
+def test_resume_of_a_completed_run_is_refused(server: MockServer, tmp_path: Path) -> None:
+    server.reset(MockBehavior())
+    pipeline = write_pipeline(tmp_path, pipeline_dict(server.base_url, 20))
+    out = tmp_path / "out"
+    assert run_ddtrace("run", str(pipeline), "--out", str(out), "--quiet").returncode == 0
+    result = run_ddtrace("run", str(pipeline), "--out", str(out), "--resume")
+    assert result.returncode == 2
+    assert "already completed" in result.stderr

@@ -127,8 +127,11 @@ def execute(
         progress = ProgressSink(sys.stderr, quiet=quiet)
         extra: list[EventSink] | None = [otel_sink] if otel_sink else None
         bus = EventBus(build_sinks(run_dir, progress, extra, segment=point.segment if point else 0))
-        keep = point.keep_bytes if point else None
-        writer = JsonlRowWriter(run_dir / DATA_FILE, keep_bytes=keep)
+        writer = JsonlRowWriter(
+            run_dir / DATA_FILE,
+            keep_bytes=point.keep_bytes if point else None,
+            carried=point.carried if point else None,
+        )
         try:
             summary = asyncio.run(_run_until_stopped(pipeline, bus, writer, point, shared))
         finally:

@@ -105,6 +105,9 @@ class Dispatcher:
         self._abandoned: set[int] = set()
         self.write_failure: str | None = None  # set by the checkpointer: the run must stop
         self._carried = dict(carried or {})
+        # the writer's journal of finished rows not yet in data.jsonl (resume needs no request
+        # again for them); optional, see output.JsonlRowWriter.note_row
+        self._note_row = getattr(output, "note_row", None)
         self.on_write_failure: Callable[[str], None] | None = None
         self.checkpointer = Checkpointer(
             output, emitter, self._on_write_failure, first_index=groups_done, rows_before=rows_done
@@ -284,6 +287,9 @@ class Dispatcher:
         elif result.outcome == "ok":
             task.succeeded = True
             self._absorb(group, group.complete_cell(task.row, task.plan.name, result.value))
+            values = group.values_if_complete(task.row)
+            if values is not None and self._note_row is not None:
+                self._journal(task.row, values)
         elif result.outcome == "dropped":
             message = (
                 f"row {task.row} dropped: column {task.plan.name!r} failed with "
@@ -293,6 +299,15 @@ class Dispatcher:
         elif result.outcome == "deferred":
             self._defer(group, task, result)
         self.checkpoint_if_resolved(group)
+
+    def _journal(self, row: int, values: dict[str, object]) -> None:
+        assert self._note_row is not None
+        if self.write_failure is not None:
+            return
+        try:
+            self._note_row(row, values)
+        except Exception as exc:  # any writer failure stops the run the same way
+            self._on_write_failure(str(exc))
 
     def _defer(self, group: RowGroup, task: ModelTask, result: TaskResult) -> None:
         group.deferred += 1

@@ -11,6 +11,14 @@ raised as :class:`OutputWriteError`, naming the file and the OS error, for the e
 the run with. A killed process can still leave a partial last group: ``--resume`` cuts it off
 (``engine.resume``).
 
+**Journal.** Rows are written a whole group at a time and in order, so a finished row can sit
+in memory while an earlier group still waits. So that a killed run does not have to ask the
+model again for those rows, :meth:`JsonlRowWriter.note_row` appends each finished row at once
+to ``data.pending.jsonl`` beside the dataset (the engine calls it when a row's last model cell
+completes). ``--resume`` reads it back (``read_journal``). The journal holds only rows not yet
+in ``data.jsonl``: past ``JOURNAL_COMPACT_BYTES`` it is rewritten with just those (a bounded
+set: the groups in memory), and it is removed on close when nothing in it is still unwritten.
+
 **Opened late.** The file is created (and an old one replaced) by :meth:`JsonlRowWriter.open`,
 which the engine calls once the run has really started (pipeline, keys and endpoint checked), or
 by the first write; so a run refused at start leaves the previous dataset untouched.
@@ -18,6 +26,7 @@ by the first write; so a run refused at start leaves the previous dataset untouc
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +36,27 @@ import orjson
 from ddscope.errors import DdscopeError
 
 ROW_INDEX_KEY = "_row"
+JOURNAL_SUFFIX = ".pending.jsonl"  # data.jsonl -> data.pending.jsonl
+JOURNAL_COMPACT_BYTES = 8 * 1024 * 1024
+
+
+def journal_path(data: str | Path) -> Path:
+    data = Path(data)
+    return data.with_name(data.stem + JOURNAL_SUFFIX)
+
+
+def read_journal(path: str | Path) -> dict[int, dict[str, object]]:
+    """Row -> values (without ``_row``) of every whole line of a journal (none if missing)."""
+    rows: dict[int, dict[str, object]] = {}
+    if not Path(path).exists():
+        return rows
+    with Path(path).open("rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                break  # cut off by a kill
+            values = orjson.loads(line)
+            rows[values.pop(ROW_INDEX_KEY)] = values
+    return rows
 
 
 class OutputWriteError(DdscopeError):
@@ -82,12 +112,25 @@ class JsonlRowWriter:
     index of rows after a drop); rows without it are numbered after the last row written.
 
     ``keep_bytes``: resume: keep the first ``keep_bytes`` of an existing file (the groups a
-    killed run already wrote) and append after them, instead of replacing the file."""
+    killed run already wrote) and append after them, instead of replacing the file;
+    ``carried`` (row -> values): the finished rows resume carries over, journaled again until
+    they are written."""
 
-    def __init__(self, path: str | Path, *, keep_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        keep_bytes: int | None = None,
+        carried: dict[int, dict[str, object]] | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.journal = journal_path(self.path)
         self._keep = keep_bytes
+        self._carried = carried or {}
         self._fd: int | None = None
+        self._journal_fd: int | None = None
+        self._journal_bytes = 0
+        self._pending: dict[int, bytes] = {}  # journaled rows not yet in data.jsonl
         self._closed = False
         self._offset = 0  # end of the last whole group written
         self._next_row = 0
@@ -106,8 +149,45 @@ class JsonlRowWriter:
                 os.ftruncate(self._fd, self._keep)
                 self._offset = self._keep
                 os.lseek(self._fd, self._keep, os.SEEK_SET)
+                self._pending = {
+                    row: encode_rows([{ROW_INDEX_KEY: row, **values}], row)[0]
+                    for row, values in self._carried.items()
+                }
         except OSError as exc:
             raise OutputWriteError(f"{self.path}: cannot open for writing: {_why(exc)}") from exc
+        self._rewrite_journal()
+
+    def note_row(self, row: int, values: dict[str, object]) -> None:
+        """Journals one finished row (see the module docstring). Raises OutputWriteError."""
+        line, _ = encode_rows([{ROW_INDEX_KEY: row, **values}], row)
+        self.open()
+        assert self._journal_fd is not None
+        try:
+            _write_all(self._journal_fd, line)
+        except OSError as exc:
+            raise OutputWriteError(f"{self.journal}: cannot write: {_why(exc)}") from exc
+        self._pending[row] = line
+        self._journal_bytes += len(line)
+        if self._journal_bytes > JOURNAL_COMPACT_BYTES:
+            self._rewrite_journal()
+
+    def _rewrite_journal(self) -> None:
+        """Replaces the journal by one holding only the rows not yet written (atomically)."""
+        staging = self.journal.with_name(self.journal.name + ".tmp")
+        payload = b"".join(self._pending[row] for row in sorted(self._pending))
+        try:
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, payload)
+            finally:
+                os.close(fd)
+            os.replace(staging, self.journal)
+            if self._journal_fd is not None:
+                os.close(self._journal_fd)
+            self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise OutputWriteError(f"{self.journal}: cannot write: {_why(exc)}") from exc
+        self._journal_bytes = len(payload)
 
     def write_rows(self, rows: list[dict[str, object]]) -> None:
         if self._closed:
@@ -123,6 +203,10 @@ class JsonlRowWriter:
         self._offset += len(payload)
         self._next_row = next_row
         self.rows_written += len(rows)
+        for row in rows:
+            index = row.get(ROW_INDEX_KEY)
+            if isinstance(index, int):
+                self._pending.pop(index, None)
 
     def _cut_back(self) -> None:
         """Removes a partly written group (best effort: the disk may be gone)."""
@@ -134,10 +218,17 @@ class JsonlRowWriter:
             pass
 
     def close(self) -> None:
+        """Closes the file; removes the journal when every row in it is in data.jsonl."""
         self._closed = True
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+        if self._journal_fd is not None:
+            fd, self._journal_fd = self._journal_fd, None
+            os.close(fd)
+            if not self._pending:
+                with contextlib.suppress(OSError):
+                    self.journal.unlink()
 
     def __enter__(self) -> JsonlRowWriter:
         return self

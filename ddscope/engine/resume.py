@@ -17,6 +17,11 @@ What is already done is read from the files, not trusted from memory:
   column and model, and the seed and sizes) must match the pipeline given now; otherwise the
   resume is refused naming what changed, since rows already written would not match new ones.
 
+Finished rows of the groups generated again are *carried*: read back from the cut-away end of
+``data.jsonl`` and from the writer's journal ``data.pending.jsonl`` (rows finished but not yet
+written when the run stopped, ``engine.output``), and written with their group without a
+request. Only requests on the wire when a run was killed are sent again.
+
 Rows depend only on (seed, column, row) and the model's answer to the same prompt, so the final
 ``data.jsonl`` holds the rows an uninterrupted run writes. The new segment of the record is
 ``run.N.jsonl`` (``RunHeader.segment`` N, same ``run_id``), read together with the earlier ones
@@ -32,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from ddscope.engine.output import journal_path, read_journal
 from ddscope.engine.pipeline.model import LlmTextColumn, Pipeline
 from ddscope.engine.row_groups import engine_group_rows, row_group_bounds, row_group_count
 from ddscope.errors import ConfigError, RecordError
@@ -132,7 +138,7 @@ def plan_resume(pipeline: Pipeline, record: Path, data: Path) -> ResumePoint:
         rows_done=rows,
         keep_bytes=keep,
         first_id=facts.max_id + 1,
-        carried=_rows_after(data, keep),
+        carried=_carried_rows(pipeline, data, keep, groups),
     )
 
 
@@ -198,6 +204,17 @@ def _group_ends(data: Path, size: int) -> dict[int, tuple[int, int]]:
             count, _ = ends.get(group, (0, 0))
             ends[group] = (count + 1, offset)
     return ends
+
+
+def _carried_rows(
+    pipeline: Pipeline, data: Path, keep: int, groups_done: int
+) -> dict[int, dict[str, object]]:
+    """Finished rows of the groups generated again: from the cut-away end of data.jsonl and
+    from the writer's journal (``output.read_journal``)."""
+    first_row = groups_done * engine_group_rows(pipeline.run.buffer_size)
+    carried = {row: v for row, v in read_journal(journal_path(data)).items() if row >= first_row}
+    carried.update(_rows_after(data, keep))
+    return carried
 
 
 def _rows_after(data: Path, offset: int) -> dict[int, dict[str, object]]:

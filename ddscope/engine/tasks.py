@@ -184,6 +184,13 @@ class RowGroup:
         self.dropped[row] = reason
         return True
 
+    def values_if_complete(self, row: int) -> dict[str, object] | None:
+        """The row's values once every column is done (and the row not dropped)."""
+        offset = row - self.first_row
+        if row in self.dropped or not self._row_complete(offset):
+            return None
+        return self.values[offset]
+
     def unresolved_rows(self) -> list[int]:
         return [
             row
