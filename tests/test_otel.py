@@ -35,6 +35,7 @@ from ddscope.events import (
     WaitFinished,
     WaitStarted,
 )
+from ddscope.exporters.otel.direct import DirectSpans
 from ddscope.exporters.otel.genai import DURATION_BUCKETS, TOKEN_BUCKETS, Conventions
 from ddscope.exporters.otel.metrics import ATTEMPT_OUTCOMES, DROP_REASONS, Tally
 from ddscope.record.jsonl import JsonlRecorder
@@ -267,6 +268,29 @@ def test_live_and_replayed_spans_are_equal_for_a_real_run(real) -> None:
     names = Counter(s.name for s in spans)
     assert names["chat mock-model"] == kinds["attempt_started"]
     assert names["cooldown"] == kinds["cooldown_started"] and names["salvage_round 1"] == 1
+
+
+def test_spans_made_directly_equal_the_sdks_own_spans(
+    real, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases, waits and attempts go to the span processors as finished spans (``direct``);
+    without that path (another provider, a changed SDK) ``start_span`` makes the same spans."""
+    _, _, record = real
+    direct = replay(record)
+    assert direct.sink._direct is not None
+    monkeypatch.setattr(DirectSpans, "of", classmethod(lambda cls, provider, scope: None))
+    sdk = replay(record)
+    assert sdk.sink._direct is None
+    assert span_view(direct.spans()) == span_view(sdk.spans())
+    scopes = {
+        (s.instrumentation_scope.name, s.instrumentation_scope.version) for s in direct.spans()
+    }
+    assert len(scopes) == 1
+
+
+def test_direct_spans_follow_the_runs_sampling_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    assert InMemoryOtel().feed(HEADER, EVENTS).spans() == []
 
 
 def test_metrics_count_what_the_events_say(real) -> None:

@@ -18,11 +18,11 @@ from ddscope.exporters.otel.genai import GenAiMetrics
 from ddscope.exporters.otel.metrics import DomainState, RunInstruments
 from ddscope.exporters.otel.spans import (
     Interval,
+    Parent,
     PendingSpan,
     SpanBook,
     messages_json,
     present,
-    set_error,
 )
 
 RECENT_FAILED_ATTEMPTS = 1024  # kept for cooldown links; bounded so memory stays flat
@@ -37,7 +37,7 @@ class RequestSpans:
         self.instruments = instruments
         self.genai = genai
         self.send_text = False  # set by the sink from the header and its own opt-in
-        self.leases: dict[int, Interval] = {}
+        self.leases: dict[int, PendingSpan] = {}
         self.waits: dict[tuple[int, int], PendingSpan] = {}
         self.attempts: dict[tuple[int, int], PendingSpan] = {}
         self.cooldowns: dict[int, Interval] = {}
@@ -57,14 +57,13 @@ class RequestSpans:
             "breaker": self.breaker,
         }
 
-    def open_tables(self) -> list[dict[Any, Interval]]:
-        """The open intervals, children before parents (pending spans are created now)."""
-        book = self.book
-        attempts = {key: book.materialize(p) for key, p in self.attempts.items()}
-        waits = {key: book.materialize(p) for key, p in self.waits.items()}
+    def open_spans(self) -> tuple[list[PendingSpan], list[dict[Any, Interval]]]:
+        """The spans still open: pending ones (children before parents), then intervals."""
+        pending = [*self.attempts.values(), *self.waits.values(), *self.leases.values()]
         self.attempts.clear()
         self.waits.clear()
-        return [attempts, waits, self.cooldowns, self.leases]
+        self.leases.clear()
+        return pending, [self.cooldowns]
 
     # -- task leases ----------------------------------------------------------------------------
 
@@ -84,22 +83,21 @@ class RequestSpans:
         if e.salvage_round is not None:
             attrs["ddscope.salvage_round"] = e.salvage_round
             attrs["ddscope.row_group"] = e.row_group
-        self.leases[e.lease_id] = book.start(
-            f"task {e.column}", parent, attrs, e.t_ns, parent_of_others=True
-        )
+        self.leases[e.lease_id] = book.pending(f"task {e.column}", parent, attrs, e.t_ns)
         book.gauges.leases += 1
 
     def lease_finished(self, e: ev.LeaseFinished) -> None:
-        interval = self.leases.pop(e.lease_id, None)
-        if interval is None:
+        pending = self.leases.pop(e.lease_id, None)
+        if pending is None:
             return
         self.book.gauges.leases -= 1
-        interval.span.set_attribute("ddscope.outcome", e.outcome)
-        if e.outcome != "ok":
-            set_error(interval.span, e.error_kind or e.outcome)
-        self.book.end(interval, e.t_ns)
+        if e.outcome == "ok":
+            self.book.finish(pending, e.t_ns, {"ddscope.outcome": e.outcome})
+            return
+        attrs = {"ddscope.outcome": e.outcome, "error.type": e.error_kind or e.outcome}
+        self.book.finish(pending, e.t_ns, attrs, Status(StatusCode.ERROR))
 
-    def _lease(self, lease_id: int) -> Interval | None:
+    def _lease(self, lease_id: int) -> Parent:
         return self.leases.get(lease_id) or self.book.run
 
     # -- request-admission waits ----------------------------------------------------------------
@@ -112,7 +110,7 @@ class RequestSpans:
             "ddscope.request_id": e.request_id,
             "ddscope.attempt": e.attempt,
         }
-        self.waits[(e.request_id, e.attempt)] = PendingSpan(
+        self.waits[(e.request_id, e.attempt)] = self.book.pending(
             "request.wait", self._lease(e.lease_id), attrs, e.t_ns, SpanKind.INTERNAL, domain
         )
         domain.waiters += 1
@@ -122,6 +120,7 @@ class RequestSpans:
         if pending is None:
             return
         domain = pending.domain
+        assert domain is not None  # waits and attempts carry their domain
         domain.waiters -= 1
         self.instruments.wait_duration.record((e.t_ns - pending.t_ns) / _NS, domain.metric_attrs)
         attrs: dict[str, Any] = {"ddscope.outcome": e.outcome}
@@ -149,7 +148,7 @@ class RequestSpans:
             attrs["http.request.resend_count"] = e.attempt - 1
         if self.send_text and e.prompt is not None:
             attrs["gen_ai.input.messages"] = messages_json("user", e.prompt)
-        self.attempts[(e.request_id, e.attempt)] = PendingSpan(
+        self.attempts[(e.request_id, e.attempt)] = self.book.pending(
             f"chat {domain.model}",
             self._lease(e.lease_id),
             attrs,
@@ -165,6 +164,7 @@ class RequestSpans:
         if pending is None:
             return
         domain = pending.domain
+        assert domain is not None  # waits and attempts carry their domain
         domain.in_flight -= 1
         self._attempt_metrics(e, domain, (e.t_ns - pending.t_ns) / _NS)
         attrs = {
@@ -181,7 +181,9 @@ class RequestSpans:
             return
         attrs["error.type"] = e.outcome
         span = self.book.finish(pending, e.t_ns, present(attrs), Status(StatusCode.ERROR, e.error))
-        self._remember_failed(key, span.get_span_context())
+        context = span.get_span_context()
+        if context is not None:
+            self._remember_failed(key, context)
 
     def _attempt_metrics(self, e: ev.AttemptFinished, domain: DomainState, seconds: float) -> None:
         instruments = self.instruments
@@ -224,8 +226,8 @@ class RequestSpans:
             return []
         key = (request_id, attempt)
         cause: SpanContext | None = self._failed_attempts.get(key)
-        if cause is None and key in self.attempts:  # still open: its span is needed now
-            cause = self.book.materialize(self.attempts[key]).span.get_span_context()
+        if cause is None and key in self.attempts:  # still open: its context is needed now
+            cause = self.book.span_context(self.attempts[key])
         return [] if cause is None else [Link(cause, {"ddscope.link": "caused_by"})]
 
     def cooldown_finished(self, e: ev.CooldownFinished) -> None:

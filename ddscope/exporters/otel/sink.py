@@ -42,6 +42,7 @@ from opentelemetry.trace import TracerProvider
 from ddscope import __version__
 from ddscope import events as ev
 from ddscope.exporters.otel.batch import EventBatcher
+from ddscope.exporters.otel.direct import DirectSpans
 from ddscope.exporters.otel.genai import Conventions, GenAiMetrics, conventions
 from ddscope.exporters.otel.metrics import DomainState, RunGauges, RunInstruments
 from ddscope.exporters.otel.requests import RequestSpans
@@ -72,7 +73,10 @@ class OtelSink:
         self.instruments = RunInstruments(meter, gauges)
         chosen = genai_conventions or conventions()
         self.genai = GenAiMetrics(meter, chosen, self.instruments.observer)
-        self._book = SpanBook(tracer_provider.get_tracer(SCOPE, __version__), gauges)
+        tracer = tracer_provider.get_tracer(SCOPE, __version__)
+        self._book = SpanBook(tracer, gauges)
+        scope = getattr(tracer, "_instrumentation_scope", None)
+        self._direct = DirectSpans.of(tracer_provider, scope) if scope is not None else None
         self._book.on_domain = self._zero_counters
         self._requests = RequestSpans(self._book, self.instruments, self.genai)
         self._record_text = record_text
@@ -108,6 +112,8 @@ class OtelSink:
             "ddscope.buffer_size": header.buffer_size,
         }
         book.run = book.start("run", None, attrs, 0, parent_of_others=True)
+        if book.run.span.get_span_context().trace_flags.sampled:  # children follow the run
+            book.direct = self._direct
         for info in header.domains:
             state = DomainState.from_info(info)
             state.limit = info.max_parallel_requests  # until the gate reports a change
@@ -129,7 +135,7 @@ class OtelSink:
             batcher.cancel_timer()
             with batcher.lock:
                 batcher.drain()
-                self._book.end_unfinished(self._requests.open_tables())
+                self._book.end_unfinished(*self._requests.open_spans())
 
     def _process(self, event: ev.Event) -> None:
         if event.t_ns > self._book.last_t:

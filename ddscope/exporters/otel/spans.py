@@ -4,24 +4,27 @@
 (``header.started_at_unix_ns + t_ns``), starts spans under a parent's context, and keeps the
 run-level parents (run, domain, row group, salvage round) that the request-path spans hang from.
 
-Spans without children (request waits and attempts) are *pending* until they end
-(:class:`PendingSpan`): the SDK span is then created with its original start time and every
-attribute in one ``start_span`` call and ended at once, which saves a ``set_attributes`` (the SDK
-validates each attribute under a lock) per span. A pending span is created early only when
-something needs its span context before it ends (a cooldown linking to an attempt still open) or
-when the stream ends with it open.
+Task leases, request waits and request attempts are *pending* until they end
+(:class:`PendingSpan`). With :class:`~ddscope.exporters.otel.direct.DirectSpans` (an SDK tracer
+provider), a pending span gets its span context when it starts (its children need it) and is
+handed to the span processors as a finished span when it ends. Otherwise the SDK span is created
+when it ends, with its original start time and every attribute in one ``start_span`` call, or
+earlier when something needs its context first (a child, a cooldown linking to an attempt still
+open, the stream ending with it open).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
 
+from ddscope.exporters.otel.direct import DirectSpans
 from ddscope.exporters.otel.metrics import DomainState, RunGauges
 
 UNFINISHED = "ddscope.unfinished"
@@ -48,16 +51,25 @@ class Interval:
 class PendingSpan:
     """A span not yet handed to the SDK: what ``SpanBook.start`` needs, kept until it ends."""
 
-    __slots__ = ("attributes", "domain", "interval", "kind", "name", "parent", "t_ns")
+    __slots__ = (
+        "attributes",
+        "domain",
+        "interval",
+        "kind",
+        "name",
+        "parent",
+        "span_context",
+        "t_ns",
+    )
 
     def __init__(
         self,
         name: str,
-        parent: Interval | None,
+        parent: Parent,
         attributes: dict[str, Any],
         t_ns: int,
         kind: SpanKind,
-        domain: DomainState,
+        domain: DomainState | None,
     ) -> None:
         self.name = name
         self.parent = parent
@@ -66,6 +78,11 @@ class PendingSpan:
         self.kind = kind
         self.domain = domain
         self.interval: Interval | None = None  # set once the SDK span exists
+        self.span_context: SpanContext | None = None  # set at once for a direct span
+
+
+# Where a span hangs: an SDK span, a pending one (a task lease), or nothing (the run).
+Parent: TypeAlias = Interval | PendingSpan | None
 
 
 def set_error(span: Span, error_type: str, description: str | None = None) -> None:
@@ -88,6 +105,14 @@ def _ignore(_state: DomainState) -> None:
     pass
 
 
+def span_context_of(parent: Parent) -> SpanContext | None:
+    if parent is None:
+        return None
+    if isinstance(parent, PendingSpan):
+        return parent.span_context
+    return parent.span.get_span_context()
+
+
 class SpanBook:
     """Tracer, time origin and the run-level parent spans of one run."""
 
@@ -102,6 +127,7 @@ class SpanBook:
         self.salvage_rounds: dict[int, Interval] = {}
         # Called with each domain as it is added (the sink zeroes its counters).
         self.on_domain: Callable[[DomainState], None] = _ignore
+        self.direct: DirectSpans | None = None  # set by the sink when the provider allows
 
     def ts(self, t_ns: int) -> int:
         return self.origin_ns + t_ns
@@ -109,7 +135,7 @@ class SpanBook:
     def start(
         self,
         name: str,
-        parent: Interval | None,
+        parent: Parent,
         attributes: dict[str, Any],
         t_ns: int,
         *,
@@ -120,9 +146,7 @@ class SpanBook:
     ) -> Interval:
         span = self.tracer.start_span(
             name,
-            # No parent: an empty context, so the run is its own trace whatever the host
-            # process has active.
-            context=parent.context if parent is not None else Context(),
+            context=self._sdk_context(parent),
             kind=kind,
             attributes=attributes,
             links=links or (),
@@ -130,6 +154,38 @@ class SpanBook:
         )
         context = trace.set_span_in_context(span) if parent_of_others else None
         return Interval(span, t_ns, context, domain)
+
+    def _sdk_context(self, parent: Parent) -> Context | None:
+        if parent is None:
+            # No parent: an empty context, so the run is its own trace whatever the host
+            # process has active.
+            return Context()
+        if isinstance(parent, PendingSpan):  # a pending parent is created for its child
+            return self.materialize(parent).context
+        return parent.context
+
+    def pending(
+        self,
+        name: str,
+        parent: Parent,
+        attributes: dict[str, Any],
+        t_ns: int,
+        kind: SpanKind = SpanKind.INTERNAL,
+        domain: DomainState | None = None,
+    ) -> PendingSpan:
+        """A span started at ``t_ns``, made when it ends (:meth:`finish`)."""
+        pending = PendingSpan(name, parent, attributes, t_ns, kind, domain)
+        if self.direct is not None:
+            parent_context = span_context_of(parent)
+            if parent_context is not None:
+                pending.span_context = self.direct.child_context(parent_context)
+        return pending
+
+    def span_context(self, pending: PendingSpan) -> SpanContext:
+        """The span context of ``pending`` (an SDK span is created for it if it has none)."""
+        if pending.span_context is not None:
+            return pending.span_context
+        return self.materialize(pending).span.get_span_context()
 
     def end(self, interval: Interval, t_ns: int) -> None:
         interval.span.end(end_time=self.origin_ns + t_ns)
@@ -143,6 +199,7 @@ class SpanBook:
                 pending.attributes,
                 pending.t_ns,
                 kind=pending.kind,
+                parent_of_others=True,  # a lease's children need its context
                 domain=pending.domain,
             )
         return pending.interval
@@ -153,14 +210,26 @@ class SpanBook:
         t_ns: int,
         attributes: dict[str, Any],
         error: Status | None = None,
-    ) -> Span:
+    ) -> Span | ReadableSpan:
         """Ends ``pending`` at ``t_ns`` with ``attributes`` (no ``None`` values) added; a span
         not yet created is created here with all its attributes at once."""
+        if pending.span_context is not None and self.direct is not None:
+            return self.direct.end(
+                pending.name,
+                pending.span_context,
+                span_context_of(pending.parent),
+                pending.kind,
+                {**pending.attributes, **attributes},
+                self.origin_ns + pending.t_ns,
+                self.origin_ns + t_ns,
+                error,
+            )
         interval = pending.interval
+        span: Span
         if interval is None:
             span = self.tracer.start_span(
                 pending.name,
-                context=pending.parent.context if pending.parent is not None else Context(),
+                context=self._sdk_context(pending.parent),
                 kind=pending.kind,
                 attributes={**pending.attributes, **attributes},
                 start_time=self.origin_ns + pending.t_ns,
@@ -200,9 +269,11 @@ class SpanBook:
         interval = self.row_groups.get(row_group) or self.run
         return interval.span if interval is not None else None
 
-    def end_unfinished(self, tables: list[dict[Any, Interval]]) -> None:
-        """Ends every interval in ``tables`` (children first), then the run's parents, at the
-        last event's time with ``ddscope.unfinished``."""
+    def end_unfinished(self, pending: list[PendingSpan], tables: list[dict[Any, Interval]]) -> None:
+        """Ends every pending span, then every interval in ``tables`` (children first), then
+        the run's parents, at the last event's time with ``ddscope.unfinished``."""
+        for span in pending:
+            self.finish(span, self.last_t, {UNFINISHED: True})
         for table in [*tables, self.salvage_rounds, self.row_groups, self.domains]:
             for interval in table.values():
                 interval.span.set_attribute(UNFINISHED, True)
