@@ -15,7 +15,7 @@ from synthetic_run import (
 )
 
 from ddscope.errors import RecordError
-from ddscope.events import EventBus
+from ddscope.events import EventBus, RunHeader
 from ddscope.record.jsonl import JsonlRecorder, RunReader, read_events
 
 SPEC = SyntheticSpec(rows=9, buffer_size=3, rate_limit_every=4, defer_every=5, drop_rows=(1,))
@@ -129,3 +129,142 @@ def test_iter_dicts_matches_validated_events(tmp_path: Path) -> None:
     assert len(rows) == count
     assert [line for line, _ in rows] == list(range(2, count + 2))
     assert [d["kind"] for _, d in rows] == [e.kind for e in synthetic_events(SPEC)]
+
+
+# -- refusals the reader names ----------------------------------------------------------------
+
+
+def test_a_newer_schema_is_refused_naming_the_version(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    write_synthetic_record(path, SPEC)
+    text = path.read_text().replace('"schema":"ddscope.run/1"', '"schema":"ddscope.run/2"', 1)
+    path.write_text(text)
+    with pytest.raises(RecordError, match=r"run.jsonl:1: record schema 'ddscope.run/2' is not"):
+        RunReader(path)
+
+
+def test_a_line_without_a_required_field_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    write_synthetic_record(path, SPEC)
+    lines = path.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines, 1) if '"row_group_finished"' in line)
+    lines[number - 1] = lines[number - 1].replace('"rows_completed"', '"rows_done"')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match=rf"run.jsonl:{number}: .*without 'rows_completed'"):
+        list(RunReader(path).iter_dicts())
+    lenient = RunReader(path, lenient=True)
+    assert len(list(lenient.iter_dicts())) == len(lines) - 2  # header and the bad line
+    assert lenient.stats.corrupt_lines == 1
+
+
+def test_a_gzipped_record_is_read_like_a_plain_one(tmp_path: Path) -> None:
+    import gzip
+
+    plain = tmp_path / "run.jsonl"
+    write_synthetic_record(plain, SPEC)
+    packed = tmp_path / "run.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_events(packed) == read_events(plain)
+
+
+# -- segments -------------------------------------------------------------------------------
+
+
+def _segment(path: Path, header: RunHeader, events: list, segment: int, shift_ns: int) -> None:
+    recorder = JsonlRecorder(path, replace_segments=False)
+    start = header.started_at_unix_ns + shift_ns
+    recorder.open(header.model_copy(update={"segment": segment, "started_at_unix_ns": start}))
+    for event in events:
+        recorder.handle(event)
+    recorder.close()
+
+
+def test_segments_beside_the_record_are_read_as_one_run(tmp_path: Path) -> None:
+    from ddscope.events import Resumed
+    from ddscope.record.jsonl import record_parts, segment_path
+
+    header, events = synthetic_header(SPEC), list(synthetic_events(SPEC))
+    base = tmp_path / "run.jsonl"
+    half = len(events) // 2
+    _segment(base, header, events[:half], 0, 0)
+    later = [events[0], Resumed(t_ns=1, segment=1, row_groups_done=1, rows_done=3)]
+    later += events[half:]
+    _segment(segment_path(base, 1), header, later, 1, 5 * 10**9)
+    assert record_parts(base) == [base, tmp_path / "run.1.jsonl"]
+    read = list(RunReader(base))
+    kinds = [e.kind for e in read]
+    assert kinds.count("run_started") == 1 and kinds.count("resumed") == 1
+    assert len(read) == len(events) + 1
+    seam = kinds.index("resumed")
+    assert read[seam].t_ns >= 5 * 10**9  # on the first segment's time axis, after the gap
+    assert all(a.t_ns <= b.t_ns for a, b in zip(read[seam:], read[seam + 1 :], strict=False))
+    # an explicit list reads exactly those parts
+    assert len(list(RunReader([base]))) == half
+
+
+def test_a_part_of_another_run_is_refused(tmp_path: Path) -> None:
+    header, events = synthetic_header(SPEC), list(synthetic_events(SPEC))
+    first, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    _segment(first, header, events[:3], 0, 0)
+    _segment(other, header.model_copy(update={"run_id": "another"}), events[3:], 1, 0)
+    with pytest.raises(RecordError, match="part of run 'another'"):
+        list(RunReader([first, other]))
+
+
+def test_opening_a_new_record_removes_stale_segments(tmp_path: Path) -> None:
+    stale = tmp_path / "run.2.jsonl"
+    stale.write_text("old\n")
+    recorder = JsonlRecorder(tmp_path / "run.jsonl")
+    recorder.open(synthetic_header(SPEC))
+    recorder.close()
+    assert not stale.exists()
+
+
+# -- the writer's failures surface ----------------------------------------------------------
+
+
+def test_a_failed_flush_is_raised_by_the_next_event_and_by_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from ddscope.record import jsonl
+
+    recorder = JsonlRecorder(tmp_path / "run.jsonl", flush_interval_s=0.01)
+    recorder.open(synthetic_header(SPEC))
+    events = list(synthetic_events(SPEC))
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jsonl.os, "write", full_disk)
+    recorder.handle(events[0])
+    deadline = time.monotonic() + 5
+    while recorder.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(jsonl.RecordWriteError, match=r"run\.jsonl: cannot write: No space left"):
+        recorder.handle(events[1])
+    monkeypatch.setattr(jsonl.os, "write", real_write)
+    with pytest.raises(jsonl.RecordWriteError):
+        recorder.close()
+    assert (tmp_path / "run.jsonl").read_text().endswith("\n")  # whole lines only
+
+
+def test_the_buffer_is_bounded_when_the_disk_stalls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ddscope.record import jsonl
+
+    monkeypatch.setattr(jsonl, "STALL_S", 0.2)
+    recorder = JsonlRecorder(tmp_path / "run.jsonl", max_buffer_bytes=2000)
+    recorder.open(synthetic_header(SPEC))
+    stalled = jsonl.threading.Event()
+    monkeypatch.setattr(recorder, "_write", lambda lines: stalled.wait(5))
+    events = list(synthetic_events(SPEC))
+    with pytest.raises(jsonl.RecordWriteError, match="did not take the record's events"):
+        for event in events * 50:
+            recorder.handle(event)
+    assert recorder.events_written < len(events) * 50  # it stopped taking events
+    stalled.set()
