@@ -235,7 +235,7 @@ class ProgressSink:
         kind = event.kind
         if kind in ("breaker", "shutdown", "salvage_started", "salvage_finished", "run_started"):
             return describe_event(event, self.tally)
-        if kind == "row_dropped" and self.tally.drops_by_reason[event.reason] == 1:
+        if isinstance(event, events.RowDropped) and self.tally.drops_by_reason[event.reason] == 1:
             return describe_event(event, self.tally)  # the first of each reason, to show why
         if not self.interactive and kind in ("row_group_finished", "health"):
             return describe_event(event, self.tally)
@@ -282,17 +282,24 @@ def status_line(t: RunTally, width: int | None = None) -> str:
 
 
 def _fit(t: RunTally, head: str, width: int) -> str:
-    """The status line in ``width`` columns, giving up detail before the clock and the rows."""
+    """The status line in ``width`` columns, giving up detail before the clock and the rows:
+    shorter domain texts, then no progress bar, then fewer domains (``+2 more``)."""
     requests = f"{t.requests} req {t.rate_limited}x429"
+    compact = (
+        f"{t.now_ns / 1e9:.1f}s {t.rows_completed}/{t.total_rows} rows, {t.rows_dropped} dropped"
+    )
     views = list(t.domains.items())
-    for short_names in (False, True):
-        texts = [_domain_short(name, v, t, short_names) for name, v in views]
-        for shown in range(len(texts), -1, -1):
-            more = [f"+{len(texts) - shown} more"] if shown < len(texts) else []
-            line = " | ".join([head, requests, *texts[:shown], *more])
+    for first in (head, compact):
+        for model_only in (False, True):
+            texts = [_domain_short(name, v, t, model_only) for name, v in views]
+            line = " | ".join([first, requests, *texts])
             if len(line) <= width:
                 return line
-    line = f"{head} | {requests}"
+    for shown in range(len(texts) - 1, -1, -1):
+        line = " | ".join([compact, requests, *texts[:shown], f"+{len(texts) - shown} more"])
+        if len(line) <= width:
+            return line
+    line = f"{compact} | {requests}"
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
