@@ -254,3 +254,12 @@ def test_a_datadesigner_file_replays_to_a_real_otlp_receiver() -> None:
     assert result.events > 0
     assert names["task summary"] + names["task analysis"] == 16 and names["run"] == 1
     assert names["cooldown"] >= 1
+
+
+def test_cli_report_takes_a_datadesigner_file(tmp_path: Path) -> None:
+    lines = synthetic_events(SyntheticDD(records=20, buffer_size=10, every_429=6, run_id="run-x"))
+    source = write_dd_file(tmp_path / "scheduler_events.jsonl.gz", lines, gz=True)
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["report", str(source), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "run-x" in out.read_text(encoding="utf-8")

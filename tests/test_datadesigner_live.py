@@ -176,3 +176,14 @@ def test_the_adapter_unhooks_when_the_block_raises(endpoint: MockServer, tmp_pat
         raise KeyError("boom")
     assert _unhooked(designer)
     assert sink.closed and sink.of_kind("run_finished")[0].outcome == "complete"
+
+
+def test_preview_is_observed_too(endpoint: MockServer, tmp_path: Path) -> None:
+    designer = _designer(endpoint, tmp_path)
+    sink = ListSink()
+    with observe(designer, tmp_path / "run.jsonl", sinks=[sink]) as live:
+        preview = designer.preview(_config(), num_records=4)
+    assert len(preview.dataset) == 4 and live.errors == 0 and _unhooked(designer)
+    finished = sink.of_kind("run_finished")
+    assert finished and finished[0].outcome == "complete"
+    assert len(sink.of_kind("attempt_finished")) == endpoint.stats().requests == 8

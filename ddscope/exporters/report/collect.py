@@ -18,7 +18,7 @@ from ddscope.exporters.health.analyzer import HealthAnalyzer
 from ddscope.exporters.health.build import build_report
 from ddscope.exporters.health.report import HealthReport, Thresholds
 from ddscope.exporters.report.series import SeriesCollector
-from ddscope.record.jsonl import RunReader
+from ddscope.record.detect import open_record
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RunData:
 def collect(record: str | Path, *, lenient: bool = False) -> RunData:
     """Reads ``record`` once. Raises RecordError (``file:line: reason``) like ``analyze``."""
     path = Path(record)
-    reader = RunReader(path, lenient=lenient)
+    reader = open_record(path, lenient=lenient)  # run.jsonl or DataDesigner events
     analyzer = HealthAnalyzer(reader.header)
     series = SeriesCollector(analyzer)
     analyzer.consume(_watched(reader.iter_dicts(), series))

@@ -201,7 +201,7 @@ class RequestTranslator:
         if outcome == "rate_limited":
             finished["status_code"] = 429
         elif outcome != "ok":
-            finished["error"] = f"DataDesigner request outcome: {reason or 'unknown'}"
+            finished["error"] = self._run.scrub(f"DataDesigner request outcome: {reason}")
         out.append(finished)
 
     def _limit(self, out: Out, t: int, event: Mapping[str, Any]) -> None:

@@ -116,7 +116,7 @@ class RunTranslator:
         self.layout = layout
         self._origin = origin_s
         self._last_ns = 0
-        self._scrub = scrub
+        self.scrub = scrub
         self.cooldowns = Cooldowns()
         self.snapshots = SnapshotTranslator(
             [d.domain for d in layout.domains], self.cooldowns, request_events=request_events
@@ -294,7 +294,7 @@ class RunTranslator:
             if whole_group
             else (lease.row,)
         )
-        message = self._scrub(
+        message = self.scrub(
             f"DataDesigner dropped the row: non-retryable {error_type} in column {lease.column}"
         )
         for row in rows:
@@ -360,7 +360,7 @@ class RunTranslator:
             self._group_finished(out, t, group, "abandoned", 0, 0)
         result = str(event.get("reason_or_result") or diag.get("outcome") or "error")
         outcome = JOB_OUTCOMES.get(result, "failed")
-        reason, message = _ending(result, diag, self._scrub)
+        reason, message = _ending(result, diag, self.scrub)
         if outcome == "shutdown":
             out.append({"kind": "shutdown", "t_ns": t, "reason": reason, "message": message})
         out.append(
