@@ -117,6 +117,19 @@ def test_a_healthy_datadesigner_run_is_recorded_traced_and_exported(
     kinds = Counter(e.kind for e in events)
     assert header.domains[0].domain == "mock/mock" and sent == 20
     assert kinds["attempt_finished"] == sent and kinds["lease_started"] == kinds["lease_finished"]
+    # every cell's row recovered from DataDesigner's task id; every attempt tied to its lease
+    leased = {e.task_id: e.lease_id for e in events if e.kind == "lease_started"}
+    assert set(leased) == {f"{c}:{r}" for c in ("summary", "analysis") for r in range(10)} | {
+        "topic:rg0",
+        "topic:rg1",
+    }
+    assert all(leased[e.task_id] == e.lease_id for e in events if e.kind == "attempt_started")
+    assert header.settings["columns"][2] == {
+        "name": "analysis",
+        "type": "llm_text",
+        "domain": "mock/mock",
+        "depends_on": ["summary"],
+    }
     report = analyze(record)
     assert report.verdict == "healthy", report.findings
     assert report.totals.outcome == "complete" and report.totals.rows_completed == 10
