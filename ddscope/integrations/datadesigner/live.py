@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # How long events wait to be put in time order (see _Bridge): DataDesigner publishes a request's
 # admission when another waiter's acquire returns, which can take a cooldown or two.
 REORDER_S = 10.0
+TICK_S = 0.5  # how often waiting events are checked while DataDesigner is quiet
 
 
 @dataclass
@@ -135,6 +136,16 @@ class _Bridge:
             self._drain(float("inf"))  # a job's edges: everything before them goes now
         else:
             self._drain(time.monotonic() - self._reorder_s)
+
+    def tick(self) -> None:
+        """Translates what has waited long enough even while DataDesigner is quiet (a long
+        cooldown emits nothing), so live sinks lag by at most ``reorder_s`` + one tick."""
+        try:
+            with self._lock:
+                self._drain(time.monotonic() - self._reorder_s)
+        except Exception:
+            self._live.errors += 1
+            log.debug("ddscope: a timed drain failed", exc_info=True)
 
     def _drain(self, up_to: float) -> None:
         while self._heap and self._heap[0][0] <= up_to:
@@ -232,17 +243,28 @@ def observe(
         return [*sinks, *([otel] if otel is not None else [])], finish
 
     bridge = _Bridge(Path(record), make_extra, live, reorder_s)
+    stop = threading.Event()
+    ticker = threading.Thread(
+        target=_tick, args=(bridge, stop), name="ddscope-datadesigner", daemon=True
+    )
     unsubscribe = _observability().subscribe_request_admission_events(bridge.on_request_event)
     unhook = _hook_scheduler_sink(designer, bridge)
+    ticker.start()
     try:
         yield live
     finally:
-        for undo in (unsubscribe, unhook, bridge.close):
+        stop.set()
+        for undo in (unsubscribe, unhook, lambda: ticker.join(5), bridge.close):
             try:
                 undo()
             except Exception:  # leaving must not mask the block's own exception
                 live.errors += 1
                 log.warning("ddscope: undoing a DataDesigner hook failed", exc_info=True)
+
+
+def _tick(bridge: _Bridge, stop: threading.Event) -> None:
+    while not stop.wait(TICK_S):  # bounded: ends when the block ends
+        bridge.tick()
 
 
 def _hook_scheduler_sink(designer: Any, bridge: _Bridge) -> Callable[[], None]:
