@@ -49,7 +49,14 @@ def collect(record: str | Path, *, lenient: bool = False) -> RunData:
 def _watched(
     events: Iterable[tuple[int, dict[str, Any]]], series: SeriesCollector
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    observe = series.observe
+    # SeriesCollector.observe, inlined: this runs once per event of the record
+    handlers, advance = series.handlers, series.advance
     for item in events:
-        observe(item[1])
+        data = item[1]
+        t = data["t_ns"]
+        if t >= series.next_edge:
+            advance(t)
+        handler = handlers.get(data["kind"])
+        if handler is not None:
+            handler(data, t)
         yield item

@@ -22,6 +22,7 @@ integrate: the AIMD limit, requests on the wire and requests waiting for admissi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ddscope.exporters.health.analyzer import HealthAnalyzer
@@ -146,11 +147,11 @@ class SeriesCollector:
         self.analyzer = analyzer
         self.t0: int | None = None
         self.width = START_WIDTH_NS
-        self.next_edge = 0
+        self.next_edge = -1  # the first event starts the bins
         self.edges: list[int] = []
         self.run_cumulative: list[tuple[int, int, int]] = []  # rows done, rows dropped, tasks ok
         self.domains: dict[str, DomainSeries] = {}
-        self._handlers = {
+        self.handlers: dict[str, Callable[[dict[str, Any], int], None]] = {
             "attempt_started": self._attempt_started,
             "attempt_finished": self._attempt_finished,
             "wait_started": self._wait_started,
@@ -159,14 +160,20 @@ class SeriesCollector:
         }
 
     def observe(self, data: dict[str, Any]) -> None:
+        """One event (the hot path is inlined in :func:`~.collect.watched`)."""
         t = data["t_ns"]
+        if t >= self.next_edge:
+            self.advance(t)
+        handler = self.handlers.get(data["kind"])
+        if handler is not None:
+            handler(data, t)
+
+    def advance(self, t: int) -> None:
+        """Samples every bin edge up to ``t`` (the first call starts the bins at ``t``)."""
         if self.t0 is None:
             self._begin(t)
         while t >= self.next_edge:
             self._sample(self.next_edge)
-        handler = self._handlers.get(data["kind"])
-        if handler is not None:
-            handler(data, t)
 
     def finish(self) -> None:
         """The last, partial bin: up to the analyzer's end of the window."""
