@@ -461,6 +461,10 @@ class EventBus:
     def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
         self._sinks: list[EventSink] = list(sinks)
         self._failed: set[int] = set()
+        # The hot path (``emit``): (index, bound ``handle``) of each live sink, rebuilt when a
+        # sink is added or fails, so an event costs one call per sink.
+        self._handles: list[tuple[int, Callable[[Event], None]]] = []
+        self._refresh_handles()
         self.header: RunHeader | None = None
         # An *essential* sink (``essential = True``, e.g. the run.jsonl recorder) that fails is
         # not just skipped: ``fatal`` says why and ``on_fatal`` tells the engine, which stops
@@ -474,6 +478,12 @@ class EventBus:
 
     def add(self, sink: EventSink) -> None:
         self._sinks.append(sink)
+        self._refresh_handles()
+
+    def _refresh_handles(self) -> None:
+        self._handles = [
+            (i, sink.handle) for i, sink in enumerate(self._sinks) if i not in self._failed
+        ]
 
     @property
     def failed_sinks(self) -> list[EventSink]:
@@ -485,9 +495,11 @@ class EventBus:
             self._call(i, sink, "open", header)
 
     def emit(self, event: Event) -> None:
-        for i, sink in enumerate(self._sinks):
-            if i not in self._failed:
-                self._call(i, sink, "handle", event)
+        for i, handle in self._handles:
+            try:
+                handle(event)
+            except Exception as exc:
+                self._sink_failed(i, self._sinks[i], "handle", exc)
 
     def close(self) -> None:
         for i, sink in enumerate(self._sinks):
@@ -498,7 +510,12 @@ class EventBus:
         try:
             getattr(sink, method)(*args)
         except Exception as exc:
+            self._sink_failed(index, sink, method, exc)
+
+    def _sink_failed(self, index: int, sink: EventSink, method: str, exc: Exception) -> None:
+        if index not in self._failed:
             self._failed.add(index)
+            self._refresh_handles()
             if getattr(sink, "essential", False):
                 self._essential_failed(exc)
             else:
