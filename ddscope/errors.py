@@ -22,7 +22,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ddscope.events import RETRYABLE_KINDS
+
+if TYPE_CHECKING:
+    from ddscope.engine.admission.quota import RateLimitHeaders
 
 
 class DdscopeError(Exception):
@@ -52,6 +57,10 @@ class TaskError(DdscopeError):
 
 class ModelError(TaskError):
     kind = "model_error"
+    # From the answer's headers, when there was an answer (set by the model client): a 503 may
+    # say when to come back too, and any answer may carry the provider's x-ratelimit-* quota.
+    retry_after_s: float | None = None
+    ratelimit: RateLimitHeaders | None = None
 
 
 class RateLimited(ModelError):

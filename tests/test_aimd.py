@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import pytest
 
-from ddscope.engine.admission.aimd import AimdLimit, AimdSettings, LimitChange
+from ddscope.engine.admission.aimd import AimdLimit, LimitChange
+from ddscope.engine.admission.types import AdmissionSettings
+from ddscope.engine.pipeline.parts import RunSettings
 from ddscope.errors import ConfigError
 
 
+def limit_of(
+    max_limit: int,
+    ramp_s: float = 0.0,
+    successes_per_increase: int | None = None,
+    increase_step: int | None = None,
+) -> AimdLimit:
+    """An AIMD limit with RunSettings' defaults for everything not given (their one source)."""
+    run: dict[str, int] = {}
+    if successes_per_increase is not None:
+        run["aimd_successes_per_increase"] = successes_per_increase
+    if increase_step is not None:
+        run["aimd_increase_step"] = increase_step
+    settings = AdmissionSettings.of(max_parallel=max_limit, ramp_s=ramp_s, **run)
+    return AimdLimit(settings.aimd_settings())
+
+
 def test_starts_at_max_without_a_ramp() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=10))
+    aimd = limit_of(max_limit=10)
     assert aimd.limit == 10
     assert not aimd.ramping
 
 
 def test_rate_limited_decreases_by_factor_rounding_down() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=10))
+    aimd = limit_of(max_limit=10)
     assert aimd.on_rate_limited(0.0, admitted_epoch=0) == LimitChange(10, 7, "decrease")
     assert aimd.limit == 7
     assert aimd.on_rate_limited(0.0, admitted_epoch=1) == LimitChange(7, 5, "decrease")
 
 
 def test_decrease_applies_once_per_wave() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=20))
+    aimd = limit_of(max_limit=20)
     wave = aimd.epoch  # every request of the first wave was admitted in this epoch
     assert aimd.on_rate_limited(1.0, wave) == LimitChange(20, 15, "decrease")
     for _ in range(10):  # the rest of the wave's 429s: same signal, no further decrease
@@ -33,7 +51,7 @@ def test_decrease_applies_once_per_wave() -> None:
 
 
 def test_decrease_floors_at_one() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=4))
+    aimd = limit_of(max_limit=4)
     limits = []
     for _ in range(6):
         aimd.on_rate_limited(0.0, aimd.epoch)
@@ -43,7 +61,7 @@ def test_decrease_floors_at_one() -> None:
 
 
 def test_increase_after_n_successes() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=10, successes_per_increase=3))
+    aimd = limit_of(max_limit=10, successes_per_increase=3)
     aimd.on_rate_limited(0.0, 0)  # 10 → 7
     assert aimd.on_success(1.0) is None
     assert aimd.on_success(1.0) is None
@@ -52,7 +70,7 @@ def test_increase_after_n_successes() -> None:
 
 
 def test_increase_step_and_clamp_to_max() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=10, successes_per_increase=1, increase_step=4))
+    aimd = limit_of(max_limit=10, successes_per_increase=1, increase_step=4)
     aimd.on_rate_limited(0.0, 0)  # 7
     assert aimd.on_success(1.0) == LimitChange(7, 10, "increase")
     assert aimd.on_success(1.0) is None  # at max: nothing to raise
@@ -60,7 +78,7 @@ def test_increase_step_and_clamp_to_max() -> None:
 
 
 def test_no_increase_during_cooldown() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=10, successes_per_increase=2))
+    aimd = limit_of(max_limit=10, successes_per_increase=2)
     aimd.on_rate_limited(0.0, 0)  # 7
     for _ in range(10):
         assert aimd.on_success(0.5, cooling_down=True) is None
@@ -70,7 +88,7 @@ def test_no_increase_during_cooldown() -> None:
 
 
 def test_a_429_resets_the_success_streak() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=10, successes_per_increase=3))
+    aimd = limit_of(max_limit=10, successes_per_increase=3)
     aimd.on_rate_limited(0.0, 0)  # 7
     aimd.on_success(1.0)
     aimd.on_success(1.0)
@@ -82,7 +100,7 @@ def test_a_429_resets_the_success_streak() -> None:
 
 
 def test_ramp_climbs_linearly_from_one() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=11, ramp_s=10.0))
+    aimd = limit_of(max_limit=11, ramp_s=10.0)
     assert aimd.limit == 1 and aimd.ramping
     assert aimd.observe(50.0) is None  # the ramp clock has not started: it stays at 1
     aimd.begin_ramp(100.0)
@@ -98,7 +116,7 @@ def test_ramp_climbs_linearly_from_one() -> None:
 
 
 def test_ramp_step_boundaries_are_exact_despite_float_error() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=16, ramp_s=5.0))
+    aimd = limit_of(max_limit=16, ramp_s=5.0)
     aimd.begin_ramp(0.0)
     for expected in range(2, 17):
         step_at = aimd.next_ramp_step_at()
@@ -109,7 +127,7 @@ def test_ramp_step_boundaries_are_exact_despite_float_error() -> None:
 
 
 def test_ramp_ignores_success_streaks() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=5, ramp_s=4.0, successes_per_increase=1))
+    aimd = limit_of(max_limit=5, ramp_s=4.0, successes_per_increase=1)
     aimd.begin_ramp(0.0)
     assert aimd.on_success(0.5) is None
     assert aimd.limit == 1
@@ -117,7 +135,7 @@ def test_ramp_ignores_success_streaks() -> None:
 
 
 def test_first_429_ends_the_ramp_and_decreases_from_its_value() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=17, ramp_s=4.0, successes_per_increase=2))
+    aimd = limit_of(max_limit=17, ramp_s=4.0, successes_per_increase=2)
     aimd.begin_ramp(0.0)
     aimd.observe(2.0)  # 1 + ⌊16 · 2 / 4⌋ = 9
     assert aimd.limit == 9
@@ -130,14 +148,14 @@ def test_first_429_ends_the_ramp_and_decreases_from_its_value() -> None:
 
 
 def test_429_at_ramp_start_reports_the_ramp_end_at_one() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=8, ramp_s=4.0))
+    aimd = limit_of(max_limit=8, ramp_s=4.0)
     aimd.begin_ramp(0.0)
     assert aimd.on_rate_limited(0.1, 0) == LimitChange(1, 1, "ramp_end")
     assert not aimd.ramping
 
 
 def test_no_ramp_when_max_is_one() -> None:
-    aimd = AimdLimit(AimdSettings(max_limit=1, ramp_s=5.0))
+    aimd = limit_of(max_limit=1, ramp_s=5.0)
     assert not aimd.ramping
     aimd.begin_ramp(0.0)
     assert aimd.observe(10.0) is None and aimd.limit == 1
@@ -146,15 +164,25 @@ def test_no_ramp_when_max_is_one() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"max_limit": 0}, "max_limit"),
-        ({"max_limit": 2, "decrease_factor": 1.0}, "decrease_factor"),
-        ({"max_limit": 2, "decrease_factor": 0}, "decrease_factor"),
-        ({"max_limit": 2, "successes_per_increase": 0}, "successes_per_increase"),
-        ({"max_limit": 2, "increase_step": 0}, "increase_step"),
-        ({"max_limit": 2, "ramp_s": -1.0}, "ramp_s"),
-        ({"max_limit": 2, "ramp_s": float("inf")}, "ramp_s"),
+        ({"max_parallel": 0}, "max_parallel_requests"),
+        ({"aimd_decrease_factor": 1.0}, "run.aimd_decrease_factor"),
+        ({"aimd_decrease_factor": 0}, "run.aimd_decrease_factor"),
+        ({"aimd_successes_per_increase": 0}, "run.aimd_successes_per_increase"),
+        ({"aimd_increase_step": 0}, "run.aimd_increase_step"),
+        ({"ramp_s": -1.0}, "ramp_s"),
+        ({"ramp_s": float("inf")}, "ramp_s"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        AimdSettings(**kwargs)  # type: ignore[arg-type]
+        AdmissionSettings.of(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_defaults_come_from_run_settings_alone() -> None:
+    settings = AdmissionSettings.of(max_parallel=3).aimd_settings()
+    run = RunSettings()
+    assert (settings.decrease_factor, settings.successes_per_increase, settings.increase_step) == (
+        run.aimd_decrease_factor,
+        run.aimd_successes_per_increase,
+        run.aimd_increase_step,
+    )

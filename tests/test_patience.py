@@ -16,12 +16,13 @@ def test_only_failures_other_than_pushback_use_up_the_budget():
     assert counts_against_budget("server_error") and counts_against_budget("timeout")
 
 
-def test_a_task_keeps_waiting_under_wait_until_its_budget_is_used():
+def test_a_refused_task_keeps_waiting_under_either_policy_until_its_budget_is_used():
     task = ModelTask(plan_columns(plain_pipeline(model=True))["summary"], 0, 0)
-    task.attempts = 40  # refused 40 times: free under wait
+    task.attempts = 40  # refused 40 times: free, under fail_fast as under wait
     assert keeps_waiting(task, "wait", budget=2)
-    assert not keeps_waiting(task, "fail_fast", budget=2)
+    assert keeps_waiting(task, "fail_fast", budget=2)
     task.budget_failures = 1
-    assert keeps_waiting(task, "wait", budget=2)
+    assert keeps_waiting(task, "fail_fast", budget=2)
     task.budget_failures = 2
     assert not keeps_waiting(task, "wait", budget=2)
+    assert not keeps_waiting(task, "fail_fast", budget=2)

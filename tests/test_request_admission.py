@@ -17,6 +17,7 @@ from ddscope.engine.admission.gate import (
 )
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.emitter import Emitter
+from ddscope.engine.pipeline.parts import ModelAlias, RunSettings
 from ddscope.errors import AdmissionTimeout, ConfigError
 from ddscope.events import EventBus, ListSink
 
@@ -26,7 +27,7 @@ DOMAIN = "prov/model"
 def make_gate(**settings: Any) -> tuple[RequestGate, FakeClock, ListSink]:
     sink = ListSink()
     clock = FakeClock()
-    gate = RequestGate(DOMAIN, AdmissionSettings(**settings), Emitter(EventBus([sink]), clock))
+    gate = RequestGate(DOMAIN, AdmissionSettings.of(**settings), Emitter(EventBus([sink]), clock))
     return gate, clock, sink
 
 
@@ -121,7 +122,7 @@ def test_lowering_the_limit_never_preempts_admitted_requests() -> None:
 
 
 def test_success_streak_raises_the_limit_but_not_during_cooldown() -> None:
-    gate, clock, sink = make_gate(max_parallel=4, successes_per_increase=2)
+    gate, clock, sink = make_gate(max_parallel=4, aimd_successes_per_increase=2)
     permits = [gate.try_acquire(i, 1) for i in range(4)]
     assert all(permits)
     gate.release(permits[0], outcome="rate_limited", retry_after_s=5.0)  # type: ignore[arg-type]
@@ -164,8 +165,10 @@ def test_cooldown_defaults_and_caps() -> None:
     assert cooldown_after_429(None, default_cooldown_s=0.5)[0].duration_s == 0.5
     capped = cooldown_after_429(3600.0, max_cooldown_s=30.0)[0]
     assert (capped.duration_s, capped.retry_after_s) == (30.0, 3600.0)
-    assert cooldown_after_429(0.0) == []  # "retry now": no cooldown
-    assert cooldown_after_429(-5.0) == []  # an HTTP date already in the past
+    # "Retry-After: 0" (or an HTTP date already in the past) still pauses min_cooldown_s: a
+    # burst of such 429s must not become a burst of retries.
+    assert [c.duration_s for c in cooldown_after_429(0.0)] == [0.25]
+    assert [c.duration_s for c in cooldown_after_429(-5.0, min_cooldown_s=0.1)] == [0.1]
 
 
 def test_cooldown_blocks_admission_until_it_expires() -> None:
@@ -431,7 +434,7 @@ def test_statistics_snapshot_and_health_event() -> None:
 def test_request_admission_holds_one_gate_per_domain() -> None:
     emitter = Emitter(EventBus([]), FakeClock())
     admission = RequestAdmission(
-        {"a/x": AdmissionSettings(max_parallel=2), "b/y": AdmissionSettings(max_parallel=5)},
+        {"a/x": AdmissionSettings.of(max_parallel=2), "b/y": AdmissionSettings.of(max_parallel=5)},
         emitter,
     )
     assert admission.gate("b/y").limit == 5
@@ -445,22 +448,37 @@ def test_request_admission_holds_one_gate_per_domain() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"max_parallel": 0}, "max_parallel"),
-        ({"max_parallel": True}, "max_parallel"),
-        ({"decrease_factor": 1.5}, "decrease_factor"),
-        ({"successes_per_increase": 0}, "successes_per_increase"),
+        ({"max_parallel": 0}, "max_parallel_requests"),
+        ({"max_parallel": "many"}, "max_parallel_requests"),
+        ({"aimd_decrease_factor": 1.5}, "run.aimd_decrease_factor"),
+        ({"aimd_successes_per_increase": 0}, "run.aimd_successes_per_increase"),
         ({"ramp_s": -1}, "ramp_s"),
-        ({"default_cooldown_s": float("nan")}, "default_cooldown_s"),
-        ({"max_cooldown_s": 0}, "max_cooldown_s"),
-        ({"acquire_timeout_s": 0}, "acquire_timeout_s"),
-        ({"breaker_consecutive_429": 0}, "breaker_consecutive_429"),
-        ({"breaker_no_success_s": -2.0}, "breaker_no_success_s"),
-        ({"breaker_policy": "retry"}, "breaker_policy"),
+        ({"default_cooldown_s": float("nan")}, "run.default_cooldown_s"),
+        ({"max_cooldown_s": 0}, "run.max_cooldown_s"),
+        ({"min_cooldown_s": 90.0}, "run.min_cooldown_s"),
+        ({"acquire_timeout_s": 0}, "run.acquire_timeout_s"),
+        ({"breaker_window_s": 0}, "run.breaker_window_s"),
+        ({"breaker_min_attempts": 0}, "run.breaker_min_attempts"),
+        ({"breaker_refused_share": 1.5}, "run.breaker_refused_share"),
+        ({"breaker_policy": "retry"}, "run.breaker_policy"),
+        ({"retry_backoff_base_s": 20.0}, "run.retry_backoff_base_s"),
+        ({"breaker_consecutive_429": 8}, "run.breaker_consecutive_429: unknown field"),
     ],
 )
-def test_bad_settings_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+def test_bad_settings_are_one_config_error_naming_the_field(
+    kwargs: dict[str, Any], field: str
+) -> None:
     with pytest.raises(ConfigError, match=field):
-        AdmissionSettings(**{"max_parallel": 4, **kwargs})
+        AdmissionSettings.of(**{"max_parallel": 4, **kwargs})
+
+
+def test_admission_settings_hold_the_run_settings_not_a_copy() -> None:
+    run = RunSettings(breaker_window_s=7.0)
+    alias = ModelAlias(alias="w", provider="p", model="m", max_parallel_requests=3)
+    settings = AdmissionSettings.for_alias(alias, run)
+    assert settings.run is run and settings.max_parallel == 3
+    assert settings.ramp_s == alias.ramp_s  # the alias's own default, not a second copy
+    assert AdmissionSettings.of().run == RunSettings()
 
 
 class EarlyClock(FakeClock):
@@ -474,7 +492,7 @@ def test_ramp_steps_land_even_when_timers_fire_early() -> None:
     clock = EarlyClock()
     sink = ListSink()
     gate = RequestGate(
-        DOMAIN, AdmissionSettings(max_parallel=16, ramp_s=5.0), Emitter(EventBus([sink]), clock)
+        DOMAIN, AdmissionSettings.of(max_parallel=16, ramp_s=5.0), Emitter(EventBus([sink]), clock)
     )
     first = gate.try_acquire(1, 1)
     assert first is not None

@@ -43,8 +43,9 @@ class _Run:
 
     def __init__(self, max_wait_s: float) -> None:
         self.clock = FakeClock()
-        settings = AdmissionSettings(
-            max_parallel=1, breaker_consecutive_429=1, breaker_policy="wait"
+        # A 1 ms window with one attempt: the breaker opens right after the first refusal.
+        settings = AdmissionSettings.of(
+            max_parallel=1, breaker_window_s=0.001, breaker_min_attempts=1, breaker_policy="wait"
         )
         self.gate = RequestGate("p/m", settings, Emitter(EventBus([ListSink()]), self.clock))
         self.work = True

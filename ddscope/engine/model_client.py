@@ -13,7 +13,8 @@ failure                                        error
 =============================================  ================================================
 HTTP 429                                       RateLimited, ``retry_after_s`` from
                                                Retry-After-Ms or Retry-After (seconds or date)
-HTTP 5xx                                       ServerError
+HTTP 5xx                                       ServerError (``retry_after_s`` likewise: a 503
+                                               that says when to come back is pushback)
 HTTP 408                                       RequestTimeout (the server gave up waiting)
 other HTTP 4xx; 3xx (redirects not followed)   ClientError (not retryable)
 2xx that is not JSON / not a chat completion   BadResponse
@@ -48,6 +49,7 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
+from ddscope.engine.admission.quota import RateLimitHeaders, ratelimit_from_headers
 from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
 from ddscope.engine.scrub import (
     ERROR_TEXT_LIMIT,
@@ -135,6 +137,7 @@ class ChatResult:
     output_tokens: int | None
     response_model: str | None
     status_code: int
+    ratelimit: RateLimitHeaders | None = None  # the answer's x-ratelimit-* quota headers
 
 
 def classify(
@@ -198,14 +201,20 @@ def _classify_response(
     status = response.status_code
     error_class = error_class_for_status(status)
     detail = _error_detail(response)
+    retry_after = retry_after_from_headers(response.headers)
+    wait = "" if retry_after is None else f" (retry after {retry_after:g} s)"
+    error: ModelError
     if error_class is RateLimited:
-        retry_after = retry_after_from_headers(response.headers)
-        wait = "" if retry_after is None else f" (retry after {retry_after:g} s)"
         message = _one_line(f"HTTP 429 rate limited{wait}: {detail}", secrets, sent)
-        return RateLimited(message, retry_after_s=retry_after)
-    reason = response.reason_phrase or "error"
-    message = _one_line(f"HTTP {status} {reason}: {detail}", secrets, sent)
-    return error_class(message, status_code=status)
+        error = RateLimited(message, retry_after_s=retry_after)
+    else:
+        reason = response.reason_phrase or "error"
+        message = _one_line(f"HTTP {status} {reason}{wait}: {detail}", secrets, sent)
+        error = error_class(message, status_code=status)
+        if error_class is ServerError:  # a 503 that says when to come back is pushback
+            error.retry_after_s = retry_after
+    error.ratelimit = ratelimit_from_headers(response.headers)
+    return error
 
 
 def _error_detail(response: httpx.Response) -> str:
@@ -262,6 +271,7 @@ def parse_chat_completion(
         output_tokens=_count(usage.get("completion_tokens")),
         response_model=model if isinstance(model, str) else None,
         status_code=status,
+        ratelimit=ratelimit_from_headers(response.headers),
     )
 
 

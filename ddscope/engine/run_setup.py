@@ -15,19 +15,10 @@ ClientFactory = Callable[[Provider, ModelAlias], Any]
 
 
 def admission_settings(pipeline: Pipeline) -> dict[str, AdmissionSettings]:
-    """Request-admission settings per domain, from the model aliases and the run settings."""
-    run = pipeline.run
+    """Request-admission settings per domain: the alias's parallelism and ramp, and the run's
+    settings as they are (one source of truth: nothing is copied field by field)."""
     return {
-        domain: AdmissionSettings(
-            max_parallel=alias.max_parallel_requests,
-            ramp_s=alias.ramp_s,
-            default_cooldown_s=run.default_cooldown_s,
-            max_cooldown_s=run.max_cooldown_s,
-            acquire_timeout_s=run.acquire_timeout_s,
-            breaker_consecutive_429=run.breaker_consecutive_429,
-            breaker_no_success_s=run.breaker_no_success_s,
-            breaker_policy=run.breaker_policy,
-        )
+        domain: AdmissionSettings.for_alias(alias, pipeline.run)
         for domain, alias in pipeline.domains().items()
     }
 

@@ -12,6 +12,11 @@ the outcome. The result says what the scheduler should do with the task:
 * ``deferred`` — retryable failures used up this pass's attempts: retry in a salvage round;
 * ``cancelled`` — the run is stopping (shutdown), so no further try was made.
 
+Between tries in a pass, a 5xx, timeout, connection error or bad body is followed by an
+exponential backoff with full jitter (``admission/backoff.py``; its length is on the
+``attempt_finished`` event as ``backoff_s``). Pushback — a 429, or a 503 that says when to come
+back — is paced by the domain's cooldown instead, and never uses up the task's budget.
+
 ``request_id`` is one per task (stable across its retries and salvage rounds); ``attempt``
 counts every try of it, 1-based, including tries refused locally (admission timeout), so every
 wait and attempt interval has a unique ``(request_id, attempt)``.
@@ -19,14 +24,17 @@ wait and attempt interval has a unique ``(request_id, attempt)``.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ddscope import events
-from ddscope.engine.admission.gate import Permit, RequestGate
+from ddscope.engine.admission.backoff import BACKOFF_KINDS, full_jitter_s
+from ddscope.engine.admission.gate import Permit, RequestGate, is_pushback
 from ddscope.engine.admission.patience import counts_against_budget
+from ddscope.engine.admission.quota import RateLimitHeaders
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.pipeline.model import LlmTextColumn
 from ddscope.engine.pipeline.templates import render
@@ -74,15 +82,28 @@ class WorkerContext:
     on_attempt: Callable[[str, str], None]  # (domain, outcome) after the permit is released
     stopping: Callable[[], bool]
     permits: Counter[str] = field(default_factory=Counter)
+    rng: random.Random = field(default_factory=random.Random)  # backoff jitter
     requests: int = 0
     rate_limited: int = 0
     admission_timeouts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
+class _Answer:
+    outcome: events.AttemptOutcome
+    retry_after_s: float | None
+    ratelimit: RateLimitHeaders | None
+    pushback: bool
+    quota: bool | None  # for pushback: quota exhaustion (True) or saturation evidence (False)
+    backoff_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Failure:
     kind: str
     message: str
+    pushback: bool = False  # the endpoint is full (429, 503 + Retry-After), not broken
+    backoff_s: float | None = None  # pause before the next try
 
 
 class Worker:
@@ -101,6 +122,7 @@ class Worker:
         self._alias = task.plan.alias
         self._gate = ctx.gates[self._alias.domain]
         self._client = ctx.clients[self._alias.provider]
+        self._backoffs = 0  # backoffs so far in this pass (the exponent)
 
     async def run(self) -> TaskResult:
         try:
@@ -114,22 +136,25 @@ class Worker:
         task = self.task
         if task.request_id == 0:
             task.request_id = self.ctx.emitter.next_id()
-        for _ in range(self.ctx.max_attempts):
+        for try_in_pass in range(1, self.ctx.max_attempts + 1):
             if self.ctx.stopping():
                 return TaskResult(
                     "cancelled", error_kind=task.last_error, message="the run is stopping"
                 )
             task.attempts += 1
-            outcome = await self._try_once(messages)
+            may_retry = try_in_pass < self.ctx.max_attempts
+            outcome = await self._try_once(messages, may_retry)
             if isinstance(outcome, str):
                 return TaskResult("ok", value=outcome)
             task.last_error, task.last_message = outcome.kind, outcome.message
             if outcome.kind not in events.RETRYABLE_KINDS:
                 return TaskResult("dropped", error_kind=outcome.kind, message=outcome.message)
-            if counts_against_budget(outcome.kind):
+            if not outcome.pushback and counts_against_budget(outcome.kind):
                 task.budget_failures += 1
                 if task.budget_failures >= self.ctx.failure_budget:
                     break  # no try left: deferred, and dropped when its round ends
+            if outcome.backoff_s:
+                await self.ctx.emitter.clock.sleep(outcome.backoff_s)  # phase "between"
         self.phase = "done"
         if self.ctx.stopping():  # no salvage is coming: the row is dropped with the stop
             return TaskResult("cancelled", error_kind=task.last_error, message=task.last_message)
@@ -145,12 +170,23 @@ class Worker:
             )
         return messages
 
-    async def _try_once(self, messages: list[dict[str, Any]]) -> str | _Failure:
+    async def _try_once(self, messages: list[dict[str, Any]], may_retry: bool) -> str | _Failure:
         """One try: the completion text, or the failure."""
         permit = await self._permit()
         if isinstance(permit, _Failure):
             return permit
-        return await self._attempt(permit, messages)
+        return await self._attempt(permit, messages, may_retry)
+
+    def _backoff_after(self, outcome: str, pushback: bool, may_retry: bool) -> float | None:
+        """The jittered pause before the next try of this pass, if one follows (None if not)."""
+        budget_left = self.task.budget_failures + 1 < self.ctx.failure_budget
+        if pushback or outcome not in BACKOFF_KINDS or not (may_retry and budget_left):
+            return None
+        self._backoffs += 1
+        run = self._gate.settings.run
+        return full_jitter_s(
+            self._backoffs, run.retry_backoff_base_s, run.retry_backoff_max_s, self.ctx.rng
+        )
 
     async def _permit(self) -> Permit | _Failure:
         task = self.task
@@ -173,7 +209,9 @@ class Worker:
         finally:
             self.phase = "between"
 
-    async def _attempt(self, permit: Permit, messages: list[dict[str, Any]]) -> str | _Failure:
+    async def _attempt(
+        self, permit: Permit, messages: list[dict[str, Any]], may_retry: bool
+    ) -> str | _Failure:
         ctx, task, domain = self.ctx, self.task, self._alias.domain
         ctx.permits[domain] += 1
         self.phase = "on_wire"
@@ -200,15 +238,34 @@ class Worker:
             outcome = exc.kind if exc.kind in _ATTEMPT_FAILURES else "bad_response"  # type: ignore[assignment]
         finally:
             ctx.permits[domain] -= 1
-            retry_after = getattr(error, "retry_after_s", None)
-            self._emit_finished(outcome, result, error, retry_after, error_text)
-            self._gate.release(permit, outcome=outcome, retry_after_s=retry_after)
+            answer = self._judge(outcome, result, error, may_retry)
+            self._emit_finished(answer, result, error, error_text)
+            self._gate.release(
+                permit,
+                outcome=outcome,
+                retry_after_s=answer.retry_after_s,
+                ratelimit=answer.ratelimit,
+            )
             ctx.rate_limited += outcome == "rate_limited"
-            ctx.on_attempt(domain, outcome)
+            # A 503 with Retry-After is pacing, like a 429, not an endpoint failure.
+            ctx.on_attempt(domain, "rate_limited" if answer.pushback else outcome)
             self.phase = "between"
         if error is not None:
-            return _Failure(outcome, f"{task.task_id}: {error_text}")
+            return _Failure(
+                outcome, f"{task.task_id}: {error_text}", answer.pushback, answer.backoff_s
+            )
         return str(result.text)
+
+    def _judge(
+        self, outcome: events.AttemptOutcome, result: Any, error: ModelError | None, may_retry: bool
+    ) -> _Answer:
+        """What an answer means for pacing: pushback or not, quota or not, the backoff."""
+        retry_after = error.retry_after_s if error is not None else None
+        ratelimit = error.ratelimit if error is not None else getattr(result, "ratelimit", None)
+        pushback = is_pushback(outcome, retry_after)
+        quota = self._gate.is_quota_refusal(ratelimit) if pushback else None
+        backoff = self._backoff_after(outcome, pushback, may_retry)
+        return _Answer(outcome, retry_after, ratelimit, pushback, quota, backoff)
 
     def _emit_started(self, prompt: str | None) -> None:
         task = self.task
@@ -225,14 +282,9 @@ class Worker:
         )
 
     def _emit_finished(
-        self,
-        outcome: events.AttemptOutcome,
-        result: Any,
-        error: ModelError | None,
-        retry_after: float | None,
-        error_text: str | None,
+        self, answer: _Answer, result: Any, error: ModelError | None, error_text: str | None
     ) -> None:
-        task, ctx = self.task, self.ctx
+        task, ctx, quota = self.task, self.ctx, answer.ratelimit
         status = result.status_code if result is not None else getattr(error, "status_code", None)
         ctx.emitter.emit(
             events.AttemptFinished(
@@ -241,9 +293,15 @@ class Worker:
                 attempt=task.attempts,
                 task_id=task.task_id,
                 domain=self._alias.domain,
-                outcome=outcome,
+                outcome=answer.outcome,
                 status_code=status,
-                retry_after_s=retry_after,
+                retry_after_s=answer.retry_after_s,
+                ratelimit_remaining_requests=quota.remaining_requests if quota else None,
+                ratelimit_remaining_tokens=quota.remaining_tokens if quota else None,
+                ratelimit_reset_requests_s=quota.reset_requests_s if quota else None,
+                ratelimit_reset_tokens_s=quota.reset_tokens_s if quota else None,
+                quota_exhausted=answer.quota,
+                backoff_s=answer.backoff_s,
                 input_tokens=getattr(result, "input_tokens", None),
                 output_tokens=getattr(result, "output_tokens", None),
                 response_model=getattr(result, "response_model", None),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ddscope.errors import ConfigError
+from ddscope.engine.pipeline.parts import RunSettings
 from ddscope.events import LimitChangeReason
 
 # Guards the ramp's floor() against float error exactly at a step boundary (a timer that fires at
@@ -35,29 +35,24 @@ _RAMP_EPSILON = 1e-9
 
 @dataclass(frozen=True)
 class AimdSettings:
+    """The AIMD parameters. No defaults here: :meth:`from_run` reads them from ``RunSettings``
+    (their one source, already validated); tests pass every value."""
+
     max_limit: int
-    decrease_factor: float = 0.75
-    successes_per_increase: int = 25
-    increase_step: int = 1
-    ramp_s: float = 0.0  # 0 = no startup ramp
+    decrease_factor: float
+    successes_per_increase: int
+    increase_step: int
+    ramp_s: float  # 0 = no startup ramp
 
-    def __post_init__(self) -> None:
-        _check_int(self.max_limit, "max_limit", minimum=1)
-        _check_int(self.successes_per_increase, "successes_per_increase", minimum=1)
-        _check_int(self.increase_step, "increase_step", minimum=1)
-        factor = self.decrease_factor
-        if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < 1:
-            raise ConfigError(f"decrease_factor must be a number in (0, 1), got {factor!r}")
-        ramp = self.ramp_s
-        if isinstance(ramp, bool) or not isinstance(ramp, int | float) or not math.isfinite(ramp):
-            raise ConfigError(f"ramp_s must be a finite number of seconds, got {ramp!r}")
-        if ramp < 0:
-            raise ConfigError(f"ramp_s must be ≥ 0 (0 = no ramp), got {ramp!r}")
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    @classmethod
+    def from_run(cls, run: RunSettings, *, max_limit: int, ramp_s: float) -> AimdSettings:
+        return cls(
+            max_limit=max_limit,
+            decrease_factor=run.aimd_decrease_factor,
+            successes_per_increase=run.aimd_successes_per_increase,
+            increase_step=run.aimd_increase_step,
+            ramp_s=ramp_s,
+        )
 
 
 @dataclass(frozen=True)

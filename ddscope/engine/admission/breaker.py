@@ -1,22 +1,31 @@
-"""A domain's circuit breaker: the evidence it keeps and when it trips. Pure; time passed in.
+"""A domain's circuit breaker: saturation judged on sustained evidence over time. Pure; time in.
 
-The stall this project was born from: a domain sits at concurrency 1 and keeps getting 429 for
-minutes, and nothing says so. The breaker turns that into an event and a policy decision.
+The stall this project was born from: a domain keeps getting 429 for minutes and nothing says
+so. The breaker turns that into an event and a policy decision — but only on evidence that the
+endpoint *keeps* refusing, not on a burst (a cold start, a short outage, ``Retry-After: 0``).
 
-It trips only when the AIMD limit is at the floor (1) **and** either
+Evidence is a **time-based sliding window** of ``window_s`` seconds (resilience4j's
+``TIME_BASED`` window with ``minimumNumberOfCalls``; Envoy's outlier detection), held as a few
+buckets so memory is bounded however fast requests go. Each finished attempt is
 
-* ``consecutive_429`` (429s since the last success, at any limit) reached ``threshold_429``, or
-* no success for ``no_success_s`` since ``max(last success, time the floor was reached)``, with
-  a 429 since that success (counted from the first such 429, so a domain that merely had nothing
-  to do does not trip on its first refusal).
+* ``refused`` — a 429 (or a 503 with Retry-After) outside a spent quota,
+* ``served`` — any other answer (a success, a 5xx, a timeout: the endpoint is not pushing back),
+* or no evidence at all — a 429 of a spent quota (``quota.py``: the provider said so in its
+  headers, and waiting for the reset is the remedy), or a cancelled attempt.
 
-Why both conditions need the floor: a cold endpoint (SCENARIOS S3) answers a burst of 429s while
-AIMD is still coming down from the maximum; those waves interleave with successes and never reach
-the floor, so they are a transient, not saturation. A saturated endpoint (S1) drives the limit
-down wave by wave to 1 and keeps refusing, which is exactly what the two triggers catch.
+The domain is **under pressure** while the refused share of the window is at least
+``refused_share``; ``pressure_since`` is when that began, and any evaluation below the share
+ends it. The breaker trips once pressure has lasted a whole window, the window then holds at
+least ``min_attempts`` attempts with the share still at or above ``refused_share``, and the
+latest answer was a refusal (a burst followed by a few successes is a recovery, even while the
+window still remembers the burst).
 
-The gate (request_admission) decides when to transition, owns the timers and emits the events;
-this object keeps the evidence and the state, answers "should it trip", and builds the event.
+Why this shape: a 15 s outage ends (the first successes pull the share down) before a 20 s
+window of pressure is complete; a saturated endpoint (SCENARIOS S1: 90 % refused) trips one
+window after its first refusal *whatever the client's parallelism* — the old rule waited for the
+AIMD limit to descend to 1, which took longer the wider the client. A run of consecutive 429s
+alone never trips it. The gate owns the timers and emits the events; this object keeps the
+evidence and the state, answers "should it trip", and builds the event.
 """
 
 from __future__ import annotations
@@ -24,40 +33,80 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
-from ddscope.events import AttemptOutcome, BreakerChanged, BreakerState
+from ddscope.events import BreakerChanged, BreakerState
 
 BreakerPolicy = Literal["fail_fast", "wait"]
-RECENT_WINDOW = 50  # attempts kept for the recent 429 share
+Evidence = Literal["refused", "served", "none"]
+BUCKETS = 16  # per window: the window's edge is exact to window_s / BUCKETS
+TRIP_REASON = "sustained_429"
+
+
+class RefusalWindow:
+    """Attempts and refusals over the last ``window_s``, in ``BUCKETS`` buckets per window."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._width = window_s / BUCKETS
+        self._buckets: deque[list[int]] = deque()  # [bucket index, attempts, refused]
+
+    def add(self, now: float, refused: bool) -> None:
+        index = int(now // self._width)
+        if not self._buckets or self._buckets[-1][0] != index:
+            self._buckets.append([index, 0, 0])
+        bucket = self._buckets[-1]
+        bucket[1] += 1
+        bucket[2] += refused
+        self._expire(now)
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(attempts, refused) within the window ending at ``now``."""
+        self._expire(now)
+        return sum(b[1] for b in self._buckets), sum(b[2] for b in self._buckets)
+
+    def clear(self) -> None:
+        self._buckets.clear()
+
+    def _expire(self, now: float) -> None:
+        # A bucket stays while any part of it lies inside (now - window_s, now].
+        oldest = int((now - self.window_s) // self._width)
+        while self._buckets and self._buckets[0][0] < oldest:
+            self._buckets.popleft()
 
 
 class Breaker:
-    def __init__(self, *, threshold_429: int, no_success_s: float, policy: BreakerPolicy) -> None:
-        self.threshold_429 = threshold_429
-        self.no_success_s = no_success_s
+    def __init__(
+        self,
+        *,
+        window_s: float,
+        min_attempts: int,
+        refused_share: float,
+        policy: BreakerPolicy,
+    ) -> None:
+        self.window_s = window_s
+        self.min_attempts = min_attempts
+        self.refused_share = refused_share
         self.policy = policy
         self.state: BreakerState = "closed"
-        self.consecutive_429 = 0  # 429s since the last success; any success resets it
-        self.streak_started_at: float | None = None  # the first of those 429s
-        self.last_success_at: float | None = None
+        self.window = RefusalWindow(window_s)
+        self.pressure_since: float | None = None  # share ≥ refused_share since then
+        self.consecutive_429 = 0  # refusals since the last served answer (reported, not judged)
         self.last_retry_after_s: float | None = None
-        self.floor_since: float | None = None  # when the limit last reached 1 (None: above 1)
-        self._recent: deque[bool] = deque(maxlen=RECENT_WINDOW)  # True = that attempt was a 429
+        self.floor_since: float | None = None  # when the AIMD limit last reached 1 (reported)
 
     # -- evidence ---------------------------------------------------------------------------
 
-    def record(self, outcome: AttemptOutcome, now: float, retry_after_s: float | None) -> None:
-        """Notes one finished attempt. Cancelled attempts say nothing about the endpoint."""
-        if outcome == "cancelled":
+    def record(self, evidence: Evidence, now: float, retry_after_s: float | None = None) -> None:
+        """Notes one finished attempt and re-judges the pressure."""
+        if evidence == "none":
             return
-        self._recent.append(outcome == "rate_limited")
-        if outcome == "ok":
-            self.consecutive_429 = 0
-            self.last_success_at = now
-        elif outcome == "rate_limited":
-            if self.consecutive_429 == 0:
-                self.streak_started_at = now
+        refused = evidence == "refused"
+        self.window.add(now, refused)
+        if refused:
             self.consecutive_429 += 1
             self.last_retry_after_s = retry_after_s
+        else:
+            self.consecutive_429 = 0
+        self._judge(now)
 
     def note_limit(self, limit: int, now: float) -> None:
         """Tracks when the limit reached the floor (call after every limit change)."""
@@ -66,17 +115,25 @@ class Breaker:
         elif self.floor_since is None:
             self.floor_since = now
 
-    @property
-    def share_429(self) -> float:
-        return sum(self._recent) / len(self._recent) if self._recent else 0.0
+    def share(self, now: float) -> tuple[int, int, float]:
+        """(attempts, refused, refused share) in the window ending at ``now``."""
+        attempts, refused = self.window.counts(now)
+        return attempts, refused, (refused / attempts if attempts else 0.0)
 
     def time_at_floor(self, now: float) -> float:
         return 0.0 if self.floor_since is None else max(0.0, now - self.floor_since)
+
+    def forget(self) -> None:
+        """A fresh start (the breaker closed again): old refusals are no evidence any more."""
+        self.window.clear()
+        self.pressure_since = None
+        self.consecutive_429 = 0
 
     def transition(
         self, state: BreakerState, reason: str, domain: str, *, now: float, t_ns: int
     ) -> BreakerChanged:
         """Moves to ``state`` and returns the event that says so, with the evidence."""
+        attempts, refused, share = self.share(now)
         self.state = state
         return BreakerChanged(
             t_ns=t_ns,
@@ -84,30 +141,41 @@ class Breaker:
             state=state,
             reason=reason,
             consecutive_429=self.consecutive_429,
-            share_429=self.share_429,
+            share_429=share,
             time_at_floor_s=self.time_at_floor(now),
             last_retry_after_s=self.last_retry_after_s,
             policy=self.policy,
+            window_s=self.window_s,
+            window_attempts=attempts,
+            window_refused=refused,
         )
 
     # -- the decision -----------------------------------------------------------------------
 
-    def no_success_deadline(self) -> float | None:
-        """When the time trigger would fire if nothing changes; None while it cannot fire."""
-        if self.state != "closed" or self.floor_since is None or self.consecutive_429 == 0:
+    def deadline(self) -> float | None:
+        """When a closed breaker would trip if the pressure holds; None while there is none."""
+        if self.state != "closed" or self.pressure_since is None:
             return None
-        # The streak's first 429 came after the last success, so this is "no success since
-        # max(last success, floor reached)" without counting idle time before the 429s began.
-        assert self.streak_started_at is not None
-        return max(self.floor_since, self.streak_started_at) + self.no_success_s
+        return self.pressure_since + self.window_s
 
     def trip_reason(self, now: float) -> str | None:
         """Why a closed breaker should open now, or None."""
-        if self.state != "closed" or self.floor_since is None:
+        self._judge(now)
+        deadline = self.deadline()
+        if deadline is None or now < deadline:
             return None
-        if self.consecutive_429 >= self.threshold_429:
-            return "consecutive_429"
-        deadline = self.no_success_deadline()
-        if deadline is not None and now >= deadline:
-            return "no_success_at_floor"
+        attempts, _, share = self.share(now)
+        # The latest answer must be a refusal too: an endpoint that has just served us is not
+        # saturated *now*, whatever the window still remembers (a wide burst, then recovery).
+        still_refusing = self.consecutive_429 > 0
+        if still_refusing and attempts >= self.min_attempts and share >= self.refused_share:
+            return TRIP_REASON
         return None
+
+    def _judge(self, now: float) -> None:
+        attempts, _, share = self.share(now)
+        if attempts and share >= self.refused_share:
+            if self.pressure_since is None:
+                self.pressure_since = now
+        else:
+            self.pressure_since = None

@@ -1,8 +1,9 @@
 """Request admission: one gate per (provider, model) domain decides when a request may go out.
 
 A :class:`RequestGate` ties together the domain's AIMD limit and startup ramp (``aimd.py``), its
-429 cooldown (``cooldown.py``), its FIFO waiters (``waiters.py``) and its circuit breaker
-(``breaker.py``); settings, permits and snapshots are in ``admission_types.py``. Modelled on trio's
+429 cooldown (``cooldown.py``), the provider's quota headers (``quota.py``), its FIFO waiters
+(``waiters.py``) and its circuit breaker (``breaker.py``); settings, permits and snapshots are in
+``types.py``. Modelled on trio's
 ``CapacityLimiter``: :meth:`RequestGate.try_acquire` holds all the logic and never blocks;
 :meth:`RequestGate.acquire` only waits on it. Lowering the limit never pre-empts admitted
 requests, it only stops new admissions until enough of them are released.
@@ -24,9 +25,10 @@ from typing import Any
 
 from ddscope import events
 from ddscope.engine.admission.aimd import AimdLimit, LimitChange
-from ddscope.engine.admission.breaker import Breaker
+from ddscope.engine.admission.breaker import Breaker, Evidence
 from ddscope.engine.admission.cooldown import DomainCooldown
 from ddscope.engine.admission.deadline_timer import DeadlineTimer
+from ddscope.engine.admission.quota import DomainQuota, RateLimitHeaders
 from ddscope.engine.admission.types import AdmissionSettings, GateStatistics, Permit
 from ddscope.engine.admission.waiters import WaiterQueue
 from ddscope.engine.emitter import Emitter
@@ -44,12 +46,16 @@ class RequestGate:
         self.on_breaker_open: Callable[[events.BreakerChanged], None] | None = None
         self._emitter = emitter
         self._clock = emitter.clock
+        run = settings.run
         self._aimd = AimdLimit(settings.aimd_settings())
         self._breaker = Breaker(
-            threshold_429=settings.breaker_consecutive_429,
-            no_success_s=settings.breaker_no_success_s,
-            policy=settings.breaker_policy,
+            window_s=run.breaker_window_s,
+            min_attempts=run.breaker_min_attempts,
+            refused_share=run.breaker_refused_share,
+            policy=run.breaker_policy,
         )
+        self._quota = DomainQuota()
+        self._awaiting_reset = False  # a quota pause runs until the provider's stated reset
         # Invariant: every key here belongs to exactly one unreleased Permit of this gate.
         self._in_flight: set[tuple[int, int]] = set()
         self._probe: tuple[int, int] | None = None  # the half-open probe's (request_id, attempt)
@@ -57,8 +63,9 @@ class RequestGate:
         self._cooldown = DomainCooldown(
             domain,
             emitter,
-            default_s=settings.default_cooldown_s,
-            max_s=settings.max_cooldown_s,
+            default_s=run.default_cooldown_s,
+            min_s=run.min_cooldown_s,
+            max_s=run.max_cooldown_s,
             on_end=self._cooldown_ended,
         )
         self._ramp_timer = DeadlineTimer(self._clock, self._ramp_step_due)
@@ -91,7 +98,16 @@ class RequestGate:
         room = max(0, self._aimd.limit - len(self._in_flight))
         if self._breaker.state == "half_open":
             return 0 if self._probe is not None else min(1, room)
-        return room
+        budget = self._quota.budget()
+        if budget is not None and budget <= 0:
+            # Spent (or about to be): wait for the answers in flight; with none left, probe one
+            # at a time (a per-minute window with no stated reset, or answers with no headers).
+            return min(1, room) if not self._in_flight else 0
+        return room if budget is None else min(room, budget)
+
+    def is_quota_refusal(self, ratelimit: RateLimitHeaders | None) -> bool:
+        """Whether a 429 with these headers, answered now, is quota exhaustion (not saturation)."""
+        return self._quota.refuses_as_quota(ratelimit)
 
     def statistics(self) -> GateStatistics:
         now = self._clock.now()
@@ -102,11 +118,13 @@ class RequestGate:
             in_flight=len(self._in_flight),
             waiters=len(self._waiters),
             cooldown_remaining_s=self._cooldown.remaining(now),
-            recent_429_share=self._breaker.share_429,
+            recent_429_share=self._breaker.share(now)[2],
             breaker=self._breaker.state,
             at_floor=self._aimd.limit == 1,
             consecutive_429=self._breaker.consecutive_429,
             time_at_floor_s=self._breaker.time_at_floor(now),
+            quota_exhausted=self._quota.exhausted,
+            quota_budget=self._quota.budget(),
         )
 
     def add_listener(self, callback: Callable[[], None]) -> None:
@@ -191,7 +209,10 @@ class RequestGate:
         self._in_flight.add(key)
         if self._breaker.state == "half_open":
             self._probe = key
-        return Permit(self.domain, request_id, attempt, self._aimd.epoch, self._clock.now())
+        now = self._clock.now()
+        return Permit(
+            self.domain, request_id, attempt, self._aimd.epoch, now, self._quota.admitted()
+        )
 
     def _pump(self) -> None:
         """Grants permits to queued waiters, in order, while there is room."""
@@ -213,8 +234,10 @@ class RequestGate:
         *,
         outcome: events.AttemptOutcome,
         retry_after_s: float | None = None,
+        ratelimit: RateLimitHeaders | None = None,
     ) -> None:
-        """Gives a permit back with its attempt's outcome (``retry_after_s`` already parsed)."""
+        """Gives a permit back with its attempt's outcome, the answer's Retry-After (parsed) and
+        quota headers. A 503 with Retry-After is pushback like a 429."""
         key = (permit.request_id, permit.attempt)
         if permit.domain != self.domain or key not in self._in_flight:
             raise ValueError(f"{self.domain}: permit {key} is not held (released twice?)")
@@ -228,22 +251,47 @@ class RequestGate:
         if outcome != "cancelled":
             self._begin_ramp(now)
         self._advance_ramp(wake=False)  # woken below, once the outcome is known
-        self._breaker.record(outcome, now, retry_after_s)
+        pushback = is_pushback(outcome, retry_after_s)
+        quota_refusal = pushback and self._quota.refuses_as_quota(ratelimit)
+        newly_exhausted = self._quota.observe(permit.seq, ratelimit)
+        self._breaker.record(_evidence(outcome, pushback, quota_refusal), now, retry_after_s)
         if outcome == "ok":
             self._on_success(now, was_probe)
-        elif outcome == "rate_limited":
+        elif quota_refusal:
+            # The budget is spent: wait for it (no AIMD decrease, no breaker evidence).
+            self._cooldown.start(
+                retry_after_s, cause="quota", request_id=permit.request_id, attempt=permit.attempt
+            )
+        elif pushback:
             self._on_rate_limited(permit, now, retry_after_s, was_probe)
         # Other failures (5xx, timeouts, connection errors, bad bodies) only free the slot: they
         # say the endpoint is broken or slow, not that it is full, so shrinking the limit would
-        # throttle a flaky-but-unloaded endpoint; retries deal with them. "cancelled" is our own
-        # doing and says nothing about the endpoint at all.
+        # throttle a flaky-but-unloaded endpoint; the worker backs off and retries. "cancelled"
+        # is our own doing and says nothing about the endpoint at all.
+        if newly_exhausted and ratelimit is not None:
+            self._pause_for_quota(ratelimit, permit)
         self._arm_breaker_timer()
         self._capacity_may_have_grown()
 
+    def _pause_for_quota(self, ratelimit: RateLimitHeaders, permit: Permit) -> None:
+        """A remaining count reached 0: pause until the stated reset (then assume a fresh
+        budget); with no reset stated, :meth:`available` probes one request at a time."""
+        reset_s = ratelimit.reset_s()
+        if reset_s is None:
+            return
+        started = self._cooldown.start(
+            reset_s, cause="quota", request_id=permit.request_id, attempt=permit.attempt
+        )
+        self._awaiting_reset = started or self._awaiting_reset
+        if not started and not self._cooldown.active:
+            self._quota.refreshed()  # the reset is already due
+
     def _on_success(self, now: float, was_probe: bool) -> None:
         if self._breaker.state != "closed" and self.settings.breaker_policy == "wait":
-            # Limit stays at the floor; AIMD climbs again from there.
+            # Limit stays at the floor; AIMD climbs again from there. The old refusals are no
+            # evidence any more: the next verdict needs a fresh window of pressure.
             self._set_breaker("closed", "probe_succeeded" if was_probe else "success")
+            self._breaker.forget()
         self._apply(self._aimd.on_success(now, cooling_down=self._cooldown.active))
 
     def _on_rate_limited(
@@ -304,6 +352,9 @@ class RequestGate:
         self._advance_ramp(at=step_at)
 
     def _cooldown_ended(self) -> None:
+        if self._awaiting_reset:
+            self._awaiting_reset = False
+            self._quota.refreshed()
         if self._breaker.state == "open" and self.settings.breaker_policy == "wait":
             self._set_breaker("half_open", "cooldown_ended")
         self._capacity_may_have_grown()
@@ -311,15 +362,18 @@ class RequestGate:
     # -- breaker ----------------------------------------------------------------------------
 
     def _arm_breaker_timer(self) -> None:
-        """Keeps a timer at the time trigger's deadline, so it fires even with no traffic."""
-        self._breaker_timer.set(None if self._closed else self._breaker.no_success_deadline())
+        """Keeps a timer at the end of the pressure window, so the verdict comes even with no
+        traffic. A deadline already past is not re-armed: it was judged (too few attempts), and
+        the next refusal is judged where it is recorded (``_on_rate_limited``)."""
+        deadline = None if self._closed else self._breaker.deadline()
+        if deadline is not None and deadline <= self._clock.now():
+            deadline = None
+        self._breaker_timer.set(deadline)
 
     def _breaker_deadline_due(self, deadline: float) -> None:
         reason = self._breaker.trip_reason(max(self._clock.now(), deadline))
         if reason is not None:
             self._open_breaker(reason)
-        else:
-            self._arm_breaker_timer()
 
     def _open_breaker(self, reason: str) -> None:
         event = self._set_breaker("open", reason)
@@ -333,9 +387,10 @@ class RequestGate:
             self.on_breaker_open(event)
 
     def _breaker_open_error(self) -> BreakerOpen:
+        attempts, refused, _ = self._breaker.share(self._clock.now())
         return BreakerOpen(
-            f"{self.domain}: circuit breaker open (endpoint saturated: "
-            f"{self._breaker.consecutive_429} consecutive 429s at concurrency 1)",
+            f"{self.domain}: circuit breaker open (endpoint saturated: {refused} of {attempts} "
+            f"attempts refused over the last {self._breaker.window_s:g} s)",
             domain=self.domain,
         )
 
@@ -360,6 +415,17 @@ class RequestGate:
         self._ramp_timer.cancel()
         self._breaker_timer.cancel()
         self._waiters.cancel_all()
+
+
+def is_pushback(outcome: events.AttemptOutcome, retry_after_s: float | None) -> bool:
+    """A 429, or a 503 that says when to come back: the endpoint is full, not broken."""
+    return outcome == "rate_limited" or (outcome == "server_error" and retry_after_s is not None)
+
+
+def _evidence(outcome: events.AttemptOutcome, pushback: bool, quota_refusal: bool) -> Evidence:
+    if outcome == "cancelled" or quota_refusal:
+        return "none"
+    return "refused" if pushback else "served"
 
 
 class RequestAdmission:

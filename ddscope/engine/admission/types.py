@@ -1,64 +1,86 @@
 """The value types of request admission: settings, permits and statistics snapshots.
 
 Kept apart from the gate so the pipeline loader can build and check settings without asyncio.
-A bad setting raises :class:`ConfigError` naming the field and the value.
+
+Settings have ONE source of truth: :class:`~ddscope.engine.pipeline.parts.RunSettings` (and the
+model alias's ``max_parallel_requests`` / ``ramp_s``). :class:`AdmissionSettings` holds a validated
+``RunSettings`` and reads every value from it — no default and no check is repeated here. A bad
+value raises :class:`ConfigError` naming the field (``run.breaker_window_s: …``), whichever way
+the settings were built.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from ddscope import events
 from ddscope.engine.admission.aimd import AimdSettings
+from ddscope.engine.pipeline.parts import ModelAlias, RunSettings
+from ddscope.engine.pipeline.source import validate_run_settings
 from ddscope.errors import ConfigError
 
 BREAKER_POLICIES = ("fail_fast", "wait")
+_ALIAS_DEFAULTS = ModelAlias.model_fields
 
 
 @dataclass(frozen=True)
 class AdmissionSettings:
+    """One domain's request-admission settings: the alias's parallelism and ramp, the run's
+    settings for everything else. Build with :meth:`for_alias` (a run) or :meth:`of` (tests,
+    tools: keyword overrides of the RunSettings defaults)."""
+
     max_parallel: int
-    decrease_factor: float = 0.75
-    successes_per_increase: int = 25
-    increase_step: int = 1
-    ramp_s: float = 0.0  # 0 = no startup ramp
-    default_cooldown_s: float = 2.0  # 429 without Retry-After
-    max_cooldown_s: float = 60.0  # cap on Retry-After
-    acquire_timeout_s: float | None = 30.0  # None = wait for as long as it takes
-    breaker_consecutive_429: int = 8
-    breaker_no_success_s: float = 20.0
-    breaker_policy: Literal["fail_fast", "wait"] = "fail_fast"
+    ramp_s: float
+    run: RunSettings
 
     def __post_init__(self) -> None:
-        _integer(self, "max_parallel", minimum=1)
-        _integer(self, "successes_per_increase", minimum=1)
-        _integer(self, "increase_step", minimum=1)
-        _integer(self, "breaker_consecutive_429", minimum=1)
-        factor = self.decrease_factor
-        if not _is_number(factor) or not 0 < factor < 1:
-            raise ConfigError(f"decrease_factor must be a number in (0, 1), got {factor!r}")
-        _seconds(self, "ramp_s", allow_zero=True)
-        _seconds(self, "default_cooldown_s", allow_zero=True)
-        _seconds(self, "max_cooldown_s", allow_zero=False)
-        _seconds(self, "breaker_no_success_s", allow_zero=False)
-        if self.acquire_timeout_s is not None:
-            _seconds(self, "acquire_timeout_s", allow_zero=False)
-        if self.breaker_policy not in BREAKER_POLICIES:
-            raise ConfigError(
-                f"breaker_policy must be one of {', '.join(BREAKER_POLICIES)}, "
-                f"got {self.breaker_policy!r}"
+        # The two alias fields are checked by ModelAlias's own field rules (their only copy).
+        try:
+            ModelAlias(
+                alias="x",
+                provider="x",
+                model="x",
+                max_parallel_requests=self.max_parallel,
+                ramp_s=self.ramp_s,
             )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise ConfigError(f"{error['loc'][0]}: {error['msg']}") from None
+
+    @classmethod
+    def for_alias(cls, alias: ModelAlias, run: RunSettings) -> AdmissionSettings:
+        return cls(max_parallel=alias.max_parallel_requests, ramp_s=alias.ramp_s, run=run)
+
+    @classmethod
+    def of(
+        cls, max_parallel: int | None = None, ramp_s: float | None = None, **run_fields: Any
+    ) -> AdmissionSettings:
+        """Settings from keyword values; anything not given takes its one default
+        (``ModelAlias`` for the two alias fields, ``RunSettings`` for the rest)."""
+        return cls(
+            max_parallel=(
+                _ALIAS_DEFAULTS["max_parallel_requests"].default
+                if max_parallel is None
+                else max_parallel
+            ),
+            ramp_s=_ALIAS_DEFAULTS["ramp_s"].default if ramp_s is None else ramp_s,
+            run=validate_run_settings(run_fields),
+        )
+
+    # The values the gate reads most, by their old names (the scheduler and dispatcher use them).
+    @property
+    def breaker_policy(self) -> Literal["fail_fast", "wait"]:
+        return self.run.breaker_policy
+
+    @property
+    def acquire_timeout_s(self) -> float | None:
+        return self.run.acquire_timeout_s
 
     def aimd_settings(self) -> AimdSettings:
-        return AimdSettings(
-            max_limit=self.max_parallel,
-            decrease_factor=self.decrease_factor,
-            successes_per_increase=self.successes_per_increase,
-            increase_step=self.increase_step,
-            ramp_s=self.ramp_s,
-        )
+        return AimdSettings.from_run(self.run, max_limit=self.max_parallel, ramp_s=self.ramp_s)
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,7 @@ class Permit:
     attempt: int
     epoch: int  # the AIMD epoch at admission: a 429 decreases the limit once per epoch (wave)
     admitted_at: float  # clock seconds
+    seq: int = 0  # admission order within the domain (quota budget: quota.DomainQuota)
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,8 @@ class GateStatistics:
     at_floor: bool
     consecutive_429: int
     time_at_floor_s: float
+    quota_exhausted: bool = False  # the provider's remaining count reached 0
+    quota_budget: int | None = None  # requests left by its headers (None: not stated)
 
     def to_event(self) -> events.DomainHealth:
         return events.DomainHealth(
@@ -99,21 +124,3 @@ class GateStatistics:
             breaker=self.breaker,
             at_floor=self.at_floor,
         )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _integer(settings: AdmissionSettings, name: str, *, minimum: int) -> None:
-    value = getattr(settings, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-
-
-def _seconds(settings: AdmissionSettings, name: str, *, allow_zero: bool) -> None:
-    value = getattr(settings, name)
-    ok = _is_number(value) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
