@@ -8,7 +8,7 @@
         designer.create(config_builder, num_records=100)
 
 Inside the block every job the designer runs is translated as it happens and fed to the sinks
-``ddtrace run`` uses: a ddscope ``run.jsonl`` (the first job; later jobs get ``run.2.jsonl``, …),
+``ddtrace run`` uses: a ddscope ``run.jsonl`` (the first job; later jobs get ``run-2.jsonl``, …),
 live OTel spans and metrics over OTLP (``otlp_endpoint`` or the ``OTEL_*`` variables), and the
 Prometheus endpoint (``prometheus_port``). Two hooks, both removed on exit (also on error):
 
@@ -188,7 +188,9 @@ class _Bridge:
         # DataDesigner's times are time.monotonic(): anchor them to the wall clock now.
         started = time.time_ns() - int((time.monotonic() - captured) * 1e9)
         index = len(self._live.records) + 1
-        path = self._record if index == 1 else self._record.with_suffix(f".{index}.jsonl")
+        # run-2.jsonl, not run.2.jsonl: that name is a resumed ddscope run's next segment
+        path = self._record.with_name(f"{self._record.stem}-{index}{self._record.suffix}")
+        path = self._record if index == 1 else path
         extra, finish = self._make_extra()
         bus = EventBus([JsonlRecorder(path), *extra])
         bus.open(layout.header(started, "datadesigner", __version__, wall_clock="live"))
