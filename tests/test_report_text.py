@@ -131,3 +131,24 @@ def test_next_lines_name_the_command_as_invoked(
         f"{command} report",
         f"{command} open",
     ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--perfetto", "--chrome-json"], "--perfetto and --chrome-json"),
+        (["--chrome-json", "--perfetto"], "--perfetto and --chrome-json"),
+        (["--chrome-json", "--otlp", "http://127.0.0.1:9"], "--chrome-json and --otlp"),
+    ],
+)
+def test_conflicting_export_flags_are_an_error(
+    flags: list[str], named: str, healthy: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from ddscope.cli.main import cli
+
+    out = tmp_path / "trace.out"
+    result = CliRunner().invoke(cli, ["export", str(healthy), *flags, "-o", str(out)])
+    assert result.exit_code == 2 and named in result.output
+    assert not out.exists()  # nothing written, rather than silently one of the two

@@ -22,12 +22,11 @@ from ddscope.record.jsonl import record_parts
 
 @click.command("export")
 @click.argument("record", type=click.Path(path_type=Path))
-@click.option("--perfetto", "fmt", flag_value="perfetto", help="Perfetto protobuf trace (default).")
+# Separate flags, not one option with flag values: click would silently keep the last of
+# `--perfetto --chrome-json`; two formats are refused instead (exit 2).
+@click.option("--perfetto", is_flag=True, help="Perfetto protobuf trace (default).")
 @click.option(
-    "--chrome-json",
-    "fmt",
-    flag_value="chrome-json",
-    help="Chrome JSON trace, for tools that only read JSON.",
+    "--chrome-json", is_flag=True, help="Chrome JSON trace, for tools that only read JSON."
 )
 @click.option(
     "--otlp",
@@ -57,16 +56,28 @@ from ddscope.record.jsonl import record_parts
 @handle_errors
 def export_command(
     record: Path,
-    fmt: str | None,
+    perfetto: bool,
+    chrome_json: bool,
     otlp_endpoint: str | None,
     otlp_protocol: str | None,
     out: Path | None,
     lenient: bool,
 ) -> None:
     """Convert a recorded run (run.jsonl) for Perfetto, Chrome tracing or an OTLP backend."""
+    chosen = [
+        flag
+        for flag, on in (
+            ("--perfetto", perfetto),
+            ("--chrome-json", chrome_json),
+            ("--otlp", otlp_endpoint is not None),
+        )
+        if on
+    ]
+    if len(chosen) > 1:
+        raise click.UsageError(
+            f"choose one of --perfetto, --chrome-json, --otlp, not {' and '.join(chosen)}"
+        )
     if otlp_endpoint is not None:
-        if fmt is not None:
-            raise click.UsageError("choose one of --perfetto, --chrome-json, --otlp")
         from ddscope.cli.run import check_otlp_endpoint
 
         check_otlp_endpoint(otlp_endpoint, "--otlp")
@@ -77,7 +88,7 @@ def export_command(
         )
         _report(result, f"sent {result.events} events to {result.out}")
         return
-    if fmt == "chrome-json":
+    if chrome_json:
         from ddscope.exporters.trace.chrome_json import export_chrome_json
 
         target = check_target(record, out or record.with_suffix(".trace.json"))
