@@ -263,3 +263,16 @@ def test_cli_report_takes_a_datadesigner_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["report", str(source), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "run-x" in out.read_text(encoding="utf-8")
+
+
+def test_convert_never_replaces_a_record(tmp_path: Path) -> None:
+    source = write_dd_file(tmp_path / "s.jsonl", synthetic_events(SyntheticDD(records=2)))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run.jsonl").write_text("precious\n")
+    result = CliRunner().invoke(cli, ["convert", str(source), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "run.jsonl: exists" in result.output
+    assert (tmp_path / "out" / "run.jsonl").read_text() == "precious\n"
+    empty = tmp_path / "no-job.jsonl"
+    empty.write_text('{"event_kind": "selected", "captured_at_monotonic": 1.0}\n')
+    result = CliRunner().invoke(cli, ["convert", str(empty)])
+    assert result.exit_code == 2 and "no-job.jsonl:1:" in result.output

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from ddscope.errors import ConfigError
+from ddscope.errors import ConfigError, RecordError
 from ddscope.integrations.datadesigner.reader import DataDesignerReader, scan_segments
 
 
@@ -27,10 +27,17 @@ class Converted:
 def convert_file(source: Path, out_dir: Path, *, lenient: bool = False) -> Converted:
     """Writes ``out_dir/run.jsonl`` (one segment) or ``run-1.jsonl``, ``run-2.jsonl``, …"""
     count = len(scan_segments(source)[0])
+    if count == 0:
+        raise RecordError(f"{source}:1: no scheduler_job_started: not a complete DataDesigner run")
+    targets = [
+        out_dir / ("run.jsonl" if count == 1 else f"run-{i}.jsonl") for i in range(1, count + 1)
+    ]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing:  # never replace a record: it may be the only copy of a run
+        raise ConfigError(f"{existing[0]}: exists; choose another --out directory or remove it")
     result = Converted()
-    for index in range(1, max(count, 1) + 1):
+    for index, target in enumerate(targets, 1):
         reader = DataDesignerReader(source, lenient=lenient, segment=index)
-        target = out_dir / ("run.jsonl" if count == 1 else f"run-{index}.jsonl")
         result.events += _write(reader, target)
         result.records.append(target)
         result.warnings += [w for w in reader.finish_warnings() if "runs (segments)" not in w]
