@@ -180,3 +180,24 @@ def test_a_report_leaves_no_partial_file(record: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.html"
     build_report(record, out)
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_quota_headers_are_plotted_when_the_record_has_them(record: Path, tmp_path: Path) -> None:
+    """Attempts that carry the provider's x-ratelimit-remaining-* (newer records): the lowest
+    value per bin is plotted; records without them get no quota plot."""
+    lines = record.read_text().splitlines()
+    remaining = 1000
+    for i, line in enumerate(lines):
+        data = json.loads(line)
+        if data.get("kind") == "attempt_finished":
+            remaining -= 1
+            data["ratelimit_remaining_requests"] = remaining
+            data["ratelimit_remaining_tokens"] = remaining * 100
+            lines[i] = json.dumps(data)
+    with_quota = tmp_path / "quota.jsonl"
+    with_quota.write_text("\n".join(lines) + "\n")
+    (d,) = run_view(collect(with_quota)).domains
+    values = [v for v in d.series["quota_requests"] if v is not None]
+    assert min(values) == remaining and values == sorted(values, reverse=True)
+    assert min(v for v in d.series["quota_tokens"] if v is not None) == remaining * 100
+    assert "quota_requests" not in run_view(collect(record)).domains[0].series

@@ -96,7 +96,28 @@ def run_plots(view: RunView, prefix: str = "") -> list[Spec]:
 
 
 def domain_plots(view: RunView, d: DomainView, prefix: str = "") -> list[Spec]:
-    return [_concurrency(view, d, prefix), _idle(view, d, prefix), _latency(d, prefix)]
+    specs = [_concurrency(view, d, prefix), _idle(view, d, prefix), _latency(d, prefix)]
+    if "quota_requests" in d.series:
+        specs.append(_quota(view, d, prefix))
+    return specs
+
+
+def _quota(view: RunView, d: DomainView, prefix: str) -> Spec:
+    return {
+        "id": f"{prefix}{d.name}:quota",
+        "title": f"{d.name}: quota the provider reported",
+        "help": "The lowest x-ratelimit-remaining-requests (left axis) and -tokens (right axis) "
+        "the provider answered with in each bin; gaps: no answer carried the header.",
+        "kind": "time",
+        "x": view.x,
+        "series": [
+            series("remaining requests", d.series["quota_requests"], COLOR["requests"], "points"),
+            series(
+                "remaining tokens", d.series["quota_tokens"], COLOR["limit"], "points", scale="r"
+            ),
+        ],
+        "bands": [],
+    }
 
 
 def _concurrency(view: RunView, d: DomainView, prefix: str) -> Spec:

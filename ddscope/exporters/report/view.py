@@ -98,6 +98,10 @@ def _domain_view(d: DomainSeries, widths: list[float], x: list[float]) -> Domain
         "busy": mean("busy"),
         **{f"idle_{part}": mean(part) for part in IDLE_PARTS},
     }
+    quota = d.quota[1:]
+    if any(r is not None or k is not None for r, k in quota):  # the provider sent the headers
+        view.series["quota_requests"] = _stepped([_num(r) for r, _ in quota])
+        view.series["quota_tokens"] = _stepped([_num(k) for _, k in quota])
     view.cooldown_bands = _bands([c[_COL["cooldown_ns"]] for c in cum], x)
     view.breaker_bands = _bands([c[_COL["breaker_ns"]] for c in cum], x)
     view.wait_hist = histogram_bars(d.tracker.wait_hist)
@@ -138,6 +142,10 @@ def _smoothed_rate(cumulative: Sequence[int], x: list[float]) -> Numbers:
 def _stepped(values: Numbers) -> Numbers:
     """Per-bin values → one per edge (the last bin's value repeated at the final edge)."""
     return [*values, values[-1]] if values else [0.0]
+
+
+def _num(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _marks(cumulative: Sequence[int]) -> Numbers:
