@@ -229,7 +229,7 @@ def test_a_failed_flush_is_raised_by_the_next_event_and_by_close(
     import errno
     import os
 
-    from ddscope.record import jsonl
+    from ddscope.record import recorder as writer_module
 
     recorder = JsonlRecorder(tmp_path / "run.jsonl", flush_interval_s=0.01)
     recorder.open(synthetic_header(SPEC))
@@ -239,15 +239,17 @@ def test_a_failed_flush_is_raised_by_the_next_event_and_by_close(
     def full_disk(fd: int, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(jsonl.os, "write", full_disk)
+    monkeypatch.setattr(writer_module.os, "write", full_disk)
     recorder.handle(events[0])
     deadline = time.monotonic() + 5
     while recorder.error is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    with pytest.raises(jsonl.RecordWriteError, match=r"run\.jsonl: cannot write: No space left"):
+    with pytest.raises(
+        writer_module.RecordWriteError, match=r"run\.jsonl: cannot write: No space left"
+    ):
         recorder.handle(events[1])
-    monkeypatch.setattr(jsonl.os, "write", real_write)
-    with pytest.raises(jsonl.RecordWriteError):
+    monkeypatch.setattr(writer_module.os, "write", real_write)
+    with pytest.raises(writer_module.RecordWriteError):
         recorder.close()
     assert (tmp_path / "run.jsonl").read_text().endswith("\n")  # whole lines only
 
@@ -255,15 +257,15 @@ def test_a_failed_flush_is_raised_by_the_next_event_and_by_close(
 def test_the_buffer_is_bounded_when_the_disk_stalls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ddscope.record import jsonl
+    from ddscope.record import recorder as writer_module
 
-    monkeypatch.setattr(jsonl, "STALL_S", 0.2)
+    monkeypatch.setattr(writer_module, "STALL_S", 0.2)
     recorder = JsonlRecorder(tmp_path / "run.jsonl", max_buffer_bytes=2000)
     recorder.open(synthetic_header(SPEC))
-    stalled = jsonl.threading.Event()
+    stalled = writer_module.threading.Event()
     monkeypatch.setattr(recorder, "_write", lambda lines: stalled.wait(5))
     events = list(synthetic_events(SPEC))
-    with pytest.raises(jsonl.RecordWriteError, match="did not take the record's events"):
+    with pytest.raises(writer_module.RecordWriteError, match="did not take the record's events"):
         for event in events * 50:
             recorder.handle(event)
     assert recorder.events_written < len(events) * 50  # it stopped taking events

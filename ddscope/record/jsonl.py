@@ -1,21 +1,22 @@
 """The run record: ``run.jsonl`` writer (an event sink) and a tolerant streaming reader.
 
-**Writer** (:class:`JsonlRecorder`): header first, then one event per line. ``handle()`` only
-appends the serialised line to an in-memory buffer; a background thread swaps the buffer out
-(under a lock held for a pointer swap, never for I/O) and writes it at least every
-``flush_interval_s`` (100 ms), so a process killed mid-run leaves a readable file that lost at
-most the last interval, and the engine never waits on the disk. The buffer is bounded: past
-``max_buffer_bytes`` the flusher is woken at once, and if the disk cannot drain it within
-``STALL_S`` the recorder fails. A failure (disk full, I/O error, a stalled disk) is kept and
-raised by the next ``handle()`` (and by ``close()``) as :class:`RecordWriteError`; the recorder
-is an *essential* sink, so the bus reports it to the engine, which stops the run with outcome
-``failed`` (a run without its record is not a run).
+**Writer** (:class:`JsonlRecorder`, in ``record.recorder``): header first, then one event per
+line. ``handle()`` only appends the serialised line to an in-memory buffer; a background thread
+swaps the buffer out (under a lock held for a pointer swap, never for I/O) and writes it at
+least every ``flush_interval_s`` (100 ms), so a process killed mid-run leaves a readable file
+that lost at most the last interval, and the engine never waits on the disk. The buffer is
+bounded: past ``max_buffer_bytes`` the flusher is woken at once, and if the disk cannot drain it
+within ``STALL_S`` the recorder fails. A failure (disk full, I/O error, a stalled disk) is kept
+and raised by the next ``handle()`` (and by ``close()``) as :class:`RecordWriteError`; the
+recorder is an *essential* sink, so the bus reports it to the engine, which stops the run with
+outcome ``failed`` (a run without its record is not a run).
 
-**Segments** (resume, several writers): a run's record may span several files read as one
-run — ``run.jsonl`` (segment 0), then ``run.1.jsonl``, ``run.2.jsonl`` … beside it, each with
-its own header carrying the same ``run_id`` and its ``segment`` number. :func:`segment_path`
-names segment N; :func:`record_parts` lists the parts that exist, in order. Opening segment 0
-for writing removes stale later segments (a new run replaces the old one whole).
+**Segments** (resume, several writers; ``record.segments``): a run's record may span several
+files read as one run — ``run.jsonl`` (segment 0), then ``run.1.jsonl``, ``run.2.jsonl`` …
+beside it, each with its own header carrying the same ``run_id`` and its ``segment`` number.
+:func:`segment_path` names segment N; :func:`record_parts` lists the parts that exist, in order.
+Opening segment 0 for writing removes stale later segments (a new run replaces the old one
+whole).
 
 **Reader** (:class:`RunReader`): one pass, one line at a time, so memory stays flat however long
 the run. ``RunReader("run.jsonl")`` reads every segment found beside it as one run;
@@ -35,11 +36,7 @@ corrupt line in the middle, reported as ``file:line: reason``. A header whose ``
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
-import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +45,34 @@ from typing import IO, Any, cast
 import orjson
 from pydantic import ValidationError
 
-from ddscope.errors import DdscopeError, RecordError
+from ddscope.errors import RecordError
 from ddscope.events import EVENT_KINDS, EVENT_TYPES, SCHEMA, Event, RunHeader, event_adapter
 
-FLUSH_INTERVAL_S = 0.1
-MAX_BUFFER_BYTES = 32 * 1024 * 1024  # unwritten event bytes before the flusher is hurried
-STALL_S = 10.0  # a full buffer the disk has not drained in this long fails the recorder
+# The writer and the segment names live in their own modules; imported here so that
+# ``ddscope.record.jsonl`` stays the one place to import the record's API from.
+from ddscope.record.recorder import (
+    FLUSH_INTERVAL_S,
+    MAX_BUFFER_BYTES,
+    STALL_S,
+    JsonlRecorder,
+    RecordWriteError,
+)
+from ddscope.record.segments import record_parts, segment_path
+
+__all__ = [
+    "FLUSH_INTERVAL_S",
+    "MAX_BUFFER_BYTES",
+    "REQUIRED_FIELDS",
+    "STALL_S",
+    "JsonlRecorder",
+    "ReadStats",
+    "RecordWriteError",
+    "RunReader",
+    "read_events",
+    "record_parts",
+    "segment_path",
+]
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 # Fields each kind must carry (those without a default), checked on the reader's fast path.
@@ -61,177 +80,6 @@ REQUIRED_FIELDS: dict[str, frozenset[str]] = {
     kind: frozenset(name for name, f in cls.model_fields.items() if f.is_required())
     for kind, cls in EVENT_TYPES.items()
 }
-
-
-class RecordWriteError(DdscopeError):
-    """The run record could not be written; names the file and the OS error."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Segments
-
-
-def segment_path(base: str | Path, segment: int) -> Path:
-    """``run.jsonl`` for segment 0, ``run.N.jsonl`` for segment N."""
-    base = Path(base)
-    if segment == 0:
-        return base
-    return base.with_name(f"{base.stem}.{segment}{base.suffix}")
-
-
-def record_parts(base: str | Path) -> list[Path]:
-    """The existing parts of the record at ``base`` (segment 0), in order: ``base``, then
-    ``run.1.jsonl``, ``run.2.jsonl`` … as long as they follow on without a gap."""
-    base = Path(base)
-    parts = [base]
-    while (nxt := segment_path(base, len(parts))).exists():
-        parts.append(nxt)
-    return parts
-
-
-def _stale_segments(base: Path) -> list[Path]:
-    pattern = re.compile(re.escape(base.stem) + r"\.\d+" + re.escape(base.suffix) + r"\Z")
-    if not base.parent.is_dir():
-        return []
-    return [p for p in base.parent.iterdir() if pattern.match(p.name)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Writer
-
-
-class JsonlRecorder:
-    """Event sink writing ``run.jsonl`` (or one segment of it). See the module docstring."""
-
-    essential = True  # the bus tells the engine when this sink fails: the run stops
-
-    def __init__(
-        self,
-        path: str | Path,
-        flush_interval_s: float = FLUSH_INTERVAL_S,
-        *,
-        max_buffer_bytes: int = MAX_BUFFER_BYTES,
-        replace_segments: bool = True,
-    ) -> None:
-        self.path = Path(path)
-        self._interval = flush_interval_s
-        self._max_bytes = max_buffer_bytes
-        self._replace_segments = replace_segments
-        self._lock = threading.Lock()  # guards the buffer only: held for appends and swaps
-        self._io_lock = threading.Lock()  # one writer of the file at a time
-        self._drained = threading.Condition(self._lock)
-        self._buffer: list[bytes] = []
-        self._buffered_bytes = 0
-        self._fd: int | None = None
-        self._offset = 0  # end of the last whole write
-        self._stop = threading.Event()
-        self._hurry = threading.Event()
-        self._flusher: threading.Thread | None = None
-        self.error: str | None = None
-        self.events_written = 0
-
-    def open(self, header: RunHeader) -> None:
-        line = header.model_dump_json(by_alias=True, exclude_none=True).encode()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # A record holding prompts and completions is a private file (issue 19); fchmod
-            # too, because an existing file keeps its old mode through O_TRUNC.
-            mode = 0o600 if header.record_text else 0o644
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            if header.record_text:
-                os.fchmod(self._fd, mode)
-            if self._replace_segments:
-                for stale in _stale_segments(self.path):
-                    stale.unlink()
-        except OSError as exc:
-            raise RecordWriteError(f"{self.path}: cannot create: {_why(exc)}") from exc
-        self._write([line])
-        self._raise_if_failed()
-        self._flusher = threading.Thread(target=self._flush_loop, name="ddscope-jsonl", daemon=True)
-        self._flusher.start()
-
-    def handle(self, event: Event) -> None:
-        if self.error is not None:
-            raise RecordWriteError(self.error)
-        line = event.model_dump_json(exclude_none=True).encode()
-        with self._lock:
-            self._buffer.append(line)
-            self._buffered_bytes += len(line) + 1
-            self.events_written += 1
-            if self._buffered_bytes <= self._max_bytes:
-                return
-        self._hurry.set()
-        self._wait_for_room()
-
-    def _wait_for_room(self) -> None:
-        """The disk is slower than the run: give the flusher up to ``STALL_S`` to catch up
-        (the only time the engine waits on the recorder), then fail."""
-        with self._lock:
-            drained = self._drained.wait_for(
-                lambda: self._buffered_bytes <= self._max_bytes or self.error is not None,
-                timeout=STALL_S,
-            )
-        self._raise_if_failed()
-        if not drained:
-            self.error = (
-                f"{self.path}: the disk did not take the record's events for {STALL_S:g} s "
-                f"({self._buffered_bytes:,} bytes waiting)"
-            )
-            raise RecordWriteError(self.error)
-
-    def flush(self) -> None:
-        """Writes what is buffered (the flusher does this on its own; close calls it last)."""
-        with self._lock:
-            lines, self._buffer = self._buffer, []
-            self._buffered_bytes = 0
-            self._drained.notify_all()
-        if lines:
-            self._write(lines)
-
-    def _write(self, lines: list[bytes]) -> None:
-        """Writes outside the buffer lock; a failure cuts the file back to whole lines."""
-        payload = b"\n".join(lines) + b"\n"
-        with self._io_lock:
-            if self._fd is None or self.error is not None:
-                return
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-                self._offset += len(payload)
-            except OSError as exc:
-                self.error = f"{self.path}: cannot write: {_why(exc)}"
-                # the disk may be gone; the reader forgives a cut last line anyway
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._offset)
-        with self._lock:
-            self._drained.notify_all()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._hurry.set()
-        if self._flusher is not None:
-            self._flusher.join(timeout=STALL_S)
-        self.flush()
-        with self._io_lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-        self._raise_if_failed()
-
-    def _raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise RecordWriteError(self.error)
-
-    def _flush_loop(self) -> None:
-        while not self._stop.is_set() and self.error is None:
-            self._hurry.wait(self._interval)
-            self._hurry.clear()
-            self.flush()
-
-
-def _why(exc: OSError) -> str:
-    return exc.strerror or str(exc)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""The run record's writer: :class:`JsonlRecorder`, an essential event sink (see
+``record.jsonl`` for the format, the segments and the failure behaviour)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+from ddscope.errors import DdscopeError
+from ddscope.events import Event, RunHeader
+from ddscope.record.segments import stale_segments
+
+FLUSH_INTERVAL_S = 0.1
+MAX_BUFFER_BYTES = 32 * 1024 * 1024  # unwritten event bytes before the flusher is hurried
+STALL_S = 10.0  # a full buffer the disk has not drained in this long fails the recorder
+
+
+class RecordWriteError(DdscopeError):
+    """The run record could not be written; names the file and the OS error."""
+
+
+class JsonlRecorder:
+    """Event sink writing ``run.jsonl`` (or one segment of it). See the module docstring."""
+
+    essential = True  # the bus tells the engine when this sink fails: the run stops
+
+    def __init__(
+        self,
+        path: str | Path,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        *,
+        max_buffer_bytes: int = MAX_BUFFER_BYTES,
+        replace_segments: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self._interval = flush_interval_s
+        self._max_bytes = max_buffer_bytes
+        self._replace_segments = replace_segments
+        self._lock = threading.Lock()  # guards the buffer only: held for appends and swaps
+        self._io_lock = threading.Lock()  # one writer of the file at a time
+        self._drained = threading.Condition(self._lock)
+        self._buffer: list[bytes] = []
+        self._buffered_bytes = 0
+        self._fd: int | None = None
+        self._offset = 0  # end of the last whole write
+        self._stop = threading.Event()
+        self._hurry = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self.error: str | None = None
+        self.events_written = 0
+
+    def open(self, header: RunHeader) -> None:
+        line = header.model_dump_json(by_alias=True, exclude_none=True).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A record holding prompts and completions is a private file (issue 19); fchmod
+            # too, because an existing file keeps its old mode through O_TRUNC.
+            mode = 0o600 if header.record_text else 0o644
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            if header.record_text:
+                os.fchmod(self._fd, mode)
+            if self._replace_segments:
+                for stale in stale_segments(self.path):
+                    stale.unlink()
+        except OSError as exc:
+            raise RecordWriteError(f"{self.path}: cannot create: {_why(exc)}") from exc
+        self._write([line])
+        self._raise_if_failed()
+        self._flusher = threading.Thread(target=self._flush_loop, name="ddscope-jsonl", daemon=True)
+        self._flusher.start()
+
+    def handle(self, event: Event) -> None:
+        if self.error is not None:
+            raise RecordWriteError(self.error)
+        line = event.model_dump_json(exclude_none=True).encode()
+        with self._lock:
+            self._buffer.append(line)
+            self._buffered_bytes += len(line) + 1
+            self.events_written += 1
+            if self._buffered_bytes <= self._max_bytes:
+                return
+        self._hurry.set()
+        self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """The disk is slower than the run: give the flusher up to ``STALL_S`` to catch up
+        (the only time the engine waits on the recorder), then fail."""
+        with self._lock:
+            drained = self._drained.wait_for(
+                lambda: self._buffered_bytes <= self._max_bytes or self.error is not None,
+                timeout=STALL_S,
+            )
+        self._raise_if_failed()
+        if not drained:
+            self.error = (
+                f"{self.path}: the disk did not take the record's events for {STALL_S:g} s "
+                f"({self._buffered_bytes:,} bytes waiting)"
+            )
+            raise RecordWriteError(self.error)
+
+    def flush(self) -> None:
+        """Writes what is buffered (the flusher does this on its own; close calls it last)."""
+        with self._lock:
+            lines, self._buffer = self._buffer, []
+            self._buffered_bytes = 0
+            self._drained.notify_all()
+        if lines:
+            self._write(lines)
+
+    def _write(self, lines: list[bytes]) -> None:
+        """Writes outside the buffer lock; a failure cuts the file back to whole lines."""
+        payload = b"\n".join(lines) + b"\n"
+        with self._io_lock:
+            if self._fd is None or self.error is not None:
+                return
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+                self._offset += len(payload)
+            except OSError as exc:
+                self.error = f"{self.path}: cannot write: {_why(exc)}"
+                # the disk may be gone; the reader forgives a cut last line anyway
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._offset)
+        with self._lock:
+            self._drained.notify_all()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._hurry.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=STALL_S)
+        self.flush()
+        with self._io_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise RecordWriteError(self.error)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.is_set() and self.error is None:
+            self._hurry.wait(self._interval)
+            self._hurry.clear()
+            self.flush()
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
