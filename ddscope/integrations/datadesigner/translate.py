@@ -34,11 +34,8 @@ from typing import Any
 
 from ddscope.integrations.datadesigner.cooldown import Cooldowns
 from ddscope.integrations.datadesigner.layout import RunLayout
-from ddscope.integrations.datadesigner.snapshots import (
-    NOT_FAILURES,
-    RETRYABLE_KINDS,
-    SnapshotTranslator,
-)
+from ddscope.integrations.datadesigner.outcomes import drop_kind, job_ending, likeliest_kind
+from ddscope.integrations.datadesigner.snapshots import SnapshotTranslator
 
 Out = list[dict[str, Any]]
 
@@ -63,21 +60,6 @@ CONTEXT_KINDS = frozenset(
         "salvage_redispatched",
         "scheduler_job_started",
     }
-)
-JOB_OUTCOMES = {
-    "success": "complete",
-    "early_shutdown": "shutdown",
-    "cancelled": "cancelled",
-    "error": "failed",
-}
-# DataDesigner's non-retryable error classes (by name) → ddscope error kinds.
-DROP_KINDS = (
-    ("RateLimit", "rate_limited"),
-    ("Timeout", "timeout"),
-    ("InternalServer", "server_error"),
-    ("Connection", "connection_error"),
-    ("Template", "template_error"),
-    ("Model", "client_error"),
 )
 
 
@@ -285,7 +267,7 @@ class RunTranslator:
         if lease is None:
             return
         error_type = str(_diag(event).get("error_type") or "an error")
-        kind = next((k for name, k in DROP_KINDS if name in error_type), None)
+        kind = drop_kind(error_type)
         lease.outcome, lease.error_kind = "dropped", kind
         first = self.layout.first_row(lease.row_group)
         whole_group = lease.task_id.endswith(f":rg{lease.row_group}")
@@ -359,8 +341,7 @@ class RunTranslator:
         for group in sorted(self._groups_open):  # never checkpointed: the job ended first
             self._group_finished(out, t, group, "abandoned", 0, 0)
         result = str(event.get("reason_or_result") or diag.get("outcome") or "error")
-        outcome = JOB_OUTCOMES.get(result, "failed")
-        reason, message = _ending(result, diag, self.scrub)
+        outcome, reason, message = job_ending(result, diag, self.scrub)
         if outcome == "shutdown":
             out.append({"kind": "shutdown", "t_ns": t, "reason": reason, "message": message})
         out.append(
@@ -391,27 +372,8 @@ class RunTranslator:
             lease.unresolved = None
 
     def _likeliest_kind(self) -> str:
-        counts = self.snapshots.tally.cumulative
-        failures = {k: v for k, v in counts.items() if k not in NOT_FAILURES and v > 0}
-        if failures:
-            return RETRYABLE_KINDS.get(max(failures, key=lambda k: failures[k]), "bad_response")
-        return "rate_limited" if self._rate_limited_lately() else "server_error"
-
-    def _rate_limited_lately(self) -> bool:
-        return any(f.last_outcome == "rate_limited" for f in self.snapshots.figures.values())
-
-
-def _ending(result: str, diag: Mapping[str, Any], scrub: Callable[[str], str]) -> tuple[str, str]:
-    if result == "success":
-        return "complete", "DataDesigner finished the job"
-    if result == "early_shutdown":
-        return "error_rate", (
-            "DataDesigner stopped early: its non-retryable error rate crossed shutdown_error_rate"
-        )
-    if result == "cancelled":
-        return "cancelled", "DataDesigner's job was cancelled (interrupted)"
-    error = scrub(str(diag.get("error_type") or result))
-    return "error", f"DataDesigner's job ended with an error: {error}"
+        lately = any(f.last_outcome == "rate_limited" for f in self.snapshots.figures.values())
+        return likeliest_kind(self.snapshots.tally.cumulative, rate_limited_lately=lately)
 
 
 def _diag(event: Mapping[str, Any]) -> Mapping[str, Any]:
