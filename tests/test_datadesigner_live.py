@@ -11,6 +11,8 @@ Skipped where ``data_designer`` is not installed (CI runs this module in a secon
 from __future__ import annotations
 
 import os
+import socket
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +202,43 @@ def test_preview_is_observed_too(endpoint: MockServer, tmp_path: Path) -> None:
     finished = sink.of_kind("run_finished")
     assert finished and finished[0].outcome == "complete"
     assert len(sink.of_kind("attempt_finished")) == endpoint.stats().requests == 8
+
+
+class _Scraper:
+    """A sink that reads the Prometheus endpoint when the run finishes (while it is up)."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.text = ""
+
+    def open(self, header: Any) -> None:
+        pass
+
+    def handle(self, event: Any) -> None:
+        if event.kind == "run_finished":
+            with urllib.request.urlopen(self.url, timeout=10) as response:
+                self.text = response.read().decode()
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_prometheus_endpoint_serves_a_live_datadesigner_run(
+    endpoint: MockServer, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    scraper = _Scraper(port)
+    designer = _designer(endpoint, tmp_path)
+    with observe(designer, tmp_path / "run.jsonl", prometheus_port=port, sinks=[scraper]) as live:
+        designer.create(_config(), num_records=5, dataset_name="ds")
+    assert live.errors == 0
+    attempts = [
+        line
+        for line in scraper.text.splitlines()
+        if line.startswith("ddscope_request_attempts_total")
+    ]
+    assert any('ddscope_outcome="ok"' in line and line.endswith(" 10.0") for line in attempts), (
+        attempts
+    )

@@ -62,6 +62,7 @@ class LiveRun:
     errors: int = 0
     requests_without_task: int = 0
     late_events: int = 0
+    unknown_kinds: dict[str, int] = field(default_factory=dict)  # from a newer DataDesigner
 
 
 @dataclass
@@ -209,6 +210,8 @@ class _Bridge:
         if job is None:
             return
         self._live.requests_without_task += job.requests.skipped
+        for kind, count in job.run.stats.unknown_kinds.items():
+            self._live.unknown_kinds[kind] = self._live.unknown_kinds.get(kind, 0) + count
         job.bus.close()
         self._live.warnings += job.finish()
 
