@@ -147,8 +147,9 @@ def test_overrides_quiet_and_default_out_dir(
 
 def test_a_run_that_shuts_down_exits_1_with_the_reason(tmp_path: Path) -> None:
     fast_breaker = {
-        "breaker_consecutive_429": 2,
-        "breaker_no_success_s": 0.5,
+        "breaker_window_s": 0.5,
+        "breaker_min_attempts": 2,
+        "min_cooldown_s": 0.05,
         "default_cooldown_s": 0.1,
         "max_cooldown_s": 0.2,
         "health_interval_s": 0.5,

@@ -57,8 +57,8 @@ SCRAPE_MS = 500  # several scrapes during a run of a few seconds
 RATE_INTERVAL = f"{4 * SCRAPE_MS}ms"
 RUN_TIMEOUT_S = 60.0
 FINAL_SCRAPE_TIMEOUT_S = 20.0
-# 2 of every 10 requests 429 (so cooldowns, AIMD decreases and, at the floor, breaker openings
-# with breaker_consecutive_429=2), 5% 500s, every 17th request a 400 (dropped rows).
+# 2 of every 10 requests 429 (so cooldowns, AIMD decreases and breaker openings: a 1 s window
+# judged at a 10 % refused share), 5% 500s, every 17th request a 400 (dropped rows).
 MOCK = MockBehavior(latency_ms=30, rate_limit_k=2, rate_limit_n=10, error_rate=0.05, fail_every=17)
 PROVIDER, MODEL = "mock", "mock-model"
 RUN_SETTINGS = {
@@ -67,7 +67,9 @@ RUN_SETTINGS = {
     "salvage_rounds": 2,
     "salvage_pause_s": 0.2,
     "breaker_policy": "wait",  # keep running after an opening, so later panels have data
-    "breaker_consecutive_429": 2,
+    "breaker_window_s": 1.0,
+    "breaker_min_attempts": 2,
+    "breaker_refused_share": 0.1,
     "default_cooldown_s": 0.15,
     "acquire_timeout_s": 0.1,  # waits during cooldowns time out: admission-timeout panel
     "health_interval_s": 1.0,

@@ -159,7 +159,7 @@ def test_scaled_s2_admission_pressure_has_no_admission_timeouts():
 def test_scaled_s1_saturated_endpoint_shuts_down_naming_the_domain():
     deadline_s = 25.0
     with MockServer(rate_limit_k=9, rate_limit_n=10, retry_after="1") as srv:
-        pipeline = chain3(srv.base_url, records=5, buffer_size=5)
+        pipeline = chain3(srv.base_url, records=5, buffer_size=5, breaker_window_s=5.0)
         started = time.monotonic()
         summary, sink, _ = run(pipeline)
         elapsed = time.monotonic() - started
@@ -224,12 +224,18 @@ def test_cancellation_mid_run_leaves_a_readable_record_and_dataset(tmp_path):
 # retry budget of 2 tries per task (1 per pass, 1 salvage round) that a 5 s window outlasts.
 SATURATED_FOR_A_WHILE = dict(rate_limit_k=9, rate_limit_n=10, retry_after="1", rate_limit_for_s=5)
 SMALL_BUDGET = dict(records=5, buffer_size=5, max_attempts_in_pass=1, salvage_rounds=1)
+# The breaker's window scaled down with the scenario (the default 20 s outlasts its 5 s).
+FAST_BREAKER = dict(breaker_window_s=2.0, breaker_min_attempts=3)
 
 
 def test_breaker_wait_policy_outlasts_the_retry_budget_and_completes_every_row():
     with MockServer(**SATURATED_FOR_A_WHILE) as srv:
         pipeline = chain3(
-            srv.base_url, **SMALL_BUDGET, breaker_policy="wait", health_interval_s=0.5
+            srv.base_url,
+            **SMALL_BUDGET,
+            **FAST_BREAKER,
+            breaker_policy="wait",
+            health_interval_s=0.5,
         )
         summary, sink, writer = run(pipeline)
     assert summary.outcome == "complete", summary.message
@@ -249,7 +255,8 @@ def test_breaker_wait_policy_outlasts_the_retry_budget_and_completes_every_row()
 
 def test_breaker_fail_fast_policy_stops_on_the_same_endpoint():
     with MockServer(**SATURATED_FOR_A_WHILE) as srv:
-        summary, sink, _ = run(chain3(srv.base_url, **SMALL_BUDGET, breaker_policy="fail_fast"))
+        pipeline = chain3(srv.base_url, **SMALL_BUDGET, **FAST_BREAKER, breaker_policy="fail_fast")
+        summary, sink, _ = run(pipeline)
     assert summary.outcome == "shutdown" and summary.reason == "endpoint_saturated"
     assert "fail_fast" in (summary.message or "")
     assert summary.rows_completed + summary.rows_dropped == 5 and summary.rows_dropped > 0
@@ -264,7 +271,7 @@ def test_breaker_wait_policy_gives_up_after_breaker_max_wait_s_on_a_saturated_en
             **SMALL_BUDGET,
             max_parallel=2,
             breaker_policy="wait",
-            breaker_consecutive_429=2,
+            **FAST_BREAKER,
             breaker_max_wait_s=1.5,
         )
         summary, sink, writer = run(pipeline)

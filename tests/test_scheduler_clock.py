@@ -277,7 +277,8 @@ def test_wait_policy_gives_up_when_the_breaker_was_open_breaker_max_wait_s_in_to
         buffer_size=2,
         max_parallel=1,
         breaker_policy="wait",
-        breaker_consecutive_429=2,
+        breaker_window_s=2.0,  # 1 request per 1 s cooldown: a window holds 2–3 attempts
+        breaker_min_attempts=2,
         breaker_max_wait_s=20.0,
     )
     summary, sink, writer = drive(pipeline, refused_but_once, step=0.01)

@@ -11,7 +11,10 @@ order  knob                            answer
 1      ``api_key``                     401 when the Authorization header does not match
 2      ``fail_marker`` / ``fail_every``  ``fail_status`` (400) when a message contains the
                                        marker, or for the every-k-th request (``(i+1) % k == 0``)
-3      ``error_burst``                 503 for the first N arrivals (``i < N``)
+3      ``error_burst``                 503 for the first N arrivals (``i < N``); those with an
+                                       even ``i`` carry ``error_burst_retry_after`` if set
+3b     ``outage_from_s/_until_s``      429 (``outage_retry_after``) for every request between
+                                       those times (seconds after the first request)
 4      ``rate_limit_k/_n``             429 when ``i % n < k``, only during the first
                                        ``rate_limit_for_s`` seconds after the first request
 5      ``capacity`` (+ ``ramp_s``)     429 when in-flight requests already fill the capacity
@@ -23,6 +26,10 @@ order  knob                            answer
 8      ``bad_response_every``          a 200 whose body is not a chat completion
 9      —                               200 with a chat completion
 =====  ==============================  =====================================================
+
+Hosted-API quotas (``quota.py``), checked after answers 1–5: ``quota_rate`` (+ ``quota_burst``)
+is a token bucket, ``window_requests`` (+ ``window_s``) a budget per calendar window. Every
+answer then carries the ``x-ratelimit-*`` headers; a request over the quota gets a 429.
 
 ``error_body_bytes`` pads the message of every error answer to that many bytes (oversized
 error bodies). Answers 1–5 are immediate rejections. Answers 6–9 are *admitted*: they occupy
@@ -41,6 +48,7 @@ Cold start: with ``ramp_s > 0`` capacity climbs linearly from 1 at the first req
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import threading
 import time
@@ -51,19 +59,13 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from ddscope.errors import ConfigError
+from ddscope.mock.decision import _OUTCOME_COUNTER, _EvenSpread
+from ddscope.mock.decision import Decision as Decision  # re-exported: the server and tests
+from ddscope.mock.decision import MockStats as MockStats
+from ddscope.mock.decision import Outcome as Outcome
+from ddscope.mock.quota import CalendarWindow, QuotaAnswer, TokenBucket
 
 BadResponseKind = Literal["not_json", "not_completion"]
-Outcome = Literal[
-    "ok",
-    "rate_limited_pattern",
-    "rate_limited_capacity",
-    "server_error",
-    "client_error",
-    "unauthorized",
-    "hang",
-    "bad_response",
-    "quoted_error",
-]
 
 
 def _knob(default: Any, help: str, **kwargs: Any) -> Any:
@@ -90,6 +92,16 @@ class MockBehavior:
     error_rate: float = _knob(0.0, "share of requests answered with --error-status, evenly spread")
     error_status: int = _knob(500, "status of --error-rate answers (5xx)")
     error_burst: int = _knob(0, "the first N requests answer 503")
+    error_burst_retry_after: str | None = _knob(
+        None, "Retry-After on the burst's 503s with an even arrival index"
+    )
+    outage_from_s: float | None = _knob(None, "timed outage: every request 429 from this (s)")
+    outage_until_s: float | None = _knob(None, "... until this, after the first request (s)")
+    outage_retry_after: str | None = _knob(None, "Retry-After of outage 429s")
+    quota_rate: float = _knob(0.0, "token-bucket quota: requests/s (0 = off), x-ratelimit-*")
+    quota_burst: int = _knob(0, "token-bucket size (0 = ceil(quota_rate))")
+    window_requests: int = _knob(0, "request budget per calendar window (0 = off)")
+    window_s: float = _knob(60.0, "the calendar window of --window-requests (s)")
     hang_rate: float = _knob(0.0, "share of requests that never answer (until --hang-s)")
     hang_s: float = _knob(300.0, "how long a hanging request hangs (s)")
     fail_every: int = _knob(0, "every k-th request answers --fail-status ((i+1) % k == 0)")
@@ -149,6 +161,12 @@ def _problems(b: MockBehavior) -> list[str]:
         (0 <= b.error_rate <= 1, "error_rate must be between 0 and 1"),
         (500 <= b.error_status <= 599, "error_status must be a 5xx status"),
         (b.error_burst >= 0, "error_burst must be >= 0"),
+        (b.quota_rate >= 0 and b.quota_burst >= 0, "quota_rate and quota_burst must be >= 0"),
+        (b.window_requests >= 0 and b.window_s > 0, "window_requests >= 0, window_s > 0"),
+        (
+            (b.outage_from_s is None) == (b.outage_until_s is None),
+            "outage_from_s and outage_until_s go together",
+        ),
         (0 <= b.hang_rate <= 1, "hang_rate must be between 0 and 1"),
         (0 < b.hang_s <= 3600, "hang_s must be in (0, 3600]"),
         (b.fail_every >= 0, "fail_every must be >= 0"),
@@ -167,6 +185,13 @@ def _problems(b: MockBehavior) -> list[str]:
             _valid_retry_after(b.capacity_retry_after),
             f"capacity_retry_after {b.capacity_retry_after!r} is not seconds or an HTTP date",
         ),
+        *[
+            (_valid_retry_after(value), f"{name} {value!r} is not seconds or an HTTP date")
+            for name, value in (
+                ("outage_retry_after", b.outage_retry_after),
+                ("error_burst_retry_after", b.error_burst_retry_after),
+            )
+        ],
     ]
     return [message for ok, message in checks if not ok]
 
@@ -181,72 +206,6 @@ def _valid_retry_after(value: str | None) -> bool:
     return True
 
 
-class _EvenSpread:
-    """Exact integer form of ``floor((i+1)·r + φ) > floor(i·r + φ)`` (no float drift)."""
-
-    __slots__ = ("den", "num", "phase")
-
-    def __init__(self, rate: float, phase: Fraction) -> None:
-        ratio = Fraction(rate).limit_denominator(1_000_000)
-        # Scaled by both denominators: i·r + φ == (i·num + phase) / den, all integers.
-        self.num = ratio.numerator * phase.denominator
-        self.den = ratio.denominator * phase.denominator
-        self.phase = phase.numerator * ratio.denominator
-
-    def hit(self, index: int) -> bool:
-        after = ((index + 1) * self.num + self.phase) // self.den
-        return after > (index * self.num + self.phase) // self.den
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What to answer to one request."""
-
-    outcome: Outcome
-    status: int
-    index: int  # arrival index
-    admitted: bool = False  # occupies capacity until it departs
-    delay_s: float = 0.0  # wait before answering (latency, or the hang)
-    retry_after: str | None = None
-    generation: int = 0  # in-flight bookkeeping survives a reset (see MockState.reset)
-
-
-@dataclass(frozen=True, slots=True)
-class MockStats:
-    """A snapshot of the counters. Outcomes are counted when decided, at arrival."""
-
-    requests: int = 0
-    ok: int = 0
-    rate_limited: int = 0
-    rate_limited_pattern: int = 0
-    rate_limited_capacity: int = 0
-    server_errors: int = 0
-    client_errors: int = 0
-    unauthorized: int = 0
-    bad_responses: int = 0
-    hangs: int = 0
-    invalid_requests: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    first_request_at: float | None = None  # the state's clock (time.monotonic by default)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-_OUTCOME_COUNTER: dict[str, str] = {
-    "ok": "ok",
-    "rate_limited_pattern": "rate_limited_pattern",
-    "rate_limited_capacity": "rate_limited_capacity",
-    "server_error": "server_errors",
-    "client_error": "client_errors",
-    "unauthorized": "unauthorized",
-    "hang": "hangs",
-    "bad_response": "bad_responses",
-    "quoted_error": "server_errors",
-}
-
-
 class MockState:
     """The endpoint's memory: arrival count, in-flight count, counters, RNG.
 
@@ -255,11 +214,20 @@ class MockState:
     """
 
     def __init__(
-        self, behavior: MockBehavior | None = None, *, now: Callable[[], float] = time.monotonic
+        self,
+        behavior: MockBehavior | None = None,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._now = now
+        self._wall = wall  # unix seconds, for calendar quota windows
         self._lock = threading.Lock()
         self._generation = 0
+        # Declared here (set by _clear) so their types are known before first use.
+        self._arrivals = self._in_flight = self._max_in_flight = 0
+        self._first_request_at: float | None = None
+        self._counts: dict[str, int] = {}
         self._set_behavior(behavior or MockBehavior())
         self._clear()
 
@@ -321,7 +289,7 @@ class MockState:
             c = self._counts
             return MockStats(
                 requests=self._arrivals,
-                rate_limited=c["rate_limited_pattern"] + c["rate_limited_capacity"],
+                rate_limited=sum(v for k, v in c.items() if k.startswith("rate_limited_")),
                 in_flight=self._in_flight,
                 max_in_flight=self._max_in_flight,
                 first_request_at=self._first_request_at,
@@ -334,12 +302,19 @@ class MockState:
         self._behavior = behavior
         self._errors = _EvenSpread(behavior.error_rate, Fraction(0))
         self._hangs = _EvenSpread(behavior.hang_rate, Fraction(1, 2))
+        burst = behavior.quota_burst or math.ceil(behavior.quota_rate)
+        self._bucket = TokenBucket(behavior.quota_rate, burst) if behavior.quota_rate else None
+        self._window = (
+            CalendarWindow(behavior.window_requests, behavior.window_s)
+            if behavior.window_requests
+            else None
+        )
 
     def _clear(self) -> None:
         self._arrivals = 0
         self._in_flight = 0
         self._max_in_flight = 0
-        self._first_request_at: float | None = None
+        self._first_request_at = None
         self._rng = random.Random(self._behavior.seed)
         self._counts = dict.fromkeys([*_OUTCOME_COUNTER.values(), "invalid_requests"], 0)
 
@@ -347,18 +322,34 @@ class MockState:
         rejection = self._rejection(i, elapsed, prompt, authorization)
         if rejection is not None:
             return rejection
+        quota = self._take_quota()
+        if quota is not None and not quota.allowed:
+            return Decision(
+                "rate_limited_quota", 429, i, retry_after=quota.retry_after, headers=quota.headers
+            )
         b = self._behavior
-        gen = self._generation
+        gen, headers = self._generation, quota.headers if quota else ()
         if self._errors.hit(i):
             latency = self._latency_s()
-            return Decision("server_error", b.error_status, i, True, latency, generation=gen)
+            return Decision(
+                "server_error", b.error_status, i, True, latency, generation=gen, headers=headers
+            )
         if b.quote_prompt_every and (i + 1) % b.quote_prompt_every == 0:
             return Decision("quoted_error", 500, i, True, self._latency_s(), generation=gen)
         if self._hangs.hit(i):
             return Decision("hang", 504, i, True, b.hang_s, generation=gen)
         bad = b.bad_response_every > 0 and (i + 1) % b.bad_response_every == 0
         outcome: Outcome = "bad_response" if bad else "ok"
-        return Decision(outcome, 200, i, True, self._latency_s(), generation=gen)
+        latency = self._latency_s()
+        return Decision(outcome, 200, i, True, latency, generation=gen, headers=headers)
+
+    def _take_quota(self) -> QuotaAnswer | None:
+        """The bucket's or the window's answer (None when no quota is configured)."""
+        if self._bucket is not None:
+            return self._bucket.take(self._now())
+        if self._window is not None:
+            return self._window.take(self._wall())
+        return None
 
     def _rejection(
         self, i: int, elapsed: float, prompt: str, authorization: str | None
@@ -370,7 +361,11 @@ class MockState:
         if marked or (b.fail_every and (i + 1) % b.fail_every == 0):
             return Decision("client_error", b.fail_status, i)
         if i < b.error_burst:
-            return Decision("server_error", 503, i)
+            retry_after = b.error_burst_retry_after if i % 2 == 0 else None
+            return Decision("server_error", 503, i, retry_after=retry_after)
+        outage = (b.outage_from_s, b.outage_until_s)
+        if outage[0] is not None and outage[1] is not None and outage[0] <= elapsed < outage[1]:
+            return Decision("rate_limited_outage", 429, i, retry_after=b.outage_retry_after)
         in_window = b.rate_limit_for_s is None or elapsed < b.rate_limit_for_s
         if in_window and i % b.rate_limit_n < b.rate_limit_k:
             return Decision("rate_limited_pattern", 429, i, retry_after=b.retry_after)

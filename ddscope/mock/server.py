@@ -46,6 +46,8 @@ STOP_TIMEOUT_S = 2.0
 _ERRORS: dict[str, tuple[str, str]] = {
     "rate_limited_pattern": ("rate_limit_error", "mock: rate limit (429 pattern)"),
     "rate_limited_capacity": ("rate_limit_error", "mock: over capacity"),
+    "rate_limited_outage": ("rate_limit_error", "mock: rate limited (timed outage)"),
+    "rate_limited_quota": ("rate_limit_error", "mock: request quota exceeded"),
     "server_error": ("server_error", "mock: server error"),
     "client_error": ("invalid_request_error", "mock: request rejected"),
     "unauthorized": ("invalid_request_error", "mock: missing or wrong API key"),
@@ -124,15 +126,17 @@ class MockApp:
             await asyncio.sleep(decision.delay_s)
 
     def _answer(self, decision: Decision, chat: ChatRequest) -> Response:
+        headers = dict(decision.headers)  # a quota's x-ratelimit-* go on every answer
         if decision.outcome == "ok":
-            return _json(200, completion_body(chat, decision.index))
+            return _json(200, completion_body(chat, decision.index), headers)
         if decision.outcome == "bad_response":
             return self._bad_response()
         if decision.outcome == "quoted_error":
             error_type, message = "server_error", quoted_error_message(chat.prompt_text)
         else:
             error_type, message = _ERRORS[decision.outcome]
-        headers = {"retry-after": decision.retry_after} if decision.retry_after else None
+        if decision.retry_after:
+            headers["retry-after"] = decision.retry_after
         message = padded(message, self.state.behavior.error_body_bytes)
         return _json(decision.status, error_body(message, error_type), headers)
 

@@ -4,7 +4,8 @@ Hosted APIs (OpenAI and the gateways that copy it) answer every request with
 
 * ``x-ratelimit-remaining-requests`` / ``x-ratelimit-remaining-tokens`` — budget left, and
 * ``x-ratelimit-reset-requests`` / ``x-ratelimit-reset-tokens`` — when it is back in full, as a
-  duration: ``1s``, ``6m0s``, ``20ms``, ``1m30.5s`` (a bare number is seconds).
+  duration: ``1s``, ``6m0s``, ``20ms``, ``1m30.5s`` (a bare number is seconds), and
+* ``x-ratelimit-limit-requests`` — the budget when full.
 
 :func:`ratelimit_from_headers` reads them into a :class:`RateLimitHeaders` (the model client
 attaches it to every answer, successful or not). :class:`DomainQuota` keeps one domain's view:
@@ -15,7 +16,8 @@ attaches it to every answer, successful or not). :class:`DomainQuota` keeps one 
   older request says less than the one already seen and is ignored. The gate never admits more
   than the budget, so a quota that is about to run out is not discovered by a 429.
 * **Exhausted.** An answer said a remaining count is 0. With a reset time the domain pauses until
-  then (a cooldown with cause ``quota``) and afterwards assumes a fresh budget; without one (a
+  then (a cooldown with cause ``quota``) and afterwards assumes a full budget (the stated limit,
+  or unknown until the next answer); without one (a
   per-minute gateway window that only counts down) it probes: one request at a time, each 429
   pausing the domain again, until an answer shows budget left.
 
@@ -68,6 +70,7 @@ class RateLimitHeaders:
     remaining_tokens: int | None = None
     reset_requests_s: float | None = None
     reset_tokens_s: float | None = None
+    limit_requests: int | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -98,6 +101,7 @@ def ratelimit_from_headers(headers: Mapping[str, str]) -> RateLimitHeaders | Non
         remaining_tokens=_count(get(HEADER_PREFIX + "remaining-tokens")),
         reset_requests_s=parse_duration(get(HEADER_PREFIX + "reset-requests")),
         reset_tokens_s=parse_duration(get(HEADER_PREFIX + "reset-tokens")),
+        limit_requests=_count(get(HEADER_PREFIX + "limit-requests")),
     )
     return None if found == RateLimitHeaders() else found
 
@@ -111,6 +115,7 @@ class DomainQuota:
         self._seen_seq = -1
         self._remaining: int | None = None  # None: no budget known (no headers, or refreshed)
         self.exhausted = False  # that answer said 0 left
+        self._limit: int | None = None  # the full request budget, if an answer stated it
         self.last: RateLimitHeaders | None = None  # the latest headers seen, for statistics
 
     def admitted(self) -> int:
@@ -130,6 +135,7 @@ class DomainQuota:
         if headers is None:
             return False
         self.last = headers
+        self._limit = headers.limit_requests or self._limit
         counted = headers.remaining_requests is not None or headers.remaining_tokens is not None
         if not counted or seq < self._seen_seq:
             return False  # nothing countable, or older news than we already have
@@ -139,8 +145,10 @@ class DomainQuota:
         return self.exhausted and not was_exhausted
 
     def refreshed(self) -> None:
-        """The stated reset passed: the budget is back, its size unknown until the next answer."""
-        self._remaining = None
+        """The stated reset passed: the budget is back in full — the stated limit, counted from
+        the next admission (or unknown until the next answer if no limit was stated)."""
+        self._remaining = self._limit
+        self._seen_seq = self._next_seq - 1
         self.exhausted = False
 
     def refuses_as_quota(self, headers: RateLimitHeaders | None) -> bool:

@@ -26,6 +26,9 @@ from ddscope.engine.clock import Clock
 from ddscope.engine.shutdown import StopReason
 
 
+_EPSILON_S = 1e-9
+
+
 @dataclass(slots=True)
 class _Domain:
     total_s: float = 0.0  # closed saturation intervals, added up
@@ -67,7 +70,10 @@ class SaturationClock:
         return state.since + self.max_wait_s - state.total_s
 
     def expired(self, domain: str, now: float) -> bool:
-        return self.is_saturated(domain) and self.waited(domain, now) >= self.max_wait_s
+        # The tolerance: at its own deadline (since + max − total) the sum total + (now − since)
+        # may round a hair below max_wait_s, and the timer would then never stop the run.
+        waited = self.waited(domain, now)
+        return self.is_saturated(domain) and waited >= self.max_wait_s - _EPSILON_S
 
     def summary(self, now: float) -> str | None:
         """``waited 12 s of 900 s on p/m`` for the domains saturated now (health notes)."""
