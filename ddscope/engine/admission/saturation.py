@@ -25,7 +25,6 @@ from ddscope.engine.admission.gate import RequestGate
 from ddscope.engine.clock import Clock
 from ddscope.engine.shutdown import StopReason
 
-
 _EPSILON_S = 1e-9
 
 
