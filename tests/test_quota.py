@@ -148,9 +148,7 @@ def test_a_calendar_window_waits_for_the_rollover_probing_sparingly() -> None:
     wall_start = 1_000_003.0  # 3 s into a window
     gate, clock, sink = quota_gate(4)
     window = CalendarWindow(budget=30, window_s=10.0)
-    endpoint = QuotaEndpoint(
-        gate, clock, lambda now: window.take(wall_start + now), latency_s=0.05
-    )
+    endpoint = QuotaEndpoint(gate, clock, lambda now: window.take(wall_start + now), latency_s=0.05)
     while endpoint.served < 75 and clock.now() < 60.0:
         endpoint.step(0.01)
     assert endpoint.served >= 75
