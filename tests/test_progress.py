@@ -4,7 +4,9 @@ import io
 from pathlib import Path
 
 from ddscope import events as ev
-from ddscope.cli.progress import ProgressSink, RunTally, exit_code, status_line, summary_text
+from ddscope.cli.progress import ProgressSink, RunTally, status_line
+from ddscope.cli.summary import exit_code_of, summary_paragraph
+from ddscope.engine.scheduler import RunSummary
 
 S = 1_000_000_000
 SECRET_PROMPT = "PROMPT-TEXT-must-not-show"
@@ -110,7 +112,6 @@ def test_tally_counts_requests_drops_and_rows() -> None:
     assert (t.rows_completed, t.rows_dropped) == (2, 2)
     assert dict(t.drops_by_reason) == {"breaker_open": 2}
     assert t.domains["mock/m"].limit == 2
-    assert exit_code(t) == 1
 
 
 def test_quiet_prints_nothing() -> None:
@@ -154,10 +155,24 @@ def test_live_rows_are_not_counted_twice_before_the_checkpoint() -> None:
     assert "2/4 rows" in status_line(t)
 
 
+def _summary(**fields: object) -> RunSummary:
+    base: dict[str, object] = {
+        "run_id": "r1",
+        "outcome": "shutdown",
+        "reason": "endpoint_saturated",
+        "message": "stopped",
+        "rows_completed": 2,
+        "rows_dropped": 2,
+        "drops_by_reason": {"breaker_open": 2},
+        "duration_s": 6.0,
+        "requests": 2,
+        "rate_limited": 1,
+    }
+    return RunSummary(**{**base, **fields})  # type: ignore[arg-type]
+
+
 def test_summary_states_outcome_reason_rows_drops_files_and_next_commands() -> None:
-    sink = ProgressSink(io.StringIO(), quiet=True)
-    _run(sink)
-    text = summary_text(sink.tally, Path("out/data.jsonl"), Path("out/run.jsonl"))
+    text = summary_paragraph(_summary(), 4, Path("out/data.jsonl"), Path("out/run.jsonl"))
     assert text.startswith("Run shut down (endpoint_saturated) after 6.0 s. Stopped.")
     assert "2/4 rows written to out/data.jsonl, 2 dropped (breaker_open 2)" in text
     assert "2 requests, 1 rate-limited (429)" in text
@@ -165,28 +180,15 @@ def test_summary_states_outcome_reason_rows_drops_files_and_next_commands() -> N
     assert "ddtrace report out/run.jsonl" in text and "ddtrace open out/run.jsonl" in text
 
 
-def test_complete_run_exits_zero_and_interrupted_run_says_so() -> None:
-    sink = ProgressSink(io.StringIO(), quiet=True)
-    _run(sink, outcome="complete")
-    assert exit_code(sink.tally) == 0
-    assert summary_text(sink.tally, Path("d"), Path("r")).startswith("Run complete in 6.0 s.")
-    interrupted = RunTally(interrupted=True)
-    assert "interrupted" in summary_text(interrupted, Path("d"), Path("r"))
-    assert exit_code(interrupted) == 1
+def test_complete_run_exits_zero_and_a_stopped_one_one() -> None:
+    done = _summary(outcome="complete", reason=None, message=None, rows_dropped=0)
+    assert exit_code_of(done) == 0
+    assert summary_paragraph(done, 4, Path("d"), Path("r")).startswith("Run complete in 6.0 s.")
+    assert exit_code_of(_summary()) == 1
 
 
 def test_ctrl_c_summary_names_it_without_repeating_the_outcome() -> None:
-    t = RunTally(interrupted=True)
-    t.update(
-        ev.RunFinished(
-            t_ns=2 * S,
-            outcome="cancelled",
-            reason="cancelled",
-            message="the run was cancelled",
-            rows_completed=0,
-            rows_dropped=0,
-        )
-    )
-    text = summary_text(t, Path("d"), Path("r"))
-    assert text.startswith("Run cancelled (Ctrl-C) after 2.0 s. 0/0 rows written")
-    assert exit_code(t) == 1
+    cancelled = _summary(outcome="cancelled", reason="cancelled", message=None, duration_s=2.0)
+    text = summary_paragraph(cancelled, 4, Path("d"), Path("r"))
+    assert text.startswith("Run cancelled after 2.0 s. 2/4 rows written")
+    assert exit_code_of(cancelled) == 1

@@ -17,7 +17,8 @@ from report_support import demo_record
 from synthetic_run import SyntheticSpec, synthetic_events, synthetic_header
 
 from ddscope import events as ev
-from ddscope.cli.progress import DomainView, RunTally, status_line, summary_text
+from ddscope.cli.next_steps import next_commands
+from ddscope.cli.progress import DomainView, RunTally, status_line
 from ddscope.exporters.health import analyze, render
 
 
@@ -124,12 +125,13 @@ def test_next_lines_name_the_command_as_invoked(
     argv0: str, command: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "argv", [argv0, "demo"])
-    text = summary_text(RunTally(), Path("out/data.jsonl"), Path("out/run.jsonl"))
+    text = next_commands(Path("out/run.jsonl"))
     next_lines = text.split("Next:\n", 1)[1].splitlines()
     assert [x.split(" out/run.jsonl")[0].strip() for x in next_lines] == [
         f"{command} health",
         f"{command} report",
         f"{command} open",
+        f"{command} export",
     ]
 
 

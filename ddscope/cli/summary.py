@@ -8,11 +8,11 @@ Text that may carry what a server sent (a stop's message) is escaped before it i
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ddscope.cli.common import EXIT_FAILED, EXIT_OK
+from ddscope.cli.next_steps import next_commands
 from ddscope.engine.scrub import escape_controls
 
 if TYPE_CHECKING:
@@ -46,12 +46,7 @@ def summary_paragraph(
         + (f", {missing} not produced" if missing > 0 else "")
         + f"; {summary.requests} requests, {summary.rate_limited} rate-limited (429)."
     )
-    record = shlex.quote(str(record_path))
-    return (
-        f"{head} {rows} Run record: {record_path}.\n"
-        f"Next:\n  ddtrace health {record}\n"
-        f"  ddtrace export {record} --perfetto   (open the .pftrace in https://ui.perfetto.dev)"
-    )
+    return f"{head} {rows} Run record: {record_path}.\n{next_commands(record_path)}"
 
 
 def _stopped_head(summary: RunSummary, duration: str) -> str:

@@ -33,6 +33,7 @@ import click
 
 from ddscope.cli.job_progress import JobProgress
 from ddscope.cli.merge import WORKERS_DIR, merge_job
+from ddscope.cli.next_steps import next_commands
 from ddscope.cli.out_dir import claim_out_dir
 from ddscope.engine.admission.shared.session import COUNTERS_FILE, SharedAdmission
 from ddscope.engine.admission.shared.url import AdmissionUrl
@@ -229,7 +230,7 @@ class Coordinator:
         return (
             f"{head}{rows}{why} Admission shared at {self.url.redacted()}{trips}. "
             f"Run record (merged from {self.out_dir / WORKERS_DIR}/*): {record}.\n"
-            f"Next:\n  ddtrace health {record}\n  ddtrace export {record} --perfetto"
+            + next_commands(record)
         )
 
 
