@@ -94,6 +94,8 @@ def test_leases_rows_and_deferrals_are_translated(tmp_path: Path) -> None:
     deferred = [e for e in events if e.kind == "task_deferred"]
     assert len(deferred) == sum(1 for line in lines if line["event_kind"] == "retry_deferred") > 0
     assert {e.error_kind for e in deferred} == {"rate_limited"}  # from the snapshots' counts
+    reruns = [e for e in leases if e.salvage_round is not None]
+    assert len(reruns) == len(deferred) and {e.salvage_round for e in reruns} == {1}
     outcomes = Counter(e.outcome for e in events if e.kind == "lease_finished")
     assert outcomes == {"ok": len(leases) - len(deferred), "deferred": len(deferred)}
     times = [e.t_ns for e in events]

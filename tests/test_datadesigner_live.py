@@ -40,7 +40,11 @@ from ddscope.integrations.datadesigner.translate import RunTranslator
 from ddscope.mock import MockServer
 from ddscope.record.jsonl import read_events
 
-LEASE_SLICES = "select count(*) as n from slice where name in ('topic', 'summary', 'analysis')"
+LEASE_SLICES = (
+    "select count(*) as n from slice "
+    "where name in ('topic', 'summary', 'analysis') or name glob '* · salvage *'"
+)
+SALVAGE_SLICES = "select count(*) as n from slice where name glob '* · salvage *'"
 ATTEMPT_SLICES = "select name, count(*) as n from slice where name glob 'chat *' group by name"
 
 
@@ -161,6 +165,9 @@ def test_a_run_with_429s_counts_every_429_and_is_not_healthy(
     leases, attempts = _trace_counts(tmp_path, record)
     assert attempts == {"chat ok": stats.ok, "chat 429": stats.rate_limited}
     assert leases == stats.requests + 2  # one lease per attempt, plus a sampler lease per group
+    trace = tmp_path / "run.pftrace"
+    salvage = int(trace_processor_query(trace, SALVAGE_SLICES)[0]["n"])
+    assert salvage == stats.rate_limited  # every 429'd task ran again, labelled as a salvage re-run
     spans = receiver.spans()
     assert sum(1 for s in spans if s.name == "chat mock") == stats.requests
     assert any(s.name == "cooldown" for s in spans)

@@ -108,6 +108,7 @@ class RunTranslator:
         self._leases: dict[str, _Lease] = {}
         self._by_execution: dict[str, _Lease] = {}
         self._executions: dict[str, int] = {}  # ddscope task id → leases so far (attempts)
+        self._deferrals: dict[str, int] = {}  # ddscope task id → times deferred so far
         self._lease_ids = 0
         self._unresolved: list[_Lease] = []
         self.execution_outcome: dict[str, str] = {}  # live: the last request outcome per execution
@@ -226,17 +227,12 @@ class RunTranslator:
         self._executions[task_id] = self._executions.get(task_id, 0) + 1
         request = _diag(event).get("resource_request")
         resources = {k: v for k, v in request.items() if isinstance(v, int)} if request else {}
+        started = {"kind": "lease_started", "t_ns": t, "lease_id": lease.lease_id}
+        started |= {"task_id": task_id, "row_group": group, "column": column, "row": row}
+        # DataDesigner re-runs deferred tasks in its salvage rounds but (0.9.x) marks no round
+        # edges: a re-run is labelled with how many times its task was deferred before.
         out.append(
-            {
-                "kind": "lease_started",
-                "t_ns": t,
-                "lease_id": lease.lease_id,
-                "task_id": task_id,
-                "row_group": group,
-                "column": column,
-                "row": row,
-                "resources": resources,
-            }
+            started | {"resources": resources, "salvage_round": self._deferrals.get(task_id)}
         )
 
     def _retry_deferred(self, out: Out, t: int, event: Mapping[str, Any]) -> None:
@@ -244,6 +240,7 @@ class RunTranslator:
         if lease is None:
             return
         lease.outcome = "deferred"
+        self._deferrals[lease.task_id] = self._deferrals.get(lease.task_id, 0) + 1
         deferred: dict[str, Any] = {
             "kind": "task_deferred",
             "t_ns": t,
