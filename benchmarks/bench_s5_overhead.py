@@ -14,7 +14,8 @@ child process (50 ms latency). Variants, run round-robin ``--repeats`` times in 
 Prints per variant the median wall and CPU (``time.process_time``: this process, all threads —
 the endpoint and the receiver run elsewhere), the ratios the goals are stated in (no sinks ÷ bare
 client ≤ 1.1; full instrumentation ÷ no sinks ≤ 1.10 wall, ≤ 1.20 CPU), CPU µs per task,
-run.jsonl bytes per task, then one JSON line. Usage::
+run.jsonl bytes per task, the spans the receiver got against those the records imply, then
+one ``JSON`` line. Usage::
 
     .venv/bin/python benchmarks/bench_s5_overhead.py [--records 1000] [--repeats 3]
 """
@@ -43,7 +44,7 @@ from ddscope.events import EventBus, EventSink
 from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.exporters.otel.sink import OtelSink
 from ddscope.mock import MockBehavior, MockServerProcess
-from ddscope.record.jsonl import JsonlRecorder
+from ddscope.record.jsonl import JsonlRecorder, RunReader
 
 PARALLEL = 32
 LATENCY_MS = 50.0
@@ -51,7 +52,7 @@ COLUMNS = ("summary", "analysis", "rewrite")
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
 
 
-def chain3(endpoint: str, records: int) -> Pipeline:
+def chain3(endpoint: str, records: int, parallel: int = PARALLEL) -> Pipeline:
     columns: list[dict[str, Any]] = [
         {"name": "topic", "type": "sampler", "sampler": "category", "values": ["a", "b", "c"]}
     ]
@@ -70,7 +71,7 @@ def chain3(endpoint: str, records: int) -> Pipeline:
         "alias": "m",
         "provider": "mock",
         "model": "mock-model",
-        "max_parallel_requests": PARALLEL,
+        "max_parallel_requests": parallel,
     }
     return Pipeline.from_dict(
         {
@@ -144,7 +145,31 @@ def run_variant(name: str, url: str, records: int, workdir: Path, otlp: str) -> 
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     size = record.stat().st_size if record.exists() else 0
     tasks = record.read_bytes().count(b'"kind":"lease_started"') if size else 0
-    return {"wall_s": wall, "cpu_s": cpu, "bytes": size, "tasks": tasks, "warnings": warnings}
+    spans = expected_spans(record) if name == "otel_otlp" else 0
+    result = {"wall_s": wall, "cpu_s": cpu, "bytes": size, "tasks": tasks, "spans": spans}
+    return {**result, "warnings": warnings}
+
+
+SPAN_EVENTS = (
+    "row_group_started",
+    "salvage_started",
+    "lease_started",
+    "wait_started",
+    "attempt_started",
+    "cooldown_started",
+)
+
+
+def expected_spans(record: Path) -> int:
+    """The spans the OTel sink makes for the run in ``record``: the run, one per domain, and
+    one per interval-opening event (README: the span tree)."""
+    reader = RunReader(record)
+    try:
+        count = 1 + len(reader.header.domains)
+        count += sum(1 for event in reader if event.kind in SPAN_EVENTS)
+    finally:
+        reader.close()
+    return count
 
 
 def start_receiver() -> tuple[subprocess.Popen[str], str]:
@@ -226,11 +251,18 @@ def main() -> None:
         with MockServerProcess(MockBehavior(latency_ms=LATENCY_MS)) as server:
             runs = measure(server.base_url, args.records, args.repeats, otlp)
     finally:
-        assert receiver.stdin is not None and receiver.stdout is not None
-        receiver.stdin.close()
-        received = json.loads(receiver.stdout.readline() or "{}")
-        receiver.wait(10)
+        received = stop_receiver(receiver)
+    received["expected_spans"] = sum(r["spans"] for r in runs.get("otel_otlp", []))
     report(args, summarize(runs), received)
+
+
+def stop_receiver(receiver: subprocess.Popen[str]) -> dict[str, Any]:
+    """Stops the receiver; what it got: {"spans": N, "metrics": names}."""
+    assert receiver.stdin is not None and receiver.stdout is not None
+    receiver.stdin.close()
+    received: dict[str, Any] = json.loads(receiver.stdout.readline() or "{}")
+    receiver.wait(10)
+    return received
 
 
 def report(
@@ -252,7 +284,10 @@ def report(
         wall, cpu = r[f"{name}_wall_vs_no_sinks"], r[f"{name}_cpu_vs_no_sinks"]
         print(f"{name:13s} / no sinks: wall {wall:.3f}  CPU {cpu:.3f}")
     print("goal, full instrumentation over no sinks: wall ≤ 1.10, CPU ≤ 1.20; ≤ 1 KB/task")
-    print(f"receiver got {received.get('spans')} spans, {received.get('metrics')} metric names")
+    got, expected = received.get("spans"), received.get("expected_spans")
+    verdict = "every span delivered" if got == expected else "SPANS MISSING"
+    print(f"receiver got {got} spans of {expected} expected ({verdict}), ", end="")
+    print(f"{received.get('metrics')} metric names")
     line = {
         "benchmark": "bench_s5_overhead",
         "records": args.records,
@@ -264,7 +299,7 @@ def report(
         "ratios": r,
         "received": received,
     }
-    print(json.dumps(line))
+    print("JSON " + json.dumps(line))
 
 
 if __name__ == "__main__":
