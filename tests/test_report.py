@@ -15,7 +15,7 @@ from perfetto_support import write_record
 from synthetic_run import DOMAIN, SyntheticSpec, synthetic_events, synthetic_header
 
 from ddscope.cli.main import cli
-from ddscope.events import RowDropped, RunFinished
+from ddscope.events import LimitChanged, RowDropped, RunFinished, RunStarted
 from ddscope.exporters.report import build_comparison, build_report, series
 from ddscope.exporters.report.collect import collect
 from ddscope.exporters.report.compare import comparison_rows
@@ -201,3 +201,21 @@ def test_quota_headers_are_plotted_when_the_record_has_them(record: Path, tmp_pa
     assert min(values) == remaining and values == sorted(values, reverse=True)
     assert min(v for v in d.series["quota_tokens"] if v is not None) == remaining * 100
     assert "quota_requests" not in run_view(collect(record)).domains[0].series
+
+
+def test_a_startup_ramp_is_plotted_from_its_first_limit(tmp_path: Path) -> None:
+    """The header says 4 slots, but a ramp starts at 1: the first limit_changed's ``old`` is
+    the limit until then (as in the health analyzer), also for bins already sampled."""
+    header = synthetic_header(SyntheticSpec(rows=1, buffer_size=1, max_parallel=4))
+    items = [
+        RunStarted(t_ns=0, num_records=1, row_groups=1),
+        LimitChanged(t_ns=int(1 * S), domain=DOMAIN, old=1, new=2, reason="ramp"),
+        LimitChanged(t_ns=int(2 * S), domain=DOMAIN, old=2, new=4, reason="ramp_end"),
+        RunFinished(t_ns=int(3 * S), outcome="complete", rows_completed=1, rows_dropped=0),
+    ]
+    view = run_view(collect(write_record(tmp_path / "ramp.jsonl", header, items)))
+    (d,) = view.domains
+    widths = [b - a for a, b in zip(view.x, view.x[1:], strict=False)]
+    integral = sum(m * w for m, w in zip(d.series["limit_mean"], widths, strict=False))
+    assert integral == pytest.approx(1 + 2 + 4, rel=1e-6)  # limit-seconds over the 3 s
+    assert d.series["limit_min"][0] == 1 and d.series["limit_mean"][-1] == 4

@@ -60,7 +60,8 @@ def report_command(
         trace = "comparison"
     for line in result.warnings:
         warn(line)
-    click.echo(f"{result.out}  ({result.bytes_written:,} bytes, {result.events:,} events; {trace})")
+    events = f"{result.events:,} event{'' if result.events == 1 else 's'}"
+    click.echo(f"{result.out}  ({result.bytes_written:,} bytes, {events}; {trace})")
     click.echo(f"Next: open {result.out.resolve().as_uri()} in a browser")
     if len(records) == 1:
         click.echo(f"  or: {invoked_as()} open {records[0]}   (the trace in ui.perfetto.dev)")

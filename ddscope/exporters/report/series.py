@@ -96,6 +96,7 @@ class DomainSeries:
         self.limit = Step(tracker.limit, t0)
         self.in_flight = Step(0, t0)
         self.waiters = Step(0, t0)
+        self.limit_seen = False  # a limit_changed was seen (the initial limit is then known)
         self.cumulative: list[tuple[int, ...]] = []  # per edge: _TRACKER_CUMULATIVE + 3 integrals
         self.maxima: list[tuple[int, int, int]] = []  # per bin: limit min; in flight, waiters max
         # per bin: the lowest x-ratelimit-remaining-{requests,tokens} a provider answered with
@@ -113,6 +114,19 @@ class DomainSeries:
         self.maxima.append((limit[2], in_flight[1], waiters[1]))
         self.quota.append(self.quota_bin)
         self.quota_bin = (None, None)
+
+    def restate_initial_limit(self, limit: int, edges: list[int]) -> None:
+        """Replays the time so far with ``limit`` instead of the assumed initial limit."""
+        step, t0 = self.limit, edges[0] if edges else self.limit.last_t
+        delta = limit - step.value
+        step.integral += delta * (step.last_t - t0)
+        step.value = step.bin_max = step.bin_min = limit
+        column = len(_TRACKER_CUMULATIVE)  # the limit integral follows the tracker's figures
+        self.cumulative = [
+            (*c[:column], c[column] + delta * (edge - t0), *c[column + 1 :])
+            for c, edge in zip(self.cumulative, edges, strict=True)
+        ]
+        self.maxima = [(limit, m[1], m[2]) for m in self.maxima]
 
     def quota_seen(self, requests: int | None, tokens: int | None) -> None:
         low_r, low_t = self.quota_bin
@@ -253,5 +267,11 @@ class SeriesCollector:
 
     def _limit_changed(self, data: dict[str, Any], t: int) -> None:
         s = self._domain(data["domain"], t)
-        if s is not None:
-            s.limit.set(t, data["new"])
+        if s is None:
+            return
+        if not s.limit_seen and data["old"] != s.limit.value:
+            # the limit before the first change was not the header's capacity (a startup
+            # ramp starts lower): the record knows better, as in the health analyzer
+            s.restate_initial_limit(data["old"], self.edges)
+        s.limit_seen = True
+        s.limit.set(t, data["new"])
