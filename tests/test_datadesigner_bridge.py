@@ -114,3 +114,15 @@ def test_waiting_events_go_out_on_a_tick_while_datadesigner_is_quiet(tmp_path: P
     assert sink.of_kind("row_group_started")
     bridge.close()
     assert sink.closed
+
+
+def test_an_existing_record_is_never_replaced(tmp_path: Path) -> None:
+    (tmp_path / "run.jsonl").write_text("an earlier run\n")
+    for _ in range(2):
+        bridge, _, live = _bridge(tmp_path, reorder_s=0.0)
+        _deliver_scrambled(bridge, time.monotonic() - 1.0)
+        bridge.close()
+    assert (tmp_path / "run.jsonl").read_text() == "an earlier run\n"
+    assert [p.name for p in sorted(tmp_path.glob("run-*.jsonl"))] == ["run-2.jsonl", "run-3.jsonl"]
+    assert live.records == [tmp_path / "run-3.jsonl"]
+    assert "run.jsonl exists; this job is recorded in run-3.jsonl" in live.warnings[0]

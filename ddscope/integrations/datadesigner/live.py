@@ -188,10 +188,7 @@ class _Bridge:
         captured = float(event.get("captured_at_monotonic") or time.monotonic())
         # DataDesigner's times are time.monotonic(): anchor them to the wall clock now.
         started = time.time_ns() - int((time.monotonic() - captured) * 1e9)
-        index = len(self._live.records) + 1
-        # run-2.jsonl, not run.2.jsonl: that name is a resumed ddscope run's next segment
-        path = self._record.with_name(f"{self._record.stem}-{index}{self._record.suffix}")
-        path = self._record if index == 1 else path
+        path = self._free_path()
         extra, finish = self._make_extra()
         bus = EventBus([JsonlRecorder(path), *extra])
         bus.open(layout.header(started, "datadesigner", __version__, wall_clock="live"))
@@ -199,6 +196,18 @@ class _Bridge:
         self._job = _Job(bus, run, RequestTranslator(run), finish)
         self._live.records.append(path)
         self._emit(self._job, run.start())
+
+    def _free_path(self) -> Path:
+        """``run.jsonl``, else ``run-2.jsonl``, ``run-3.jsonl`` … : never an existing record
+        (not ``run.2.jsonl``: that is a resumed ddscope run's next segment)."""
+        base, index = self._record, 1
+        path = base
+        while path.exists() or path in self._live.records:
+            index += 1
+            path = base.with_name(f"{base.stem}-{index}{base.suffix}")
+        if index > 1 and not self._live.records:
+            self._live.warnings.append(f"{base} exists; this job is recorded in {path.name}")
+        return path
 
     def _emit(self, job: _Job, out: Out) -> None:
         for item in out:
