@@ -278,3 +278,13 @@ def test_convert_never_replaces_a_record(tmp_path: Path) -> None:
     empty.write_text('{"event_kind": "selected", "captured_at_monotonic": 1.0}\n')
     result = CliRunner().invoke(cli, ["convert", str(empty)])
     assert result.exit_code == 2 and "no-job.jsonl:1:" in result.output
+
+
+def test_lines_before_the_first_job_start_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    lines = synthetic_events(SyntheticDD(records=4, buffer_size=4))
+    stray = [dict(lines[5], sequence=99), dict(lines[6], sequence=100)]
+    report = analyze(write_dd_file(tmp_path / "s.jsonl", stray + lines))
+    assert report.verdict == "healthy"
+    assert any(
+        "lines 1-2 come before the first scheduler_job_started" in w for w in report.record.warnings
+    )

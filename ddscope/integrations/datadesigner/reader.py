@@ -106,6 +106,7 @@ class DataDesignerReader:
         if not 1 <= index <= len(segments):
             raise RecordError(f"{self.path}: segment {index} of {len(segments)} does not exist")
         self.segments = len(segments)
+        self._orphan_lines = segments[0].first_line - 1  # before any job start: no run to join
         self.segment = index
         chosen = segments[index - 1]
         self._first_line = chosen.first_line
@@ -206,6 +207,11 @@ class DataDesignerReader:
             out.append(
                 f"{self.path}: skipped {sum(unknown.values())} DataDesigner events of unknown "
                 f"kinds ({kinds}); written by a newer DataDesigner?"
+            )
+        if self._orphan_lines and self.segment == 1:
+            out.append(
+                f"{self.path}: lines 1-{self._orphan_lines} come before the first "
+                "scheduler_job_started (the start of the file is missing?) and were skipped"
             )
         if self.segments > 1:
             out.append(
