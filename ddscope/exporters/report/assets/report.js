@@ -49,6 +49,14 @@
       opts.points = { show: true, size: 6, stroke: s.color, fill: s.color };
     }
     if (s.fill_to === -1) opts.fill = s.color;
+    if (s.fill_to != null && s.fill_to >= 0) {
+      // a stacked series holds the running sum: its legend shows its own part
+      var below = s.fill_to + 1;
+      opts.value = function (u, v, si, di) {
+        if (v == null || di == null) return "--";
+        return (v - (u.data[below][di] || 0)).toFixed(2);
+      };
+    }
     if (s.dash) opts.dash = s.dash;
     return opts;
   }
