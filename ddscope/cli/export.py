@@ -78,7 +78,7 @@ def export_command(
             f"choose one of --perfetto, --chrome-json, --otlp, not {' and '.join(chosen)}"
         )
     if otlp_endpoint is not None:
-        from ddscope.cli.run import check_otlp_endpoint
+        from ddscope.cli.preflight import check_otlp_endpoint
 
         check_otlp_endpoint(otlp_endpoint, "--otlp")
         from ddscope.exporters.otel.replay import replay_to_otlp

@@ -16,27 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import click
 
 from ddscope.cli.common import handle_errors, warn
 from ddscope.cli.otel_options import otel_options
 from ddscope.cli.out_dir import claim_out_dir
+from ddscope.cli.preflight import check_api_keys, check_endpoints, check_otlp_endpoint
 from ddscope.cli.progress import ProgressSink
+from ddscope.cli.stop_signals import run_until_stopped
 from ddscope.cli.summary import exit_code_of, summary_paragraph
 from ddscope.engine.output import JsonlRowWriter
 from ddscope.engine.pipeline.model import Pipeline
-from ddscope.errors import ConfigError, DdscopeError
 from ddscope.events import EventBus, EventSink
 from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.record.jsonl import JsonlRecorder, segment_path
@@ -44,7 +41,6 @@ from ddscope.record.jsonl import JsonlRecorder, segment_path
 if TYPE_CHECKING:
     from ddscope.engine.admission.shared.session import SharedAdmission
     from ddscope.engine.resume import ResumePoint
-    from ddscope.engine.scheduler import RunSummary
 
 DEFAULT_OUT = Path("ddscope-out")
 DATA_FILE = "data.jsonl"
@@ -81,12 +77,6 @@ _OUT_HELP = (
     "Directory for data.jsonl and run.jsonl (created; existing files are replaced once the run "
     f"has started; one run at a time). Default: ./{DEFAULT_OUT}."
 )
-ENDPOINT_CHECK_S = 5.0  # how long the start-up check waits for a TCP connection
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class EndpointUnreachable(DdscopeError):
-    """A provider's endpoint refused or did not answer a connection at start (exit 1)."""
 
 
 def build_sinks(
@@ -133,7 +123,7 @@ def execute(
             carried=point.carried if point else None,
         )
         try:
-            summary = asyncio.run(_run_until_stopped(pipeline, bus, writer, point, shared))
+            summary = asyncio.run(run_until_stopped(pipeline, bus, writer, point, shared))
         finally:
             writer.close()
             if shared is not None:
@@ -155,98 +145,6 @@ def _plan_resume(pipeline: Pipeline, run_dir: Path) -> ResumePoint:
     from ddscope.engine.resume import plan_resume
 
     return plan_resume(pipeline, run_dir / RECORD_FILE, run_dir / DATA_FILE)
-
-
-class StopRequest(asyncio.Event):
-    """Set by SIGINT/SIGTERM/SIGHUP; ``why`` names the signal for the record's message."""
-
-    why: str | None = None
-
-
-async def _run_until_stopped(
-    pipeline: Pipeline,
-    bus: EventBus,
-    writer: JsonlRowWriter,
-    point: ResumePoint | None,
-    shared: SharedAdmission | None = None,
-) -> RunSummary | None:
-    """The run, with Ctrl-C, SIGTERM (``docker stop``, ``timeout``) and SIGHUP (a closed
-    terminal) all ending it cleanly: outcome ``cancelled``, the record closed, a summary. A
-    second signal cancels the stop itself."""
-    from ddscope.engine.scheduler import run_pipeline  # heavy: asyncio engine and HTTP client
-
-    loop = asyncio.get_running_loop()
-    stop = StopRequest()
-    main = asyncio.current_task()
-    assert main is not None
-
-    def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set():
-            main.cancel()
-            return
-        stop.why = "Ctrl-C" if sig == signal.SIGINT else sig.name
-        stop.set()
-
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        if shared is None:
-            return await run_pipeline(
-                pipeline, bus=bus, output=writer, stop_requested=stop, resume=point
-            )
-        async with shared.engine_options(pipeline) as options:
-            return await run_pipeline(
-                pipeline, bus=bus, output=writer, stop_requested=stop, resume=point, **options
-            )
-    except asyncio.CancelledError:
-        return None
-    finally:
-        for sig in STOP_SIGNALS:
-            loop.remove_signal_handler(sig)
-
-
-def check_otlp_endpoint(value: str | None, option: str = "--otlp-endpoint") -> None:
-    """A bare word is refused before any DNS lookup: an endpoint needs a scheme or a port."""
-    if value is None or not value.strip():
-        return
-    text = value.strip()
-    if "://" not in text and ":" not in text:
-        raise ConfigError(
-            f"{option}: {text!r} is not a URL like http://127.0.0.1:4317 (no scheme and no port)"
-        )
-
-
-def check_api_keys(pipeline: Pipeline) -> None:
-    """Every API-key variable a used provider names is set (before the out dir is touched)."""
-    for alias in pipeline.domains().values():
-        provider = pipeline.provider_for(alias)
-        if provider.api_key_env and not os.environ.get(provider.api_key_env):
-            raise ConfigError(
-                f"providers: {provider.name}: api_key_env: environment variable "
-                f"{provider.api_key_env} is not set"
-            )
-
-
-def check_endpoints(pipeline: Pipeline, timeout_s: float = ENDPOINT_CHECK_S) -> None:
-    """A TCP connection to every used provider's endpoint, so a wrong URL or a server that is
-    down is one line naming the URL tried, before any file is replaced."""
-    seen: set[str] = set()
-    for alias in pipeline.domains().values():
-        provider = pipeline.provider_for(alias)
-        if provider.endpoint in seen:
-            continue
-        seen.add(provider.endpoint)
-        url = urlsplit(provider.endpoint)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        try:
-            with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
-                pass
-        except OSError as exc:
-            why = exc.strerror or type(exc).__name__
-            raise EndpointUnreachable(
-                f"provider {provider.name!r}: cannot connect to {provider.endpoint} ({why}); "
-                "is the server up and the endpoint right?"
-            ) from exc
 
 
 def linger(port: int, seconds: float) -> None:
