@@ -132,11 +132,16 @@ class SharedRequestGate(RequestGate):
         return max(0, min(local, self._shared_room()))
 
     def _shared_room(self) -> int:
+        """This worker's share of the free slots: the free slots divided among the workers
+        active now (rounded up), so N busy workers do not each lease tasks for all of them and
+        then wait in line for the same slots (a wait is correct but costs events and round
+        trips). A worker that falls idle stops counting within a second."""
         state = self._shared
         if state is None:
             return self._initial_limit - len(self._members)
         trying = sum(1 for w in self._queue if w.trying)
-        return state.limit - state.in_flight + self._unsynced_releases - trying
+        free = state.limit - state.in_flight + self._unsynced_releases - trying
+        return -(-free // state.active_workers) if free > 0 else free
 
     @property
     def shared_state(self) -> SharedState | None:

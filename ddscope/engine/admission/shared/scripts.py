@@ -7,7 +7,9 @@ Keys of one domain (a hash tag keeps them in one cluster slot):
   killed worker's slots come back within the lease TTL;
 * ``…:state`` — hash: ``limit`` (the shared AIMD limit), ``epoch`` (bumped by every decrease, for
   "once per wave"), ``cool_until`` (ms: no admission before it), ``breaker``, ``waiting``
-  (acquires refused and still waiting, so a release knows whether to announce freed slots).
+  (acquires refused and still waiting, so a release knows whether to announce freed slots);
+* ``…:workers`` — hash: worker → until when it counts as active (1 s after its last call); the
+  reply's ``active`` lets each worker aim at its share of the free slots instead of all of them.
 
 ``SYNC`` applies a batch of operations in order and returns the state after them. Operations come
 as triples ``kind, a, b``:
@@ -33,9 +35,10 @@ from __future__ import annotations
 SYNC = r"""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local leases, state = KEYS[1], KEYS[2]
+local leases, state, workers = KEYS[1], KEYS[2], KEYS[3]
 local channel, ttl, maxp = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local init, keep, origin = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local active_ms = 1000
 local freed = redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
 local s = redis.call('HMGET', state, 'limit', 'epoch', 'cool_until', 'breaker', 'waiting')
 local limit = math.min(tonumber(s[1]) or init, maxp)
@@ -84,17 +87,28 @@ for i = 7, #ARGV, 3 do
   end
 end
 if waiting < 0 then waiting = 0 end
+redis.call('HSET', workers, origin, now + active_ms)
+local active = 0
+local seen = redis.call('HGETALL', workers)
+for i = 1, #seen, 2 do
+  if tonumber(seen[i + 1]) > now then
+    active = active + 1
+  else
+    redis.call('HDEL', workers, seen[i])
+  end
+end
 redis.call('HSET', state, 'limit', limit, 'epoch', epoch, 'cool_until', cool,
   'breaker', breaker, 'waiting', waiting)
 redis.call('PEXPIRE', state, keep)
 redis.call('PEXPIRE', leases, keep)
+redis.call('PEXPIRE', workers, keep)
 if cooled then redis.call('PUBLISH', channel, 'c|' .. cool .. '|' .. now .. '|' .. origin) end
 if limit ~= limit0 then
   redis.call('PUBLISH', channel, 'l|' .. limit .. '|' .. epoch .. '|' .. origin)
 end
 if breaker ~= breaker0 then redis.call('PUBLISH', channel, 'b|' .. breaker .. '|' .. origin) end
 if freed > 0 and waiting > 0 then redis.call('PUBLISH', channel, 's|' .. origin) end
-return {grants, limit, epoch, redis.call('ZCARD', leases), cool, breaker, now, waiting}
+return {grants, limit, epoch, redis.call('ZCARD', leases), cool, breaker, now, waiting, active}
 """
 
 RENEW = r"""

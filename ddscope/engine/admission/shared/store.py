@@ -62,6 +62,7 @@ class SharedState:
     breaker: str
     now_ms: int
     waiting: int
+    active_workers: int = 1  # workers that called in the last second (this one included)
 
     @property
     def cooldown_remaining_s(self) -> float:
@@ -111,7 +112,7 @@ class _Domain:
     @property
     def keys(self) -> list[str]:
         base = self.spec.base_key()
-        return [f"{base}:leases", f"{base}:state"]
+        return [f"{base}:leases", f"{base}:state", f"{base}:workers"]
 
     @property
     def channel(self) -> str:
@@ -371,7 +372,7 @@ class RedisAdmissionStore:
 
 
 def _state(reply: list[Any]) -> SharedState:
-    _, limit, epoch, in_flight, cool, breaker, now, waiting = reply
+    _, limit, epoch, in_flight, cool, breaker, now, waiting, active = reply
     return SharedState(
         limit=int(limit),
         epoch=int(epoch),
@@ -380,6 +381,7 @@ def _state(reply: list[Any]) -> SharedState:
         breaker=str(breaker),
         now_ms=int(now),
         waiting=int(waiting),
+        active_workers=max(1, int(active)),
     )
 
 
