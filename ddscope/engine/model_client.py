@@ -278,6 +278,12 @@ def parse_chat_completion(
 _BODY_CUT = "ddscope.body_cut"  # response extension: the body was cut; its full size or -1
 
 
+def _identity(response: httpx.Response) -> bool:
+    """No Content-Encoding: the decoded body is as long as the declared one (no zip bomb)."""
+    encoding = str(response.headers.get("content-encoding", "identity"))
+    return encoding.strip().lower() == "identity"
+
+
 def _content_length(response: httpx.Response) -> int | None:
     value = response.headers.get("content-length", "")
     return int(value) if value.isdigit() else None
@@ -379,7 +385,7 @@ class ModelClient:
                 response = await self._post_bounded(orjson.dumps(payload))
         except CLASSIFIED_EXCEPTIONS as exc:
             raise classify(exc, secrets=self._secrets, timeout_s=self._timeout_s) from exc
-        sent = sent_texts(messages)
+        sent = sent_texts(messages)  # a few microseconds; what the error text must not quote
         if not response.is_success:
             raise classify(response, secrets=self._secrets, sent=sent)
         if response.extensions.get(_BODY_CUT) is not None:
@@ -404,6 +410,9 @@ class ModelClient:
             total: int | None
             if streamed.is_success and declared is not None and declared > limit:
                 body, total = b"", declared  # refused unread: no point reading it
+            elif declared is not None and declared <= limit and _identity(streamed):
+                await streamed.aread()  # the usual case: the declared size is the bound
+                return streamed
             else:
                 body, total = await _read_bounded(streamed, limit, declared)
         finally:
