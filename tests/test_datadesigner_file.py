@@ -104,6 +104,8 @@ def test_leases_rows_and_deferrals_are_translated(tmp_path: Path) -> None:
     assert reader.header.num_records == 20 and reader.header.buffer_size == 10
     assert [d.domain for d in reader.header.domains] == ["mock/mock"]
     assert reader.header.domains[0].max_parallel_requests == 4
+    # per-task state lives only while its row group is open: memory follows the groups in flight
+    assert reader.translator._tasks == {} and reader.layout._rows == {}
 
 
 def test_snapshots_give_limit_changes_and_cooldowns(tmp_path: Path) -> None:

@@ -123,6 +123,11 @@ class RunLayout:
                 return f"{column}:{first + index}", first + index
         return f"{column}:rg{row_group}", first
 
+    def forget(self, row_group: int) -> None:
+        """The group is checkpointed: its cells' id tables are not needed any more."""
+        for key in [k for k in self._rows if k[1] == row_group]:
+            del self._rows[key]
+
     def _row_index(self, column: str, row_group: int, dd_task_id: str) -> int | None:
         table = self._rows.get((column, row_group))
         if table is None:  # once per (column, row group): size sha1s of a few µs each

@@ -74,8 +74,7 @@ class RequestTranslator:
     def __init__(self, run: RunTranslator) -> None:
         self._run = run
         self._requests: dict[str, _Request] = {}
-        self._request_ids: dict[str, int] = {}  # ddscope task id → request id
-        self._attempts: dict[str, int] = {}  # ddscope task id → attempts so far
+        self._request_ids = 0
         self._domains = {d.domain for d in run.layout.domains}
         self._early: dict[str, list[Mapping[str, Any]]] = {}  # execution → its events so far
         self._early_count = 0
@@ -162,8 +161,12 @@ class RequestTranslator:
         domain = _domain(event)
         if lease is None or domain not in self._domains or lease.execution is None:
             return None
-        request_id = self._request_ids.setdefault(lease.task_id, len(self._request_ids) + 1)
-        attempt = self._attempts[lease.task_id] = self._attempts.get(lease.task_id, 0) + 1
+        task = self._run.task_state(lease.row_group, lease.task_id)
+        if not task.request_id:
+            self._request_ids += 1
+            task.request_id = self._request_ids
+        task.requests += 1
+        request_id, attempt = task.request_id, task.requests
         request = _Request(
             request_id, attempt, lease.task_id, lease.lease_id, str(domain), lease.execution
         )

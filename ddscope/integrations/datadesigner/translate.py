@@ -77,6 +77,17 @@ class _Lease:
 
 
 @dataclass
+class TaskState:
+    """Per task (``column:row``), while its row group is open: forgotten at its checkpoint, so
+    memory follows the row groups in flight, not the length of the run."""
+
+    leases: int = 0  # leases so far: the attempts of task_deferred
+    deferrals: int = 0  # times deferred so far: a later lease is a salvage re-run
+    request_id: int = 0  # live: one ddscope request id per task, its tries numbered
+    requests: int = 0
+
+
+@dataclass
 class TranslateStats:
     translated: int = 0
     context: int = 0
@@ -107,11 +118,11 @@ class RunTranslator:
             self.snapshots.set_initial_limit(info.domain, info.max_parallel_requests)
         self._leases: dict[str, _Lease] = {}
         self._by_execution: dict[str, _Lease] = {}
-        self._executions: dict[str, int] = {}  # ddscope task id → leases so far (attempts)
-        self._deferrals: dict[str, int] = {}  # ddscope task id → times deferred so far
+        self._tasks: dict[int, dict[str, TaskState]] = {}  # row group → its tasks' state
         self._lease_ids = 0
         self._unresolved: list[_Lease] = []
-        self.execution_outcome: dict[str, str] = {}  # live: the last request outcome per execution
+        # live: the last request outcome of an execution whose lease is open
+        self.execution_outcome: dict[str, str] = {}
         self.rows = [0, 0]  # completed, dropped (checkpointed so far)
         self._groups_open: set[int] = set()
         self.finished = False
@@ -131,6 +142,9 @@ class RunTranslator:
 
     def lease_of_execution(self, execution: str | None) -> _Lease | None:
         return self._by_execution.get(execution) if execution else None
+
+    def task_state(self, row_group: int, task_id: str) -> TaskState:
+        return self._tasks.setdefault(row_group, {}).setdefault(task_id, TaskState())
 
     # -- the stream ------------------------------------------------------------------------
 
@@ -203,6 +217,8 @@ class RunTranslator:
         self, out: Out, t: int, group: int, outcome: str, kept: int, dropped: int
     ) -> None:
         self._groups_open.discard(group)
+        self._tasks.pop(group, None)
+        self.layout.forget(group)
         out.append(
             {
                 "kind": "row_group_finished",
@@ -224,23 +240,23 @@ class RunTranslator:
         self._lease_ids += 1
         lease = _Lease(self._lease_ids, task_id, group, column, row)
         self._leases[str(event.get("task_lease_id"))] = lease
-        self._executions[task_id] = self._executions.get(task_id, 0) + 1
+        state = self.task_state(group, task_id)
+        state.leases += 1
         request = _diag(event).get("resource_request")
         resources = {k: v for k, v in request.items() if isinstance(v, int)} if request else {}
         started = {"kind": "lease_started", "t_ns": t, "lease_id": lease.lease_id}
         started |= {"task_id": task_id, "row_group": group, "column": column, "row": row}
         # DataDesigner re-runs deferred tasks in its salvage rounds but (0.9.x) marks no round
         # edges: a re-run is labelled with how many times its task was deferred before.
-        out.append(
-            started | {"resources": resources, "salvage_round": self._deferrals.get(task_id)}
-        )
+        out.append(started | {"resources": resources, "salvage_round": state.deferrals or None})
 
     def _retry_deferred(self, out: Out, t: int, event: Mapping[str, Any]) -> None:
         lease = self._leases.get(str(event.get("task_lease_id")))
         if lease is None:
             return
         lease.outcome = "deferred"
-        self._deferrals[lease.task_id] = self._deferrals.get(lease.task_id, 0) + 1
+        state = self.task_state(lease.row_group, lease.task_id)
+        state.deferrals += 1
         deferred: dict[str, Any] = {
             "kind": "task_deferred",
             "t_ns": t,
@@ -249,10 +265,10 @@ class RunTranslator:
             "column": lease.column,
             "row": lease.row,
             "error_kind": None,
-            "attempts": self._executions.get(lease.task_id, 1),
+            "attempts": state.leases,
         }
         out.append(deferred)
-        known = self.execution_outcome.get(lease.execution or "")
+        known = self.execution_outcome.pop(lease.execution or "", None)
         if known is not None:
             lease.error_kind = deferred["error_kind"] = known
         else:  # the next snapshot's outcome counts say which kind it was
@@ -305,6 +321,7 @@ class RunTranslator:
     def _lease_finished(self, lease: _Lease, t: int) -> dict[str, Any]:
         if lease.execution:
             self._by_execution.pop(lease.execution, None)
+            self.execution_outcome.pop(lease.execution, None)
         finished = {
             "kind": "lease_finished",
             "t_ns": t,
