@@ -181,6 +181,31 @@ def test_another_workers_decrease_is_followed_here(redis_url: str) -> None:
     assert [(c.old, c.new) for c in changes] == [(8, 6)]
 
 
+def test_a_breaker_opened_by_one_worker_refuses_every_worker(redis_url: str) -> None:
+    async def main() -> tuple[Worker, bool, str]:
+        async with (
+            worker(redis_url, "a", endpoint="e8") as a,
+            worker(redis_url, "b", endpoint="e8") as b,
+        ):
+            await b.gate.acquire(request_id=1, attempt=1, task_id="u1", lease_id=1)
+            a.store.publish_fact(DOMAIN, "B", "open")  # what a's gate sends when its breaker opens
+            deadline = time.monotonic() + 2
+            while not b.kinds("breaker") and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            refusing = b.gate.refusing
+            try:
+                await b.gate.acquire(request_id=2, attempt=1, task_id="u2", lease_id=2)
+                return b, refusing, "admitted"
+            except Exception as exc:
+                return b, refusing, type(exc).__name__
+
+    b, refusing, outcome = asyncio.run(main())
+    assert refusing  # fail_fast: b stops admitting too
+    assert outcome == "BreakerOpen"
+    opened = [e for e in b.kinds("breaker") if isinstance(e, events.BreakerChanged)]
+    assert [(e.state, e.reason) for e in opened] == [("open", "shared")]
+
+
 def test_a_dead_workers_slots_come_back_after_the_lease_ttl(redis_url: str) -> None:
     async def main() -> float:
         async with worker(redis_url, "a", endpoint="e4", max_parallel=2, ttl_s=0.6) as a:
