@@ -4,7 +4,10 @@ is masked and escaped, oversized bodies are read with a bound (real mock endpoin
 from __future__ import annotations
 
 import asyncio
+import gzip
+import http.server
 import re
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -111,3 +114,67 @@ def test_a_run_against_50_mb_error_bodies_records_small_events_in_flat_memory(
     # Reading one such body whole would add ≥ 100 MB; measured growth is about 2 MB.
     growth_kb = huge["peak_rss_kb"] - ordinary["peak_rss_kb"]
     assert growth_kb < 30 * 1024, f"peak RSS grew by {growth_kb:,} KiB"
+
+
+class _GzipBomb(http.server.BaseHTTPRequestHandler):
+    """Answers 200 with 20 MB of zeros, gzip-encoded (about 20 KB on the wire), chunked."""
+
+    protocol_version = "HTTP/1.1"  # chunked framing
+    status = 200
+    content = b"0" * 20_000_000
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = gzip.compress(self.content)
+        self.send_response(self.status)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for start in range(0, len(body), 4096):
+            piece = body[start : start + 4096]
+            self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+class _GzipQuote(_GzipBomb):
+    """A 500 whose gzip-encoded JSON message quotes the prompt."""
+
+    status = 500
+    content = b'{"error": {"message": "refused: ' + PROMPT.encode() + b'"}}'
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_compressed_error_body_is_decoded_and_scrubbed(transport: str) -> None:
+    error = _call_raw_server(_GzipQuote, transport)
+    assert isinstance(error, ServerError)
+    assert str(error) == f"HTTP 500 Internal Server Error: refused: <prompt:{len(PROMPT)} chars>"
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_a_compressed_body_is_bounded_after_decoding(transport: str) -> None:
+    error = _call_raw_server(_GzipBomb, transport)
+    assert isinstance(error, BadResponse)
+    assert "larger than max_response_bytes (1,000,000 bytes)" in str(error)
+
+
+def _call_raw_server(handler: type[_GzipBomb], transport: str) -> ModelError:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+        async def call() -> ModelError:
+            async with ModelClient(url, transport=transport, max_response_bytes=1_000_000) as c:  # type: ignore[arg-type]
+                with pytest.raises(ModelError) as caught:
+                    await c.chat("m", MESSAGES)
+            return caught.value
+
+        return asyncio.run(call())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -420,9 +420,12 @@ class ModelClient:
         extensions = dict(streamed.extensions)
         if total is not None:
             extensions[_BODY_CUT] = total
+        headers = streamed.headers.copy()
+        for stale in ("content-encoding", "content-length"):  # the body is decoded, maybe cut
+            headers.pop(stale, None)
         return httpx.Response(
             streamed.status_code,
-            headers=streamed.headers,
+            headers=headers,
             content=body,
             request=request,
             extensions=extensions,
