@@ -76,7 +76,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # shortened with no Retry-After and a 0.2 s default; the breaker stops the run
     "saturated": (
         {"rate_limit_k": 9, "rate_limit_n": 10},
-        {"records": 5, "buffer_size": 5, "default_cooldown_s": 0.2},
+        {"records": 5, "buffer_size": 5, "default_cooldown_s": 0.2, "breaker_window_s": 1.0},
     ),
     # non-retryable drops: the endpoint refuses prompts containing "poison" (HTTP 400)
     "dropped": ({"fail_marker": "poison"}, {"records": 12, "values": ["a", "b", "poison"]}),
@@ -90,7 +90,8 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # one request hangs (arrival 2 of 7); the model times out after 1 s: no progress meanwhile
     "stalled": (
         {"latency_ms": 5, "hang_rate": 0.2, "hang_s": 2.0},
-        {"records": 2, "max_parallel": 1, "timeout_s": 1.0},
+        {"records": 2, "max_parallel": 1, "timeout_s": 1.0, "retry_backoff_max_s": 0.2,
+         "retry_backoff_base_s": 0.2},
     ),
 }  # fmt: skip
 
@@ -183,7 +184,7 @@ def test_saturated_run_names_the_domain_and_its_floor(runs):
     assert d.time_at_floor_s > 0 and d.limit.min == 1
     finding = next(f for f in report.findings if f.code == "breaker_opened")
     total = sum(1 for e in of_kind(items, "attempt_finished"))
-    assert finding.domain == DOMAIN and "concurrency 1" in finding.message
+    assert finding.domain == DOMAIN and "of recent requests refused" in finding.message
     assert f"refused {d.share_429:.0%} of {total} requests" in finding.recommendation
     assert "raise its quota or lower max_parallel_requests" in finding.recommendation
     assert report.scheduler.shutdown is not None

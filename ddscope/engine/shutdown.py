@@ -36,11 +36,16 @@ def breaker_open_message(event: events.BreakerChanged) -> str:
     """The sentence for a breaker that opened under ``fail_fast``, with its evidence."""
     provider, model = events.split_domain(event.domain)
     last = event.last_retry_after_s
+    # The breaker's evidence: its sliding window (issue 11), else the older records' counts.
+    evidence = (
+        f"{event.window_refused} of {event.window_attempts} attempts refused "
+        f"({event.share_429:.0%}) over the last {event.window_s:g} s"
+        if event.window_s is not None
+        else f"{event.consecutive_429} consecutive 429s, {event.share_429:.0%} rate-limited"
+    )
     return (
         f"provider {provider!r} model {model!r} is saturated: circuit breaker opened "
-        f"({event.reason}) after {event.consecutive_429} consecutive 429s at concurrency 1, "
-        f"{event.share_429:.0%} of recent requests rate-limited, "
-        f"{event.time_at_floor_s:.1f} s at the floor"
+        f"({event.reason}): {evidence}"
         + (f", last Retry-After {last:g} s" if last is not None else "")
         + "; stopped (breaker_policy fail_fast), completed rows kept"
     )

@@ -291,6 +291,7 @@ class HealthAnalyzer:
         limited = outcome == "rate_limited"
         if limited:
             tr.rate_limited += 1
+            tr.quota_refused += data.get("quota_exhausted") is True
         elif outcome == "ok":
             if started is not None:
                 tr.attempt_hist.pending.append(t - started)
@@ -308,7 +309,7 @@ class HealthAnalyzer:
             bins.rl[index] += 1
 
     def _cooldown_started(self, data: dict[str, Any], t: int) -> None:
-        self._domain(data["domain"], t).cooldown_begins(t)
+        self._domain(data["domain"], t).cooldown_begins(t, data.get("cause"))
 
     def _cooldown_finished(self, data: dict[str, Any], t: int) -> None:
         self._domain(data["domain"], t).cooldown_ends(t)

@@ -26,6 +26,7 @@ from ddscope.exporters.health.report import (
     LimitSummary,
     NoProgress,
     NoWorkIdle,
+    QuotaSummary,
     RecordInfo,
     SalvageRound,
     SchedulerReport,
@@ -142,6 +143,7 @@ def _domain(a: HealthAnalyzer, tr: DomainTracker) -> DomainReport:
             cooldown_active=tr.cooldown,
             breaker_open=tr.breaker_open,
         ),
+        quota=QuotaSummary(pauses=tr.quota_pauses, refused=tr.quota_refused),
     )
 
 

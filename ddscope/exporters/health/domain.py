@@ -59,7 +59,8 @@ class DomainTracker:
         "floor_ns", "floor_rate_limited", "floor_since", "in_flight", "inflight_time_ns",
         "initial_limit", "last_t", "limit", "limit_changes", "limit_max", "limit_min",
         "mark", "n_deps", "n_horizon", "n_salvage", "open_attempts", "open_waits",
-        "rate_limited", "readiness_known", "ready", "remaining", "salvage_time_ns",
+        "quota_pauses", "quota_refused", "rate_limited", "readiness_known", "ready",
+        "remaining", "salvage_time_ns",
         "stopping", "tokens_in", "tokens_out", "w_ahead", "w_breaker", "w_cooldown",
         "w_limit", "w_shutdown", "wait_hist", "waiting_time_ns", "waits", "waits_open",
         "worst_floor",
@@ -91,6 +92,8 @@ class DomainTracker:
         self.attempts: dict[str, int] = {}
         self.attempts_total = 0
         self.rate_limited = 0
+        self.quota_pauses = 0  # cooldowns of cause "quota": paused until the provider's reset
+        self.quota_refused = 0  # 429s judged quota exhaustion (attempt_finished.quota_exhausted)
         self.tokens_in = 0
         self.tokens_out = 0
         self.waits: dict[str, int] = {}
@@ -212,8 +215,9 @@ class DomainTracker:
             self.worst_floor = (self.floor_since, length, attempts, limited)
         self.floor_since = None
 
-    def cooldown_begins(self, t: int) -> None:
+    def cooldown_begins(self, t: int, cause: object = None) -> None:
         self.touch(t)
+        self.quota_pauses += cause == "quota"
         if self.cooldown:  # the engine finishes one before the next; be tolerant anyway
             self.cooldown_ends(t)
         self.cooldown = True

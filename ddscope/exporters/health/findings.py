@@ -11,11 +11,18 @@ do not move the verdict). The rules, with the defaults of :class:`Thresholds`:
   ``saturated_floor_s`` with ≥ ``saturated_429_share`` of its attempts there answered 429. A
   fail-fast shutdown *because* of saturation is saturated, not failed: that is its cause.
 * **stalled** — no task completed for ``stall_s``, or for ``stall_fraction`` of the run when also
-  ≥ ``stall_min_s``, while work was pending.
-* **degraded** — a domain's 429 share ≥ ``degraded_429_share``; failed attempts other than 429;
+  ≥ ``stall_min_s``, while work was pending — unless the endpoint was refusing (cooldowns) and
+  recovered, the breaker never opened and the run completed: that is a **transient outage**
+  (degraded), which the engine sat out.
+* **degraded** — a domain's 429 share ≥ ``degraded_429_share`` (429s of a spent quota aside:
+  see ``quota_bound``); failed attempts other than 429;
   tasks deferred to salvage; admission timeouts; ready model work waiting on admission for
   ≥ ``admission_bound_share`` of a domain's capacity.
-* **info** — model slots with no ready work for ≥ ``starved_share`` of capacity; a few 429s.
+* **info** — model slots with no ready work for ≥ ``starved_share`` of capacity; a few 429s;
+  a domain paced by the provider's quota headers (``quota_bound``: steady progress at the quota).
+
+Rate limiting, told apart: *quota-bound* (info), *transient outage* (degraded, recovered),
+*rate-limited* (degraded, but serving), *saturated* (the breaker opened).
 """
 
 from __future__ import annotations
@@ -67,13 +74,14 @@ def judge(
         _end_finding(totals, lost),
         _shutdown_finding(totals, scheduler, lost),
         _drops_finding(totals),
-        _stall_finding(totals, scheduler, th),
+        _stall_finding(totals, scheduler, th, domains),
         _deferred_finding(scheduler),
     ]
     for d in domains:
         found += [
             _saturation_finding(d, scheduler, th, totals.duration_s),
             _rate_limited_finding(d, th),
+            _quota_finding(d),
             _errors_finding(d),
             _timeouts_finding(d),
             _admission_bound_finding(d, th),
@@ -152,7 +160,9 @@ def _drops_finding(totals: Totals) -> Finding | None:
     )
 
 
-def _stall_finding(totals: Totals, scheduler: SchedulerReport, th: Thresholds) -> Finding | None:
+def _stall_finding(
+    totals: Totals, scheduler: SchedulerReport, th: Thresholds, domains: list[DomainReport]
+) -> Finding | None:
     gap = scheduler.longest_no_progress
     if gap is None:
         return None
@@ -163,6 +173,21 @@ def _stall_finding(totals: Totals, scheduler: SchedulerReport, th: Thresholds) -
     )
     if not long_enough:
         return None
+    recovered = (
+        gap.cause == "cooldown"
+        and not gap.open
+        and totals.outcome == "complete"
+        and not any(d.breaker_openings for d in domains)
+    )
+    if recovered:
+        return Finding(
+            "transient_outage",
+            "degraded",
+            f"the endpoint refused requests for {gap.duration_s:.1f} s ({gap.start_s:.1f}–"
+            f"{gap.end_s:.1f} s) and then recovered; the run waited it out and completed",
+            "nothing to fix if rare; a startup ramp (ramp_s) softens an opening burst, and "
+            "breaker_policy: wait rides out longer outages",
+        )
     still = ", still open" if gap.open else ""
     return Finding(
         "no_progress",
@@ -198,12 +223,7 @@ def _saturation_finding(
     floor = d.longest_floor
     if d.breaker_openings:
         last = next((e for e in reversed(d.breaker_events) if e.state == "open"), None)
-        why = (
-            f" ({last.reason}: {last.consecutive_429} consecutive 429s at concurrency 1, "
-            f"{last.share_429:.0%} of recent requests rate-limited)"
-            if last
-            else ""
-        )
+        why = f" ({last.reason}: {last.share_429:.0%} of recent requests refused)" if last else ""
         stop = scheduler.shutdown
         stopped = stop is not None and stop.reason == SATURATION and stop.domain == d.domain
         return Finding(
@@ -249,18 +269,35 @@ def _refusal_advice(d: DomainReport, window_s: float) -> str:
 
 
 def _rate_limited_finding(d: DomainReport, th: Thresholds) -> Finding | None:
-    limited = d.attempts.get("rate_limited", 0)
-    if not limited:
+    # 429s of a spent quota are the quota's pacing (quota_bound), not this finding's evidence.
+    limited = d.attempts.get("rate_limited", 0) - d.quota.refused
+    if limited <= 0:
         return None
+    share = limited / d.attempts_total if d.attempts_total else 0.0
     return Finding(
         "rate_limited",
-        "degraded" if d.share_429 >= th.degraded_429_share else "info",
-        f"{d.domain}: {limited} of {d.attempts_total} attempts ({d.share_429:.1%}) got 429; "
+        "degraded" if share >= th.degraded_429_share else "info",
+        f"{d.domain}: {limited} of {d.attempts_total} attempts ({share:.1%}) got 429; "
         f"limit {d.limit.initial} → min {d.limit.min}, final {d.limit.final}; "
         f"{d.cooldowns.total_s:.1f} s in cooldown",
         f"lower max_parallel_requests (now {d.max_parallel_requests}) toward "
         f"{max(1, d.limit.final)} or raise the quota; a startup ramp (ramp_s) avoids an "
         "opening burst",
+        d.domain,
+    )
+
+
+def _quota_finding(d: DomainReport) -> Finding | None:
+    if not (d.quota.pauses or d.quota.refused):
+        return None
+    return Finding(
+        "quota_bound",
+        "info",
+        f"{d.domain}: paced by the provider's request quota (x-ratelimit-* headers): "
+        f"{_count(d.quota.pauses, 'pause')} until its reset, {d.quota.refused} of "
+        f"{d.attempts_total} attempts refused by a spent quota; progress was steady",
+        "only a bigger quota (or a second key or deployment) makes this faster; more "
+        "parallelism does not",
         d.domain,
     )
 

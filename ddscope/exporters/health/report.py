@@ -110,6 +110,14 @@ class Cooldowns:
 
 
 @dataclass(frozen=True)
+class QuotaSummary:
+    """The provider's quota (x-ratelimit-* headers) as the engine followed it."""
+
+    pauses: int  # pauses until the stated reset (cooldowns of cause "quota")
+    refused: int  # 429s answered while the quota was spent (not saturation evidence)
+
+
+@dataclass(frozen=True)
 class BreakerEvent:
     t_s: float
     state: str
@@ -187,6 +195,7 @@ class DomainReport:
     breaker_events: list[BreakerEvent]
     idle: IdleAttribution
     now: DomainNow
+    quota: QuotaSummary
 
 
 @dataclass(frozen=True)

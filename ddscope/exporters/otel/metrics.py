@@ -59,6 +59,7 @@ class DomainState:
     in_flight: int = 0
     waiters: int = 0
     open_cooldowns: int = 0
+    ratelimit_remaining_requests: int | None = None  # the provider's latest x-ratelimit-* count
     metric_attrs: dict[str, str] = field(default_factory=dict)
     span_attrs: dict[str, str | int] = field(default_factory=dict)  # of every attempt span
     # (outcome) → attribute dicts, built on first use and reused for every later measurement
@@ -257,6 +258,7 @@ class RunInstruments:
             ("ddscope.request.in_flight", "{request}", "Requests on the wire", self._in_flight),
             ("ddscope.request.waiters", "{request}", "Requests waiting", self._waiters),
             ("ddscope.request.cooldown.active", "1", "1 while in cooldown", self._cooling),
+            ("ddscope.ratelimit.remaining_requests", "{request}", "Quota left", self._quota),
         )
         run_wide = (
             ("ddscope.queue.depth", "{task}", "Ready tasks waiting for a lease", "queue_depth"),
@@ -288,6 +290,13 @@ class RunInstruments:
 
     def _waiters(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(d.waiters, d.metric_attrs) for d in self._domains()]
+
+    def _quota(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(d.ratelimit_remaining_requests, d.metric_attrs)
+            for d in self._domains()
+            if d.ratelimit_remaining_requests is not None
+        ]
 
     def _cooling(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(int(d.open_cooldowns > 0), d.metric_attrs) for d in self._domains()]

@@ -173,7 +173,16 @@ class RequestSpans:
             "gen_ai.usage.input_tokens": e.input_tokens,
             "gen_ai.usage.output_tokens": e.output_tokens,
             "ddscope.retry_after_s": e.retry_after_s,
+            # the provider's quota headers and the engine's backoff (issue 11)
+            "ddscope.ratelimit.remaining_requests": e.ratelimit_remaining_requests,
+            "ddscope.ratelimit.remaining_tokens": e.ratelimit_remaining_tokens,
+            "ddscope.ratelimit.reset_requests_s": e.ratelimit_reset_requests_s,
+            "ddscope.ratelimit.reset_tokens_s": e.ratelimit_reset_tokens_s,
+            "ddscope.ratelimit.quota_exhausted": e.quota_exhausted,
+            "ddscope.backoff_s": e.backoff_s,
         }
+        if e.ratelimit_remaining_requests is not None:
+            domain.ratelimit_remaining_requests = e.ratelimit_remaining_requests
         if self.send_text and e.completion is not None:
             attrs["gen_ai.output.messages"] = messages_json("assistant", e.completion)
         if e.outcome == "ok":

@@ -3,7 +3,9 @@
 Under the domain's group track: counters for the AIMD limit, requests in flight and waiters
 (in flight and waiters are derived from the attempt and wait intervals as they stream by, so
 they need no health events); a signals track with 429s, admission timeouts and breaker
-transitions as instants; and lane groups for cooldowns, request waits and attempts.
+transitions as instants; and lane groups for cooldowns, request waits and attempts. When the
+provider sends ``x-ratelimit-*`` headers, counter tracks ``quota: remaining requests`` /
+``quota: remaining tokens`` follow them (declared on first value, so other runs show none).
 
 An attempt's slice is named after its outcome ("chat ok", "chat 429"), which is known only when
 it finishes, so the attempt is written at its finish: begin (at its start time) and end
@@ -21,6 +23,11 @@ from ddscope.exporters.trace.writer import Flows, TraceWriter
 
 _STATUS_NAMES = {"ok": "chat ok", "rate_limited": "chat 429"}
 _WAIT_SIGNALS = {"timeout": "admission timeout", "breaker_open": "refused: breaker open"}
+_QUOTA_COUNTERS = (
+    ("ratelimit_remaining_requests", "quota: remaining requests", "requests"),
+    ("ratelimit_remaining_tokens", "quota: remaining tokens", "tokens"),
+)
+_COOLDOWN_NAMES = {"probe": "probe cooldown", "quota": "quota pause"}
 
 # (begin ts, lane, task_id, attempt) of an attempt still on the wire
 _OpenAttempt = tuple[int, int, Any, Any]
@@ -58,6 +65,7 @@ class DomainTracks:
         self.waits = LaneGroup(layout, (*key, "waits"), "request waits", group, "wait")
         self.attempts = LaneGroup(layout, (*key, "attempts"), "attempts", group, "chat")
         self.limit: int | None = None
+        self._layout = layout
         self.in_flight = 0
         self.waiters = 0
         self._open_waits: dict[tuple[Any, Any], int] = {}
@@ -118,6 +126,11 @@ class DomainTracks:
             ("input_tokens", d.get("input_tokens")),
             ("output_tokens", d.get("output_tokens")),
             ("error", d.get("error")),
+            ("remaining_requests", d.get("ratelimit_remaining_requests")),
+            ("remaining_tokens", d.get("ratelimit_remaining_tokens")),
+            ("reset_requests_s", d.get("ratelimit_reset_requests_s")),
+            ("quota_exhausted", d.get("quota_exhausted")),
+            ("backoff_s", d.get("backoff_s")),
         )
         # The flow as it is now: written late, the attempt must not reuse a terminated flow.
         flows = self._flow_of(task)
@@ -128,6 +141,15 @@ class DomainTracks:
         if outcome == "rate_limited":
             signal = (("retry_after_s", d.get("retry_after_s")), ("task_id", task))
             self._w.instant(ts, self.signals, "429", (*signal, ("attempt", attempt)))
+        self._quota_counters(d, ts)
+
+    def _quota_counters(self, d: dict[str, Any], ts: int) -> None:
+        for field, name, unit in _QUOTA_COUNTERS:
+            value = d.get(field)
+            if isinstance(value, int):
+                key = ("domain", self.name, field)
+                track = self._layout.track(key, name, self.group, counter=True, unit=unit)
+                self._w.counter(ts, track, value)
 
     # --- cooldowns, limit, breaker -------------------------------------------------------
 
@@ -135,7 +157,7 @@ class DomainTracks:
         cooldown = d["cooldown_id"]
         lane = self.cooldowns.acquire()
         self._open_cooldowns[cooldown] = lane
-        name = "probe cooldown" if d.get("cause") == "probe" else "cooldown"
+        name = _COOLDOWN_NAMES.get(d.get("cause") or "", "cooldown")
         args = (
             ("duration_s", d.get("duration_s")),
             ("retry_after_s", d.get("retry_after_s")),
@@ -174,6 +196,9 @@ class DomainTracks:
                 "share_429",
                 "time_at_floor_s",
                 "last_retry_after_s",
+                "window_s",
+                "window_attempts",
+                "window_refused",
             )
         )
         self._w.instant(ts, self.signals, f"breaker {d.get('state')}", args)
