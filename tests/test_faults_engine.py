@@ -98,14 +98,17 @@ def test_a_record_that_fails_mid_run_fails_the_run(srv: MockServer) -> None:
 
 
 def test_a_record_that_cannot_be_created_stops_before_the_dataset_is_touched(
-    srv: MockServer, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     data = tmp_path / "data.jsonl"
     data.write_text("previous\n")
-    with pytest.raises(OutputWriteError, match=r"/dev/full: cannot write: No space left"):
-        _run(chain3(srv.base_url, records=5), JsonlRowWriter(data), JsonlRecorder("/dev/full"))
+    with MockServer() as fresh:  # its own: no straggler of an earlier test is counted
+        pipeline = chain3(fresh.base_url, records=5)
+        recorder = JsonlRecorder("/dev/full")
+        with pytest.raises(OutputWriteError, match=r"/dev/full: cannot write: No space left"):
+            _run(pipeline, JsonlRowWriter(data), recorder)
+        assert fresh.stats().requests == 0
     assert data.read_text() == "previous\n"
-    assert srv.stats().requests == 0
 
 
 def test_groups_held_for_salvage_are_bounded_and_salvaged_early(srv: MockServer) -> None:

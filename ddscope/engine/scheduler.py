@@ -29,9 +29,7 @@ Stopping from outside: ``stop_requested`` (an ``asyncio.Event``; the CLI sets it
 SIGTERM and SIGHUP) ends the run like a cancellation — outcome ``cancelled`` — but
 ``run_pipeline`` *returns* the summary instead of raising, so the caller can print it.
 
-Memory: the main pass holds at most ``max_unwritten`` admitted-but-unwritten row groups
-(``row_groups``); when groups held only by deferred tasks fill that, a salvage round runs early.
-Each task gets ``salvage_rounds`` rounds of its own, whenever they happen.
+Memory: groups held for salvage are bounded; the passes and salvage rounds are in ``passes``.
 
 A health snapshot is emitted every ``health_interval_s`` for the whole run (clock timers, so a
 ``FakeClock`` drives it), so a stalled run is never a silent one.
@@ -50,12 +48,13 @@ from typing import Any
 
 from ddscope import __version__, events
 from ddscope.engine.admission.gate import AdmissionSettings, RequestAdmission
-from ddscope.engine.admission.patience import failure_budget, keeps_waiting
+from ddscope.engine.admission.patience import failure_budget
 from ddscope.engine.admission.saturation import SaturationWatch
 from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
 from ddscope.engine.dispatch import Dispatcher
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.output import OutputWriteError, RowWriter, open_output
+from ddscope.engine.passes import RunPasses
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.resume import ResumePoint, pipeline_fingerprint
 from ddscope.engine.run_setup import (
@@ -64,8 +63,14 @@ from ddscope.engine.run_setup import (
     default_client,
     open_clients,
 )
-from ddscope.engine.salvage import EXHAUSTED, SalvageRound, exhausted_message, pause_before_round
-from ddscope.engine.shutdown import ErrorRateWindow, StopReason, breaker_open_message
+from ddscope.engine.shutdown import (
+    ErrorRateWindow,
+    StopReason,
+    breaker_open_message,
+    cancel_reason,
+    cancel_when,
+    cancelled_by_us,
+)
 from ddscope.engine.worker import WorkerContext
 
 MAX_SHUTDOWN_GRACE_S = 10.0  # requests on the wire get this long to finish after a stop
@@ -149,7 +154,7 @@ async def run_pipeline(
     return summary
 
 
-class _Run:
+class _Run(RunPasses):
     """One run's phases and stop logic on top of the dispatcher."""
 
     def __init__(
@@ -228,7 +233,7 @@ class _Run:
         self._emit_start()
         self._arm_health()
         phases = asyncio.create_task(self._phases(), name="ddscope-run")
-        watcher = asyncio.create_task(_cancel_when(stop_requested, phases))
+        watcher = asyncio.create_task(cancel_when(stop_requested, phases))
         try:
             await asyncio.shield(phases)
         except asyncio.CancelledError:
@@ -236,8 +241,8 @@ class _Run:
                 phases.cancel()
                 with contextlib.suppress(BaseException):
                     await phases
-            ours = _cancelled_by_us(phases)
-            summary = await self._abort(_cancel_reason(stop_requested), "cancelled")
+            ours = cancelled_by_us(phases)
+            summary = await self._abort(cancel_reason(stop_requested), "cancelled")
             if ours:
                 return summary
             raise
@@ -272,97 +277,6 @@ class _Run:
     async def _phases(self) -> None:
         await self._main_pass()
         await self._salvage()
-
-    async def _main_pass(self) -> None:
-        """Admits and runs row groups; when the groups held back by deferred tasks fill the
-        memory cap, runs a salvage round early, then carries on."""
-        d = self._dispatcher
-        while True:
-            await d.pump(admit_groups=True)
-            if self._stop is not None or d.main_pass_done:
-                return
-            self._drop_exhausted()
-            if not d.deferred:
-                if d.blocked_on_unwritten and not d.workers:
-                    raise RuntimeError("main pass blocked on unwritten row groups, none deferred")
-                continue
-            await self._salvage_round()
-            self._phase = "main pass"
-
-    # -- salvage ----------------------------------------------------------------------------
-
-    async def _salvage(self) -> None:
-        """Rounds until nothing is deferred or the run stops. Past ``salvage_rounds`` only the
-        tasks that keep waiting (``patience.keeps_waiting``) get another round."""
-        d = self._dispatcher
-        while self._stop is None:
-            self._drop_exhausted()
-            if not d.deferred:
-                return
-            await self._salvage_round()
-
-    async def _salvage_round(self) -> None:
-        """One paced round over every deferred task."""
-        d = self._dispatcher
-        self._rounds += 1
-        number = self._rounds
-        # only tasks past their own rounds (kept waiting on a saturated endpoint) are left
-        patient = all(t.rounds >= self._settings.salvage_rounds for t in d.deferred)
-        label = f"salvage round {number}" + (", waiting on the endpoint" if patient else "")
-        self._phase = f"{label} (pause)"
-        await self._pause(self._pause_before_round(patient))
-        if self._stop is not None:
-            return
-        self._phase = label
-        tasks, d.deferred = d.deferred, []
-        for task in tasks:
-            task.rounds += 1
-        salvage_round = SalvageRound(number, tasks, self._emitter)
-        try:
-            d.requeue(tasks)
-            await d.pump(admit_groups=False)
-        finally:
-            salvage_round.finish(still_deferred=len(d.deferred))
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleeps on the run's clock, but wakes at once for a stop (e.g. the breaker's timer)."""
-        d = self._dispatcher
-        elapsed = asyncio.Event()  # not a clock comparison: loop timers may fire a hair early
-
-        def end_pause() -> None:
-            elapsed.set()
-            d.wake.set()
-
-        timer = self._clock.call_later(seconds, end_pause)
-        try:
-            while not elapsed.is_set() and self._stop is None:
-                d.wake.clear()
-                await d.wake.wait()
-        finally:
-            timer.cancel()
-
-    def _pause_before_round(self, patient: bool) -> float:
-        domains = {t.plan.domain for t in self._dispatcher.deferred}
-        cooling = [
-            gate.statistics().cooldown_remaining_s
-            for gate in self._admission.gates()
-            if gate.domain in domains
-        ]
-        return pause_before_round(self._settings.salvage_pause_s, cooling, patient=patient)
-
-    def _drop_exhausted(self) -> None:
-        """Drops the rows of deferred tasks that had all their rounds and are out of tries
-        (all of them under ``fail_fast``)."""
-        d = self._dispatcher
-        for task in list(d.deferred):
-            if task.rounds < self._settings.salvage_rounds:
-                continue
-            group = d.groups.get(task.row_group)
-            policy = self._gates[task.domain].settings.breaker_policy
-            if group is None or keeps_waiting(task, policy, self._budget):
-                continue
-            d.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, task.rounds), task)
-            d.checkpoint_if_resolved(group)
 
     # -- stopping ---------------------------------------------------------------------------
 
@@ -513,30 +427,6 @@ class _Run:
         self._emitter.emit(self._dispatcher.health(note=note))
         self._dispatcher.wake.set()  # a safety net: the loop re-checks capacity at least this often
         self._arm_health()
-
-
-async def _cancel_when(event: asyncio.Event | None, phases: asyncio.Task[None]) -> None:
-    if event is None:
-        return
-    await event.wait()
-    phases.cancel(msg=_STOP_REQUESTED)
-
-
-_STOP_REQUESTED = "ddscope: stop requested"
-
-
-def _cancelled_by_us(phases: asyncio.Task[None]) -> bool:
-    """Whether ``phases`` ended because ``stop_requested`` was set (not a cancel of the
-    caller, which must propagate)."""
-    current = asyncio.current_task()
-    return phases.cancelled() and (current is None or current.cancelling() == 0)
-
-
-def _cancel_reason(stop_requested: asyncio.Event | None) -> StopReason:
-    why = getattr(stop_requested, "why", None)  # the CLI names the signal
-    return StopReason(
-        "cancelled", f"the run was cancelled ({why})" if why else "the run was cancelled"
-    )
 
 
 def _record_failed(summary: RunSummary, message: str) -> RunSummary:

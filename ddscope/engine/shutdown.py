@@ -9,11 +9,14 @@ a "100 % error rate".
 
 :class:`StopReason` is the first (and only) decision to stop: the reason code, the one human
 sentence, and the domain where one is to blame; :func:`breaker_open_message` is the sentence
-for a breaker that opened under ``fail_fast``. Pure: no asyncio, no clock.
+for a breaker that opened under ``fail_fast``. These are pure (no asyncio, no clock); the last
+three helpers wire a stop requested from outside (``stop_requested``: the CLI's signals) into
+the run's task.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, deque
 from dataclasses import dataclass
 
@@ -93,3 +96,30 @@ class ErrorRateWindow:
             f"{self.threshold:.0%}; stopped early to avoid wasting requests"
         )
         return StopReason("error_rate", message)
+
+
+# -- a stop requested from outside (the CLI's signals): see scheduler.run_pipeline ----------
+
+
+async def cancel_when(event: asyncio.Event | None, phases: asyncio.Task[None]) -> None:
+    if event is None:
+        return
+    await event.wait()
+    phases.cancel(msg=STOP_REQUESTED)
+
+
+STOP_REQUESTED = "ddscope: stop requested"
+
+
+def cancelled_by_us(phases: asyncio.Task[None]) -> bool:
+    """Whether ``phases`` ended because ``stop_requested`` was set (not a cancel of the
+    caller, which must propagate)."""
+    current = asyncio.current_task()
+    return phases.cancelled() and (current is None or current.cancelling() == 0)
+
+
+def cancel_reason(stop_requested: asyncio.Event | None) -> StopReason:
+    why = getattr(stop_requested, "why", None)  # the CLI names the signal
+    return StopReason(
+        "cancelled", f"the run was cancelled ({why})" if why else "the run was cancelled"
+    )
