@@ -173,13 +173,10 @@ def _stall_finding(
     )
     if not long_enough:
         return None
-    recovered = (
-        gap.cause == "cooldown"
-        and not gap.open
-        and totals.outcome == "complete"
-        and not any(d.breaker_openings for d in domains)
-    )
-    if recovered:
+    sat_out = gap.cause == "cooldown" and not gap.open and totals.outcome == "complete"
+    if sat_out and any(d.quota.pauses for d in domains):
+        return None  # waiting for a spent quota's reset: quota_bound says so, it is no stall
+    if sat_out and not any(d.breaker_openings for d in domains):
         return Finding(
             "transient_outage",
             "degraded",
@@ -345,7 +342,7 @@ def _admission_bound_finding(d: DomainReport, th: Thresholds) -> Finding | None:
     split = ", ".join(f"{k} {v / cap:.0%}" for k, v in causes.items() if v / cap >= 0.01)
     return Finding(
         "admission_bound",
-        "degraded",
+        "info" if d.quota.pauses else "degraded",  # a quota's pauses: quota_bound explains it
         f"{d.domain}: ready model work waited for request slots "
         f"{waiting.total_slot_s / cap:.0%} of capacity ({split})",
         f"mostly {top}: the endpoint pushed back; raise its quota or lower max_parallel_requests",
