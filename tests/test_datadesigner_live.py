@@ -249,3 +249,9 @@ def test_the_prometheus_endpoint_serves_a_live_datadesigner_run(
     assert any('ddscope_outcome="ok"' in line and line.endswith(" 10.0") for line in attempts), (
         attempts
     )
+
+
+def test_a_failed_hook_leaves_no_subscription_behind(tmp_path: Path) -> None:
+    with pytest.raises(AttributeError), observe(object(), tmp_path / "run.jsonl"):
+        pass  # pragma: no cover - observe() fails before the block runs
+    assert not observability._request_event_callbacks

@@ -261,19 +261,26 @@ def observe(
     ticker = threading.Thread(
         target=_tick, args=(bridge, stop), name="ddscope-datadesigner", daemon=True
     )
-    unsubscribe = _observability().subscribe_request_admission_events(bridge.on_request_event)
-    unhook = _hook_scheduler_sink(designer, bridge)
-    ticker.start()
+    observability = _observability()
+    undo: list[Callable[[], None]] = [bridge.close]
     try:
+        undo.append(observability.subscribe_request_admission_events(bridge.on_request_event))
+        undo.append(_hook_scheduler_sink(designer, bridge, observability))
+        ticker.start()
+        undo.append(lambda: _stop(stop, ticker))
         yield live
     finally:
-        stop.set()
-        for undo in (unsubscribe, unhook, lambda: ticker.join(5), bridge.close):
+        for step in reversed(undo):  # ticker, hook, subscription, then the sinks
             try:
-                undo()
+                step()
             except Exception:  # leaving must not mask the block's own exception
                 live.errors += 1
                 log.warning("ddscope: undoing a DataDesigner hook failed", exc_info=True)
+
+
+def _stop(stop: threading.Event, ticker: threading.Thread) -> None:
+    stop.set()
+    ticker.join(5)
 
 
 def _tick(bridge: _Bridge, stop: threading.Event) -> None:
@@ -281,10 +288,10 @@ def _tick(bridge: _Bridge, stop: threading.Event) -> None:
         bridge.tick()
 
 
-def _hook_scheduler_sink(designer: Any, bridge: _Bridge) -> Callable[[], None]:
+def _hook_scheduler_sink(designer: Any, bridge: _Bridge, observability: Any) -> Callable[[], None]:
     """Wraps the designer's ``_create_resource_provider`` (an instance attribute, so other
     designers are untouched) to add ``bridge`` as a scheduler event sink; returns the undo."""
-    fanout = _observability().fanout_scheduler_event_sinks
+    fanout = observability.fanout_scheduler_event_sinks
     original = designer._create_resource_provider
 
     def hooked(dataset_name: str, config_builder: Any, *args: Any, **kwargs: Any) -> Any:
@@ -307,7 +314,13 @@ def _hook_scheduler_sink(designer: Any, bridge: _Bridge) -> Callable[[], None]:
 
 def _observability() -> Any:
     """DataDesigner's observability module (an optional dependency: ddscope[datadesigner])."""
-    return importlib.import_module("data_designer.engine.observability")
+    try:
+        return importlib.import_module("data_designer.engine.observability")
+    except ImportError as exc:
+        raise ImportError(
+            "ddscope's DataDesigner adapter needs data-designer: "
+            "pip install 'ddscope[datadesigner]'"
+        ) from exc
 
 
 def _dependencies(config_builder: Any) -> dict[str, list[str]]:
