@@ -32,7 +32,8 @@ from typing import Any, Literal, Protocol
 
 from ddscope import events
 from ddscope.engine.admission.backoff import BACKOFF_KINDS, full_jitter_s
-from ddscope.engine.admission.gate import Permit, RequestGate, is_pushback
+from ddscope.engine.admission.breaker import is_pushback
+from ddscope.engine.admission.gate import Permit, RequestGate
 from ddscope.engine.admission.patience import counts_against_budget
 from ddscope.engine.admission.quota import RateLimitHeaders
 from ddscope.engine.emitter import Emitter

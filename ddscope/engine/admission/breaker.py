@@ -33,12 +33,24 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
-from ddscope.events import BreakerChanged, BreakerState
+from ddscope.events import AttemptOutcome, BreakerChanged, BreakerState
 
 BreakerPolicy = Literal["fail_fast", "wait"]
 Evidence = Literal["refused", "served", "none"]
 BUCKETS = 16  # per window: the window's edge is exact to window_s / BUCKETS
 TRIP_REASON = "sustained_429"
+
+
+def is_pushback(outcome: AttemptOutcome, retry_after_s: float | None) -> bool:
+    """A 429, or a 503 that says when to come back: the endpoint is full, not broken."""
+    return outcome == "rate_limited" or (outcome == "server_error" and retry_after_s is not None)
+
+
+def evidence_of(outcome: AttemptOutcome, pushback: bool, quota_refusal: bool) -> Evidence:
+    """What a finished attempt tells the breaker (see the module docstring)."""
+    if outcome == "cancelled" or quota_refusal:
+        return "none"
+    return "refused" if pushback else "served"
 
 
 class RefusalWindow:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ddscope import events
 from ddscope.engine.admission.aimd import AimdLimit, LimitChange
-from ddscope.engine.admission.breaker import Breaker, Evidence
+from ddscope.engine.admission.breaker import Breaker, evidence_of, is_pushback
 from ddscope.engine.admission.cooldown import DomainCooldown
 from ddscope.engine.admission.deadline_timer import DeadlineTimer
 from ddscope.engine.admission.quota import DomainQuota, RateLimitHeaders
@@ -254,7 +254,7 @@ class RequestGate:
         pushback = is_pushback(outcome, retry_after_s)
         quota_refusal = pushback and self._quota.refuses_as_quota(ratelimit)
         newly_exhausted = self._quota.observe(permit.seq, ratelimit)
-        self._breaker.record(_evidence(outcome, pushback, quota_refusal), now, retry_after_s)
+        self._breaker.record(evidence_of(outcome, pushback, quota_refusal), now, retry_after_s)
         if outcome == "ok":
             self._on_success(now, was_probe)
         elif quota_refusal:
@@ -415,17 +415,6 @@ class RequestGate:
         self._ramp_timer.cancel()
         self._breaker_timer.cancel()
         self._waiters.cancel_all()
-
-
-def is_pushback(outcome: events.AttemptOutcome, retry_after_s: float | None) -> bool:
-    """A 429, or a 503 that says when to come back: the endpoint is full, not broken."""
-    return outcome == "rate_limited" or (outcome == "server_error" and retry_after_s is not None)
-
-
-def _evidence(outcome: events.AttemptOutcome, pushback: bool, quota_refusal: bool) -> Evidence:
-    if outcome == "cancelled" or quota_refusal:
-        return "none"
-    return "refused" if pushback else "served"
 
 
 class RequestAdmission:
