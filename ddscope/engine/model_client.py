@@ -51,6 +51,7 @@ from pydantic import SecretStr
 
 from ddscope.engine.admission.quota import RateLimitHeaders, ratelimit_from_headers
 from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
+from ddscope.engine.pipeline.parts import ModelAlias
 from ddscope.engine.scrub import (
     ERROR_TEXT_LIMIT,
     MIN_QUOTE_CHARS,
@@ -84,6 +85,8 @@ __all__ = [
 ]
 
 TransportName = Literal["aiohttp", "httpx"]
+# The model alias's default is the one source (RunSettings / ModelAlias hold every default).
+DEFAULT_TIMEOUT_S: float = ModelAlias.model_fields["timeout_s"].default
 MAX_DETAIL_CHARS = ERROR_TEXT_LIMIT
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is rarely above a few hundred KB
 ERROR_BODY_BYTES = 64 * 1024  # of an error body: enough for any real message, bounded
@@ -318,7 +321,7 @@ class ModelClient:
         base_url: str,
         *,
         api_key: SecretStr | str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: TransportName = "aiohttp",
         max_connections: int = 256,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
