@@ -110,6 +110,19 @@ def run_once(
     )
 
 
+def describe(figures: Figures, ideal_s: float, slots: int) -> str:
+    trips = figures.redis_round_trips_per_request
+    share = ideal_s / max(figures.engine_s, 1e-9)
+    return (
+        f"{figures.mode:5} workers={figures.workers}: exit {figures.exit_code}, job "
+        f"{figures.job_wall_s:.2f} s, engine {figures.engine_s:.2f} s "
+        f"({figures.requests_per_s:,.0f} req/s, {share:.0%} of ideal), CPU "
+        f"{figures.cpu_ms_per_request:.3f} ms/request, Redis round trips "
+        f"{'-' if trips is None else f'{trips:.3f}'}/request, mock peak "
+        f"{figures.mock_peak_concurrency} (limit {slots}), 429s {figures.mock_429}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
@@ -145,15 +158,7 @@ def main() -> None:
         for index, (workers, url) in enumerate(runs):
             figures = run_once(pipeline, Path(tmp) / f"out{index}", workers, url, mock)
             results.append(figures)
-            trips = figures.redis_round_trips_per_request
-            print(
-                f"{figures.mode:5} workers={figures.workers}: exit {figures.exit_code}, job "
-                f"{figures.job_wall_s:.2f} s, engine {figures.engine_s:.2f} s "
-                f"({figures.requests_per_s:,.0f} req/s, {ideal / max(figures.engine_s, 1e-9):.0%} "
-                f"of ideal), CPU {figures.cpu_ms_per_request:.3f} ms/request, Redis round trips "
-                f"{'-' if trips is None else f'{trips:.3f}'}/request, mock peak "
-                f"{figures.mock_peak_concurrency} (limit {args.slots}), 429s {figures.mock_429}"
-            )
+            print(describe(figures, ideal, args.slots))
     print("JSON " + json.dumps({"ideal_s": round(ideal, 3), "runs": [asdict(r) for r in results]}))
 
 

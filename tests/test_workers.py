@@ -342,3 +342,29 @@ def test_merge_refuses_a_job_with_a_missing_shard(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "shard 0/2: no record at" in done.stderr
+
+
+def test_sigterm_to_the_coordinator_stops_every_worker_and_keeps_one_run(
+    tmp_path: Path, redis_server: LocalRedis
+) -> None:
+    with MockServer(MockBehavior(latency_ms=40)) as server:
+        pipeline = pipeline_file(tmp_path, server, 600)
+        out = tmp_path / "out"
+        command = ddtrace("run", str(pipeline), "--workers", "2", "-o", str(out), "-q")
+        with subprocess.Popen(
+            [*command, "--admission", redis_server.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as job:
+            first = out / "workers" / "shard-0-of-2" / "data.jsonl"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (first.exists() and first.stat().st_size):
+                time.sleep(0.02)
+            job.send_signal(signal.SIGTERM)
+            stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 1, stderr + stdout
+    finished = [e for e in RunReader(out / "run.jsonl") if e.kind == "run_finished"]
+    assert [e.outcome for e in finished] == ["cancelled"]
+    kept = data_rows(out)
+    assert 0 < len(kept) < 600 and kept == sorted(set(kept))

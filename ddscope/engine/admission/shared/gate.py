@@ -36,8 +36,8 @@ from types import EllipsisType
 from typing import Any
 
 from ddscope import events
-from ddscope.engine.admission.aimd import AimdLimit, LimitChange
 from ddscope.engine.admission.gate import AdmissionSettings, Permit, RequestAdmission, RequestGate
+from ddscope.engine.admission.shared.follow import FollowingAimd, TapEmitter
 from ddscope.engine.admission.shared.store import RedisAdmissionStore, SharedState
 from ddscope.engine.clock import TimerHandle
 from ddscope.engine.emitter import Emitter
@@ -45,43 +45,6 @@ from ddscope.errors import AdmissionTimeout, BreakerOpen
 
 SAFETY_RETRY_S = 0.5  # waiters retry at least this often even if a wake-up message was lost
 ADOPT_TOLERANCE_S = 0.05  # a remote cooldown shorter than ours by this much is ours: skip
-
-
-class _TapEmitter(Emitter):
-    """The gate's emitter: passes every event on and shows it to ``tap`` (same clock, ids)."""
-
-    def __init__(self, inner: Emitter, tap: Callable[[events.Event], None]) -> None:
-        # No super().__init__: every method delegates, so time origin and ids stay the run's.
-        self.bus = inner.bus
-        self.clock = inner.clock
-        self._inner = inner
-        self._tap = tap
-
-    def t_ns(self) -> int:
-        return self._inner.t_ns()
-
-    def next_id(self) -> int:
-        return self._inner.next_id()
-
-    def emit(self, event: events.Event) -> None:
-        self._inner.emit(event)
-        self._tap(event)
-
-
-class _FollowingAimd(AimdLimit):
-    """This worker's AIMD, which also follows the shared limit when another worker moves it."""
-
-    def adopt(self, limit: int, *, new_wave: bool) -> LimitChange | None:
-        """Takes the shared limit. ``new_wave``: it was a decrease, so permits admitted before it
-        belong to the wave that caused it and do not decrease again here."""
-        limit = max(1, min(self.settings.max_limit, limit))
-        if limit == self._limit:
-            return None  # this worker's own change, or one it already followed
-        if new_wave:
-            self._epoch += 1
-        old, self._limit = self._limit, limit
-        self._success_streak = 0  # the streak counted towards the old limit
-        return LimitChange(old, limit, "increase" if limit > old else "decrease")
 
 
 @dataclasses.dataclass(eq=False)
@@ -116,8 +79,8 @@ class SharedRequestGate(RequestGate):
         self._queue: deque[_Waiter] = deque()
         self._unsynced_releases = 0
         self._safety: TimerHandle | None = None
-        super().__init__(domain, settings, _TapEmitter(emitter, self._tap))
-        self._aimd = _FollowingAimd(settings.aimd_settings())  # same settings, can follow
+        super().__init__(domain, settings, TapEmitter(emitter, self._tap))
+        self._aimd = FollowingAimd(settings.aimd_settings())  # same settings, can follow
         self._synced_limit = False
         self._initial_limit = store.bind(domain, self).initial_limit
         self.add_listener(self._pump)
@@ -363,7 +326,7 @@ class SharedRequestGate(RequestGate):
     def _adopt_limit(self, limit: int, *, new_wave: bool) -> None:
         """The shared limit moved (any worker, this one included: the message carries the
         merged result): this worker's AIMD continues from it, and its record says so."""
-        assert isinstance(self._aimd, _FollowingAimd)
+        assert isinstance(self._aimd, FollowingAimd)
         self._adopting = True
         try:
             self._apply(self._aimd.adopt(limit, new_wave=new_wave))
