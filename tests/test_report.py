@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from perfetto_support import write_record
+from report_support import cut_record
 from synthetic_run import DOMAIN, SyntheticSpec, synthetic_events, synthetic_header
 
 from ddscope.cli.main import cli
@@ -219,3 +220,14 @@ def test_a_startup_ramp_is_plotted_from_its_first_limit(tmp_path: Path) -> None:
     integral = sum(m * w for m, w in zip(d.series["limit_mean"], widths, strict=False))
     assert integral == pytest.approx(1 + 2 + 4, rel=1e-6)  # limit-seconds over the 3 s
     assert d.series["limit_min"][0] == 1 and d.series["limit_mean"][-1] == 4
+
+
+def test_a_cut_off_record_still_gives_a_report(record: Path, tmp_path: Path) -> None:
+    """A killed run: the last line is half written. The report says so and is still made."""
+    cut = cut_record(record, tmp_path / "cut.jsonl")
+    out = tmp_path / "cut.html"
+    result = build_report(cut, out)
+    assert any("truncated last line" in w for w in result.warnings)
+    html = out.read_text()
+    assert "no_run_finished" in html and "truncated last line" in html
+    assert result.trace_embedded
