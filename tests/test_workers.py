@@ -368,3 +368,32 @@ def test_sigterm_to_the_coordinator_stops_every_worker_and_keeps_one_run(
     assert [e.outcome for e in finished] == ["cancelled"]
     kept = data_rows(out)
     assert 0 < len(kept) < 600 and kept == sorted(set(kept))
+
+
+def test_two_separate_jobs_with_admission_share_the_providers_limit(
+    tmp_path: Path, redis_server: LocalRedis
+) -> None:
+    """``--admission`` without ``--workers``/``--shard``: whole runs that still act as one client
+    toward the provider (two teams, one quota)."""
+    with MockServer(MockBehavior(latency_ms=30)) as server:
+        pipeline = pipeline_file(tmp_path, server, 60)
+        jobs = [
+            subprocess.Popen(
+                [
+                    *ddtrace("run", str(pipeline), "-o", str(tmp_path / f"job{i}"), "-q"),
+                    "--admission",
+                    redis_server.url,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        outputs = [job.communicate(timeout=120) for job in jobs]
+        stats = server.stats()
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    assert stats.requests == 2 * 120
+    assert stats.max_in_flight <= 8
+    for i in range(2):
+        assert data_rows(tmp_path / f"job{i}") == list(range(60))
