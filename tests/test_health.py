@@ -295,13 +295,13 @@ def test_synthetic_idle_matches_an_independent_computation(tmp_path):
 
 
 def saturated_at_floor(breaker: bool) -> list[ev.Event]:
-    """Limit 2 → 1 at 0 s, then 12 s of 429s at concurrency 1 (one attempt a second)."""
+    """Limit 2 → 1 at 0 s, then 24 s of 429s (the saturated_floor_s default is 20 s) at concurrency 1 (one attempt a second)."""
     items: list[ev.Event] = [
         ev.RunStarted(t_ns=0, num_records=1, row_groups=1),
         ev.RowGroupStarted(t_ns=0, row_group=0, first_row=0, rows=1),
         ev.LimitChanged(t_ns=0, domain=DOMAIN, old=2, new=1, reason="decrease"),
     ]
-    for i in range(12):
+    for i in range(24):
         items += [
             ev.AttemptStarted(t_ns=i * S, request_id=1, attempt=i + 1, task_id="a:0",
                               lease_id=1, domain=DOMAIN),
@@ -309,10 +309,10 @@ def saturated_at_floor(breaker: bool) -> list[ev.Event]:
                                domain=DOMAIN, outcome="rate_limited", status_code=429),
         ]  # fmt: skip
     if breaker:
-        items.append(ev.BreakerChanged(t_ns=12 * S, domain=DOMAIN, state="open",
+        items.append(ev.BreakerChanged(t_ns=24 * S, domain=DOMAIN, state="open",
                                        reason="consecutive_429", consecutive_429=8,
-                                       share_429=1.0, time_at_floor_s=12.0))  # fmt: skip
-    items.append(ev.RunFinished(t_ns=12 * S, outcome="complete", rows_completed=0,
+                                       share_429=1.0, time_at_floor_s=24.0))  # fmt: skip
+    items.append(ev.RunFinished(t_ns=24 * S, outcome="complete", rows_completed=0,
                                 rows_dropped=0))  # fmt: skip
     return items
 
@@ -324,9 +324,9 @@ def test_a_domain_refusing_at_the_floor_is_saturated(tmp_path, breaker):
     code = "breaker_opened" if breaker else "sustained_429_at_floor"
     assert report.reasons == [code]
     finding = next(f for f in report.findings if f.code == code)
-    assert "refused 100% of requests for 12 s at concurrency 1" in finding.recommendation
+    assert "refused 100% of requests for 24 s at concurrency 1" in finding.recommendation
     d = report.domains[0]
-    assert d.time_at_floor_s == 12.0 and d.longest_floor is not None
+    assert d.time_at_floor_s == 24.0 and d.longest_floor is not None
     assert d.longest_floor.share_429 == 1.0 and d.longest_floor.open
 
 

@@ -37,8 +37,11 @@ class Thresholds:
     stall_fraction: float = 0.25  # ... and so is one this share of the run ...
     stall_min_s: float = 5.0  # ... when it is also at least this long
     degraded_429_share: float = 0.01  # a domain's 429 share from which the run is degraded
-    saturated_floor_s: float = 10.0  # at the floor (limit 1) this long ...
-    saturated_429_share: float = 0.5  # ... with this share of 429s there: saturated
+    # at the floor (limit 1) this long with this share of 429s there: saturated. Matched to the
+    # engine's breaker (20 s window, 80 % refused), so an endpoint that serves 3 in 10 is
+    # rate-limited (degraded, but serving), not saturated (issue 11).
+    saturated_floor_s: float = 20.0
+    saturated_429_share: float = 0.8
     admission_bound_share: float = 0.25  # ready work waited on admission ≥ this share of capacity
     starved_share: float = 0.5  # no ready work ≥ this share of capacity (an info finding)
 
