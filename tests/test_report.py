@@ -231,3 +231,15 @@ def test_a_cut_off_record_still_gives_a_report(record: Path, tmp_path: Path) -> 
     html = out.read_text()
     assert "no_run_finished" in html and "truncated last line" in html
     assert result.trace_embedded
+
+
+def test_runs_of_different_sizes_are_compared_by_share(tmp_path: Path) -> None:
+    small, large = SyntheticSpec(rows=10), SyntheticSpec(rows=30, drop_rows=(3,))
+    a = write_record(tmp_path / "a.jsonl", synthetic_header(small), synthetic_events(small))
+    b = write_record(tmp_path / "b.jsonl", synthetic_header(large), synthetic_events(large))
+    ra, rb = collect(a), collect(b)
+    rows = {r.label: r for r in comparison_rows(ra, rb, run_view(ra), run_view(rb))}
+    # B completed more rows (29 > 10) but a smaller share of its own (29/30 < 10/10)
+    assert rows["rows completed"].cells() == ("10/10", "29/30")
+    assert rows["rows completed"].winner() == "A"
+    assert rows["rows dropped"].winner() == "A"

@@ -31,6 +31,10 @@ class Row:
     b: float
     better: Better
     fmt: str = "{:,.0f}"
+    shown: tuple[str, str] | None = None  # the cells' text when not just ``fmt`` of a and b
+
+    def cells(self) -> tuple[str, str]:
+        return self.shown or (self.fmt.format(self.a), self.fmt.format(self.b))
 
     def winner(self) -> str | None:
         if self.better == "none" or self.a == self.b:
@@ -42,9 +46,24 @@ class Row:
 def comparison_rows(a: RunData, b: RunData, va: RunView, vb: RunView) -> list[Row]:
     ha, hb = a.health, b.health
     ta, tb = ha.totals, hb.totals
-    rows = [
-        Row("rows completed", ta.rows_completed, tb.rows_completed, "higher"),
-        Row("rows dropped", ta.rows_dropped, tb.rows_dropped, "lower"),
+    rows = [  # judged by share of the run's rows: the two runs may differ in size
+        Row(
+            "rows completed",
+            _share(ta.rows_completed, ta.num_records),
+            _share(tb.rows_completed, tb.num_records),
+            "higher",
+            shown=(
+                f"{ta.rows_completed}/{ta.num_records}",
+                f"{tb.rows_completed}/{tb.num_records}",
+            ),
+        ),
+        Row(
+            "rows dropped",
+            _share(ta.rows_dropped, ta.num_records),
+            _share(tb.rows_dropped, tb.num_records),
+            "lower",
+            shown=(str(ta.rows_dropped), str(tb.rows_dropped)),
+        ),
     ]
     for reason in sorted(set(ta.drops_by_reason) | set(tb.drops_by_reason)):
         rows.append(
@@ -94,6 +113,10 @@ def _domain_rows(name: str, da: DomainReport | None, db: DomainReport | None) ->
     return rows
 
 
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
 def _sum(h: HealthReport, figure: Callable[[DomainReport], int]) -> int:
     return sum(figure(d) for d in h.domains)
 
@@ -133,7 +156,8 @@ def table_html(rows: Sequence[Row], ha: HealthReport, hb: HealthReport) -> str:
     classes = []
     for row in rows:
         win = row.winner()
-        cells.append((esc(row.label), esc(row.fmt.format(row.a)), esc(row.fmt.format(row.b))))
+        a, b = row.cells()
+        cells.append((esc(row.label), esc(a), esc(b)))
         classes.append(win)
     html_rows = []
     for i, (label, a, b) in enumerate(cells):
