@@ -80,12 +80,22 @@ def ddtrace(*args: str) -> list[str]:
 
 
 def run_job(
-    tmp_path: Path, server: MockServer, url: str, *, records: int, workers: int = 3
+    tmp_path: Path,
+    server: MockServer,
+    url: str,
+    *,
+    records: int,
+    workers: int = 3,
+    extra: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     pipeline = pipeline_file(tmp_path, server, records)
     command = ddtrace("run", str(pipeline), "--workers", str(workers), "-o", str(tmp_path / "out"))
     return subprocess.run(
-        [*command, "--admission", url], capture_output=True, text=True, timeout=180, check=False
+        [*command, "--admission", url, *(extra or [])],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -108,6 +118,11 @@ def test_three_workers_share_one_limit_and_make_one_run(
     with MockServer(MockBehavior(latency_ms=30)) as server:
         done = run_job(tmp_path, server, redis_server.url, records=150)
         stats = server.stats()
+        merged = (tmp_path / "out" / "data.jsonl").read_bytes()
+        again = run_job(tmp_path, server, redis_server.url, records=150, extra=["--resume"])
+        assert server.stats().requests == stats.requests  # every shard had completed
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "out" / "data.jsonl").read_bytes() == merged
     assert done.returncode == 0, done.stderr + done.stdout
     assert 1 < stats.max_in_flight <= 8  # 3 workers, one limit of 8 between them
     out = tmp_path / "out"
