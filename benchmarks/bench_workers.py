@@ -10,7 +10,12 @@ as the baseline, and prints for each: wall time of the job (process start-up and
 included) and of the engine (the merged record's run), requests per second, CPU ms per request
 (every worker and the coordinator: ``RUSAGE_CHILDREN``; the mock and Redis are not counted),
 Redis round trips per request on the request path (the workers' ``admission.json``), and the
-mock's peak concurrency (must stay ≤ slots) and 429s. Then one JSON line.
+mock's peak concurrency (must stay ≤ slots) and 429s.
+
+Then the cooldown's reach: the widest worker count again, against a mock that answers every
+``--cooldown-every``-th request 429 with ``Retry-After: 1``; from the merged record, for each
+429 the delay until every other worker started its own (adopted) cooldown — the issue's budget
+is 50 ms. Then one JSON line.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,6 +116,28 @@ def run_once(
     )
 
 
+def propagation_ms(record: Path, workers: int) -> list[float]:
+    """Per 429 and other worker: ms from the 429's cooldown to that worker's adopted one. The
+    merge maps a cooldown id x of worker i to x·N + i, so ``id % N`` names the worker."""
+    origins: list[tuple[int, int]] = []  # (t_ns, worker)
+    adopted: dict[int, list[int]] = {i: [] for i in range(workers)}
+    for _, event in RunReader(record).iter_dicts():
+        if event["kind"] != "cooldown_started":
+            continue
+        worker = event["cooldown_id"] % workers
+        if event.get("request_id") is not None:
+            origins.append((event["t_ns"], worker))
+        else:
+            adopted[worker].append(event["t_ns"])
+    delays = []
+    for t_ns, origin in origins:
+        for worker, times in adopted.items():
+            later = [t for t in times if t_ns <= t <= t_ns + 1_000_000_000]
+            if worker != origin and later:
+                delays.append((min(later) - t_ns) / 1e6)
+    return delays
+
+
 def describe(figures: Figures, ideal_s: float, slots: int) -> str:
     trips = figures.redis_round_trips_per_request
     share = ideal_s / max(figures.engine_s, 1e-9)
@@ -130,6 +158,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--buffer-size", type=int, default=500)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--cooldown-every", type=int, default=500)
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     behavior = MockBehavior(latency_ms=args.latency_ms, capacity=args.slots)
@@ -159,7 +188,34 @@ def main() -> None:
             figures = run_once(pipeline, Path(tmp) / f"out{index}", workers, url, mock)
             results.append(figures)
             print(describe(figures, ideal, args.slots))
-    print("JSON " + json.dumps({"ideal_s": round(ideal, 3), "runs": [asdict(r) for r in results]}))
+        delays = cooldown_reach(args, max(counts), redis.url, Path(tmp))
+    reach = {"workers": max(counts), "delays": len(delays)}
+    if delays:
+        reach |= {"p50_ms": statistics.median(delays), "max_ms": max(delays)}
+    runs_json = [asdict(r) for r in results]
+    print("JSON " + json.dumps({"ideal_s": round(ideal, 3), "runs": runs_json, "cooldown": reach}))
+
+
+def cooldown_reach(args: argparse.Namespace, workers: int, url: str, tmp: Path) -> list[float]:
+    every = args.cooldown_every
+    behavior = MockBehavior(
+        latency_ms=args.latency_ms, rate_limit_k=1, rate_limit_n=every, retry_after="1"
+    )
+    with MockServerProcess(behavior) as mock:
+        pipeline = tmp / "cooldown.yaml"
+        text = PIPELINE.format(
+            endpoint=mock.base_url, slots=args.slots, records=every * 8, buffer=args.buffer_size
+        )
+        pipeline.write_text(text)
+        run_once(pipeline, tmp / "cooldown", workers, url, mock)
+    delays = propagation_ms(tmp / "cooldown" / "run.jsonl", workers)
+    if delays:
+        print(
+            f"cooldown reach, {workers} workers, a 429 every {every} requests: "
+            f"{len(delays)} adoptions, p50 {statistics.median(delays):.1f} ms, "
+            f"max {max(delays):.1f} ms (budget 50 ms)"
+        )
+    return delays
 
 
 if __name__ == "__main__":
