@@ -124,9 +124,11 @@ def test_a_429_cools_down_the_other_workers_within_50_ms(redis_url: str) -> None
             learned = time.monotonic() - sent
             # b may not admit anything new now, although it has free slots locally
             assert b.gate.available() == 0
-            refused = b.gate.acquire(
-                request_id=2, attempt=1, task_id="u2", lease_id=2, timeout_s=1.0
+            refused = asyncio.ensure_future(
+                b.gate.acquire(request_id=2, attempt=1, task_id="u2", lease_id=2, timeout_s=1.0)
             )
+            await asyncio.sleep(0.05)
+            assert b.gate.statistics().waiters == 1  # health events show who waits
             with pytest.raises(Exception) as caught:
                 await refused
             assert caught.type.__name__ == "AdmissionTimeout"

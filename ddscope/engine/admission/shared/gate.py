@@ -36,7 +36,13 @@ from types import EllipsisType
 from typing import Any
 
 from ddscope import events
-from ddscope.engine.admission.gate import AdmissionSettings, Permit, RequestAdmission, RequestGate
+from ddscope.engine.admission.gate import (
+    AdmissionSettings,
+    GateStatistics,
+    Permit,
+    RequestAdmission,
+    RequestGate,
+)
 from ddscope.engine.admission.shared.follow import FollowingAimd, TapEmitter
 from ddscope.engine.admission.shared.store import RedisAdmissionStore, SharedState
 from ddscope.engine.clock import TimerHandle
@@ -105,6 +111,11 @@ class SharedRequestGate(RequestGate):
         trying = sum(1 for w in self._queue if w.trying)
         free = state.limit - state.in_flight + self._unsynced_releases - trying
         return -(-free // state.active_workers) if free > 0 else free
+
+    def statistics(self) -> GateStatistics:
+        """As the local gate's, with this gate's own waiters (they wait on Redis, not in the
+        local gate's queue)."""
+        return dataclasses.replace(super().statistics(), waiters=len(self._queue))
 
     @property
     def shared_state(self) -> SharedState | None:
