@@ -14,6 +14,13 @@ breaker time trigger) goes through the emitter's clock, so ``FakeClock`` drives 
 
 Every transition is an event: wait started/finished, cooldown started/finished, limit changed,
 breaker open/half-open/closed. The scheduler emits the attempts and reads :meth:`statistics`.
+
+Several processes (``--admission redis://…``): ``admission/shared/gate.py`` subclasses this gate,
+so both have one interface and one AIMD/breaker/cooldown logic; the subclass keeps the slots,
+limit, cooldown-until and breaker state in Redis and relies on ``_admit``, ``_apply``,
+``_cooldown``, ``_set_breaker``, ``_open_breaker``, ``_breaker_open_error``, ``_timeout_error``
+and ``_aimd`` (replaced by a subclass that can follow the shared limit) — its tests
+(``tests/test_shared_admission.py``) say when a change here breaks it.
 """
 
 from __future__ import annotations
