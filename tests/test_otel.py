@@ -9,7 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode, set_span_in_context
 from otel_support import (
     SYNTHETIC,
     InMemoryOtel,
@@ -286,6 +289,28 @@ def test_spans_made_directly_equal_the_sdks_own_spans(
         (s.instrumentation_scope.name, s.instrumentation_scope.version) for s in direct.spans()
     }
     assert len(scopes) == 1
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [SpanLimits(), SpanLimits(max_span_attributes=2), SpanLimits(max_span_attribute_length=3)],
+)
+def test_direct_spans_keep_the_span_limits_as_the_sdk_does(limits: SpanLimits) -> None:
+    provider = TracerProvider(span_limits=limits, shutdown_on_exit=False)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    direct = DirectSpans.of(provider, tracer._instrumentation_scope)
+    assert direct is not None
+    parent = tracer.start_span("root").get_span_context()
+    attrs = {"a": "abcdef", "b": 1, "c": True}
+    direct.end("x", direct.child_context(parent), parent, SpanKind.INTERNAL, dict(attrs), 1, 2)
+    tracer.start_span(
+        "x", context=set_span_in_context(NonRecordingSpan(parent)), attributes=attrs
+    ).end()
+    ours, theirs = exporter.get_finished_spans()
+    assert dict(ours.attributes) == dict(theirs.attributes)
+    assert ours.dropped_attributes == theirs.dropped_attributes
 
 
 def test_direct_spans_follow_the_runs_sampling_decision(monkeypatch: pytest.MonkeyPatch) -> None:
