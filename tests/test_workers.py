@@ -140,6 +140,38 @@ def test_three_workers_share_one_limit_and_make_one_run(
     assert len(attempts) == stats.requests  # every worker's attempts, none twice
     assert len({(e.request_id, e.attempt) for e in attempts}) == len(attempts)
     assert "Job of 3 workers complete" in done.stdout
+    check_in_trace_processor(out / "run.jsonl", ok_attempts=stats.ok)
+
+
+TRACE_PROCESSOR = Path(__file__).resolve().parents[2] / "shared/tools/trace_processor_shell"
+
+
+def check_in_trace_processor(record: Path, *, ok_attempts: int) -> None:
+    """The merged run exported for Perfetto loads in Perfetto's own trace processor without
+    errors or data loss, with one ``chat ok`` slice per successful attempt of every worker."""
+    if not TRACE_PROCESSOR.exists():
+        return  # ../shared absent: the other checks of the test still ran
+    trace = record.with_suffix(".pftrace")
+    exported = subprocess.run(
+        ddtrace("export", str(record), "--perfetto", "-o", str(trace)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert exported.returncode == 0, exported.stderr
+    sql = (
+        "select (select count(*) from stats where value > 0 and severity in "
+        "('error', 'data_loss')) as problems, "
+        "(select count(*) from slice where name = 'chat ok') as ok"
+    )
+    done = subprocess.run(
+        [str(TRACE_PROCESSOR), "query", str(trace), sql],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"0,{ok_attempts}"
 
 
 def test_a_429_seen_by_one_worker_holds_every_worker_for_its_retry_after(
