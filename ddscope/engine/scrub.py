@@ -34,9 +34,10 @@ API (the engine's worker and model client use it; the DataDesigner adapter shoul
 Matching is never quadratic: every ``GRAM_STEP``-th ``GRAM_CHARS``-gram of the error text is
 looked up in the sent texts (``str.find``) — or, for an error text over 2 KiB, every
 ``GRAM_STEP``-th gram of the sent texts goes into a dict that the error text is walked against —
-and each hit is grown to the longest common stretch. A 200-character error against a 2 KB
-prompt takes ~0.03 ms, against a 100 KB prompt ~1 ms; a 64 KiB error text against a 100 KB
-prompt a few tens of milliseconds (``tests/test_scrub.py``).
+and each hit is grown to the longest common stretch. A rate-limit message against a 2 KB
+prompt costs ≈ 0.05 ms of CPU, against 20 KB ≈ 0.3 ms, against 100 KB ≈ 1.7 ms
+(``benchmarks/bench_error_body.py``); a 64 KiB error text against a 100 KB prompt stays well
+under a second (``tests/test_scrub.py``).
 """
 
 from __future__ import annotations
