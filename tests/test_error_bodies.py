@@ -11,10 +11,11 @@ import threading
 import tracemalloc
 from pathlib import Path
 
+import httpx
 import pytest
 from error_body_support import measure
 
-from ddscope.engine.model_client import MAX_DETAIL_CHARS, ModelClient
+from ddscope.engine.model_client import MAX_DETAIL_CHARS, ModelClient, parse_chat_completion
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.run_setup import default_client
 from ddscope.errors import BadResponse, ConfigError, ModelError, ServerError
@@ -178,3 +179,21 @@ def _call_raw_server(handler: type[_GzipBomb], transport: str) -> ModelError:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_a_response_model_name_is_bounded_and_escaped() -> None:
+    response = httpx.Response(
+        200,
+        json={
+            "model": "evil\x1b[2J" + "m" * 10_000,
+            "choices": [{"message": {"role": "assistant", "content": "ok"}}],
+        },
+    )
+    result = parse_chat_completion(response)
+    assert result.response_model is not None
+    assert "\x1b" not in result.response_model and result.response_model.startswith("evil\\x1b")
+    assert len(result.response_model) <= MAX_DETAIL_CHARS
+    assert parse_chat_completion(httpx.Response(200, json={**_COMPLETION})).response_model == "gpt"
+
+
+_COMPLETION = {"model": "gpt", "choices": [{"message": {"role": "assistant", "content": "ok"}}]}

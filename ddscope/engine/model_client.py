@@ -272,7 +272,8 @@ def parse_chat_completion(
         text=text,
         input_tokens=_count(usage.get("prompt_tokens")),
         output_tokens=_count(usage.get("completion_tokens")),
-        response_model=model if isinstance(model, str) else None,
+        # Server-sent text bound for the record and spans: one line, controls escaped, cut.
+        response_model=scrub_error_text(model) if isinstance(model, str) else None,
         status_code=status,
         ratelimit=ratelimit_from_headers(response.headers),
     )
