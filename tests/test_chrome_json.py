@@ -8,19 +8,19 @@ from typing import Any
 
 import orjson
 from click.testing import CliRunner
+from engine_records import EngineSpec, write_engine_record
 from perfetto_support import peak_concurrency, record_dicts
-from synthetic_run import SyntheticSpec, write_synthetic_record
 
 from ddscope.cli.main import cli
 from ddscope.exporters.trace.chrome_json import export_chrome_json
 from ddscope.exporters.trace.perfetto import export_perfetto
 
-SPEC = SyntheticSpec(rows=60, buffer_size=20, rate_limit_every=7, defer_every=11, drop_rows=(3,))
+SPEC = EngineSpec(rows=60, buffer_size=20, rate_limit_every=7, defer_every=11, drop_rows=(3,))
 
 
-def _export(tmp_path: Path, spec: SyntheticSpec = SPEC) -> tuple[Path, list[dict[str, Any]]]:
+def _export(tmp_path: Path, spec: EngineSpec = SPEC) -> tuple[Path, list[dict[str, Any]]]:
     record = tmp_path / "run.jsonl"
-    write_synthetic_record(record, spec)
+    write_engine_record(record, spec)
     result = export_chrome_json(record, tmp_path / "run.trace.json")
     assert result.bytes_written == (tmp_path / "run.trace.json").stat().st_size
     return record, orjson.loads((tmp_path / "run.trace.json").read_bytes())["traceEvents"]
@@ -85,7 +85,7 @@ def test_perfetto_trace_is_at_most_half_the_json(tmp_path: Path) -> None:
 
 def test_cli_writes_json_beside_the_record(tmp_path: Path) -> None:
     record = tmp_path / "run.jsonl"
-    count = write_synthetic_record(record, SyntheticSpec(rows=6, buffer_size=3))
+    count = write_engine_record(record, EngineSpec(rows=6, buffer_size=3))
     result = CliRunner().invoke(cli, ["export", str(record), "--chrome-json"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run.trace.json"

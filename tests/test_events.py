@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from engine_records import EngineSpec, engine_events
 from pydantic import ValidationError
-from synthetic_run import SyntheticSpec, synthetic_events, synthetic_header
 
 from ddscope.events import (
     EVENT_KINDS,
@@ -23,8 +23,8 @@ from ddscope.events import (
 
 
 def test_every_event_type_round_trips_through_json() -> None:
-    spec = SyntheticSpec(rows=12, buffer_size=4, rate_limit_every=5, defer_every=7, drop_rows=(2,))
-    events = list(synthetic_events(spec))
+    spec = EngineSpec(rows=12, buffer_size=4, rate_limit_every=5, defer_every=7, drop_rows=(2,))
+    _, events = engine_events(spec)
     seen = {e.kind for e in events}
     assert {"attempt_finished", "cooldown_started", "salvage_started", "row_dropped"} <= seen
     for event in events:
@@ -34,7 +34,7 @@ def test_every_event_type_round_trips_through_json() -> None:
 
 
 def test_header_round_trips_with_schema_alias() -> None:
-    header = synthetic_header(SyntheticSpec())
+    header, _ = engine_events(EngineSpec())
     data = header.model_dump(by_alias=True)
     assert data["schema"] == SCHEMA
     assert type(header).model_validate(data) == header
@@ -95,13 +95,13 @@ def test_failing_sink_is_logged_once_and_skipped(
     bad, good = _Exploding(fail_in), ListSink()
     assert isinstance(bad, EventSink) and isinstance(good, EventSink)
     bus = EventBus([bad, good])
-    events = list(synthetic_events(SyntheticSpec(rows=2, buffer_size=2)))
+    header, events = engine_events(EngineSpec(rows=2, buffer_size=2))
     with caplog.at_level(logging.ERROR, logger="ddscope.events"):
-        bus.open(synthetic_header(SyntheticSpec(rows=2, buffer_size=2)))
+        bus.open(header)
         for event in events:
             bus.emit(event)  # never raises
         bus.close()
-    assert good.events == events and good.closed
+    assert good.events == list(events) and good.closed
     assert bus.failed_sinks == [bad]
     assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 1
     assert bad.calls.count("handle") == (1 if fail_in == "handle" else 0)

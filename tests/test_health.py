@@ -1,4 +1,4 @@
-"""The health analyzer on hand-built and synthetic records: figures, idle split, verdict rules,
+"""The health analyzer on hand-built and engine-made records: figures, idle split, verdict rules,
 ``--at``, the JSON schema's key set, and the bounded percentile structure."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from synthetic_run import SyntheticSpec, write_synthetic_record
+from engine_records import EngineSpec, write_engine_record
 
 from ddscope import events as ev
 from ddscope.errors import RecordError
@@ -233,7 +233,7 @@ def test_at_reports_the_run_as_of_that_moment(tmp_path):
 
 def test_at_uses_the_engines_latest_health_event_before_it(tmp_path):
     path = tmp_path / "syn.jsonl"
-    write_synthetic_record(path, SyntheticSpec(rows=40, buffer_size=10))
+    write_engine_record(path, EngineSpec(rows=40, buffer_size=10, health_interval_s=0.25))
     full = analyze(path)
     health_times = [h for h in _health_times(path)]
     at = (health_times[1] + health_times[2]) / 2
@@ -252,9 +252,9 @@ def _health_times(path: Path) -> list[float]:
     return out
 
 
-def test_synthetic_429s_make_a_degraded_run_with_its_share(tmp_path):
+def test_engine_made_429s_make_a_degraded_run_with_its_share(tmp_path):
     path = tmp_path / "syn.jsonl"
-    write_synthetic_record(path, SyntheticSpec(rows=60, rate_limit_every=7))
+    write_engine_record(path, EngineSpec(rows=60, rate_limit_every=7))
     report = analyze(path)
     attempts = [json.loads(x) for x in path.read_text().splitlines()[1:]]
     finished = [a for a in attempts if a["kind"] == "attempt_finished"]
@@ -264,9 +264,9 @@ def test_synthetic_429s_make_a_degraded_run_with_its_share(tmp_path):
     assert report.domains[0].limit.min < report.domains[0].limit.initial
 
 
-def test_synthetic_drops_make_a_failed_run_naming_the_rows(tmp_path):
+def test_engine_made_drops_make_a_failed_run_naming_the_rows(tmp_path):
     path = tmp_path / "syn.jsonl"
-    write_synthetic_record(path, SyntheticSpec(rows=30, drop_rows=(4, 11), defer_every=10))
+    write_engine_record(path, EngineSpec(rows=30, drop_rows=(4, 11), defer_every=10))
     report = analyze(path)
     assert report.verdict == "failed" and report.reasons == ["rows_dropped"]
     drop = next(f for f in report.findings if f.code == "rows_dropped")
@@ -277,9 +277,9 @@ def test_synthetic_drops_make_a_failed_run_naming_the_rows(tmp_path):
     assert "tasks_deferred" in {f.code for f in report.findings}
 
 
-def test_synthetic_idle_matches_an_independent_computation(tmp_path):
+def test_engine_made_idle_matches_an_independent_computation(tmp_path):
     path = tmp_path / "syn.jsonl"
-    write_synthetic_record(path, SyntheticSpec(rows=50, max_parallel=3, rate_limit_every=9))
+    write_engine_record(path, EngineSpec(rows=50, max_parallel=3, rate_limit_every=9))
     report = analyze(path)
     rows = [json.loads(x) for x in path.read_text().splitlines()[1:]]
     end = rows[-1]["t_ns"]
@@ -473,7 +473,7 @@ def test_the_json_key_set_is_pinned():
 
 def test_a_real_document_uses_only_pinned_keys(tmp_path):
     path = tmp_path / "syn.jsonl"
-    write_synthetic_record(path, SyntheticSpec(rows=30, rate_limit_every=5, defer_every=9))
+    write_engine_record(path, EngineSpec(rows=30, rate_limit_every=5, defer_every=9))
     document = analyze(path).to_json()
     assert next(iter(document)) == "schema" and document["schema"] == HEALTH_SCHEMA
     json.dumps(document)  # plain JSON types only

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from synthetic_run import SyntheticSpec, write_synthetic_record
+from engine_records import EngineSpec, write_engine_record
 
 from ddscope.cli.main import cli
 from ddscope.exporters.health import analyze
@@ -23,14 +23,14 @@ def health(*args: str) -> tuple[int, str, str]:
 def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("health-cli")
     specs = {
-        "healthy": SyntheticSpec(rows=24),
-        "degraded": SyntheticSpec(rows=40, rate_limit_every=6),
-        "failed": SyntheticSpec(rows=20, drop_rows=(3,)),
+        "healthy": EngineSpec(rows=24),
+        "degraded": EngineSpec(rows=40, rate_limit_every=6),
+        "failed": EngineSpec(rows=20, drop_rows=(3,)),
     }
     out = {}
     for name, spec in specs.items():
         out[name] = base / f"{name}.jsonl"
-        write_synthetic_record(out[name], spec)
+        write_engine_record(out[name], spec)
     return out
 
 

@@ -7,23 +7,24 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic_run import (
-    SyntheticSpec,
-    synthetic_events,
-    synthetic_header,
-    write_synthetic_record,
-)
+from engine_records import EngineSpec, engine_events, write_engine_record
 
 from ddscope.errors import RecordError
-from ddscope.events import EventBus, RunHeader
+from ddscope.events import Event, EventBus, RunHeader
 from ddscope.record.jsonl import JsonlRecorder, RunReader, read_events
 
-SPEC = SyntheticSpec(rows=9, buffer_size=3, rate_limit_every=4, defer_every=5, drop_rows=(1,))
+SPEC = EngineSpec(rows=9, buffer_size=3, rate_limit_every=4, defer_every=5, drop_rows=(1,))
+
+
+def _run() -> tuple[RunHeader, list[Event]]:
+    """The header and events of an engine-made run (tests/engine_records.py)."""
+    header, events = engine_events(SPEC)
+    return header, list(events)
 
 
 def _record(tmp_path: Path) -> tuple[Path, list]:
     path = tmp_path / "run.jsonl"
-    header, events = synthetic_header(SPEC), list(synthetic_events(SPEC))
+    header, events = _run()
     recorder = JsonlRecorder(path)
     bus = EventBus([recorder])
     bus.open(header)
@@ -36,7 +37,7 @@ def _record(tmp_path: Path) -> tuple[Path, list]:
 def test_write_then_read_gives_equal_events(tmp_path: Path) -> None:
     path, events = _record(tmp_path)
     header, read = read_events(path)
-    assert header == synthetic_header(SPEC)
+    assert header == _run()[0]
     assert read == events
     assert path.read_text().count("\n") == len(events) + 1
 
@@ -45,8 +46,8 @@ def test_recorder_flushes_without_close(tmp_path: Path) -> None:
     """A killed process keeps what was flushed: the flusher writes within ~100 ms."""
     path = tmp_path / "run.jsonl"
     recorder = JsonlRecorder(path, flush_interval_s=0.05)
-    recorder.open(synthetic_header(SPEC))
-    events = list(synthetic_events(SPEC))[:5]
+    recorder.open(_run()[0])
+    events = _run()[1][:5]
     for event in events:
         recorder.handle(event)
     deadline = time.monotonic() + 5
@@ -124,11 +125,11 @@ def test_missing_file_is_a_record_error(tmp_path: Path) -> None:
 
 def test_iter_dicts_matches_validated_events(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    count = write_synthetic_record(path, SPEC)
+    count = write_engine_record(path, SPEC)
     rows = list(RunReader(path).iter_dicts())
     assert len(rows) == count
     assert [line for line, _ in rows] == list(range(2, count + 2))
-    assert [d["kind"] for _, d in rows] == [e.kind for e in synthetic_events(SPEC)]
+    assert [d["kind"] for _, d in rows] == [e.kind for e in _run()[1]]
 
 
 # -- refusals the reader names ----------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_iter_dicts_matches_validated_events(tmp_path: Path) -> None:
 
 def test_a_newer_schema_is_refused_naming_the_version(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    write_synthetic_record(path, SPEC)
+    write_engine_record(path, SPEC)
     text = path.read_text().replace('"schema":"ddscope.run/1"', '"schema":"ddscope.run/2"', 1)
     path.write_text(text)
     with pytest.raises(RecordError, match=r"run.jsonl:1: record schema 'ddscope.run/2' is not"):
@@ -145,7 +146,7 @@ def test_a_newer_schema_is_refused_naming_the_version(tmp_path: Path) -> None:
 
 def test_a_line_without_a_required_field_is_named(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    write_synthetic_record(path, SPEC)
+    write_engine_record(path, SPEC)
     lines = path.read_text().splitlines()
     number = next(i for i, line in enumerate(lines, 1) if '"row_group_finished"' in line)
     lines[number - 1] = lines[number - 1].replace('"rows_completed"', '"rows_done"')
@@ -161,7 +162,7 @@ def test_a_gzipped_record_is_read_like_a_plain_one(tmp_path: Path) -> None:
     import gzip
 
     plain = tmp_path / "run.jsonl"
-    write_synthetic_record(plain, SPEC)
+    write_engine_record(plain, SPEC)
     packed = tmp_path / "run.jsonl.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     assert read_events(packed) == read_events(plain)
@@ -183,7 +184,7 @@ def test_segments_beside_the_record_are_read_as_one_run(tmp_path: Path) -> None:
     from ddscope.events import Resumed
     from ddscope.record.jsonl import record_parts, segment_path
 
-    header, events = synthetic_header(SPEC), list(synthetic_events(SPEC))
+    header, events = _run()
     base = tmp_path / "run.jsonl"
     half = len(events) // 2
     _segment(base, header, events[:half], 0, 0)
@@ -203,7 +204,7 @@ def test_segments_beside_the_record_are_read_as_one_run(tmp_path: Path) -> None:
 
 
 def test_a_part_of_another_run_is_refused(tmp_path: Path) -> None:
-    header, events = synthetic_header(SPEC), list(synthetic_events(SPEC))
+    header, events = _run()
     first, other = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     _segment(first, header, events[:3], 0, 0)
     _segment(other, header.model_copy(update={"run_id": "another"}), events[3:], 1, 0)
@@ -215,7 +216,7 @@ def test_opening_a_new_record_removes_stale_segments(tmp_path: Path) -> None:
     stale = tmp_path / "run.2.jsonl"
     stale.write_text("old\n")
     recorder = JsonlRecorder(tmp_path / "run.jsonl")
-    recorder.open(synthetic_header(SPEC))
+    recorder.open(_run()[0])
     recorder.close()
     assert not stale.exists()
 
@@ -232,8 +233,8 @@ def test_a_failed_flush_is_raised_by_the_next_event_and_by_close(
     from ddscope.record import recorder as writer_module
 
     recorder = JsonlRecorder(tmp_path / "run.jsonl", flush_interval_s=0.01)
-    recorder.open(synthetic_header(SPEC))
-    events = list(synthetic_events(SPEC))
+    recorder.open(_run()[0])
+    events = _run()[1]
     real_write = os.write
 
     def full_disk(fd: int, data: bytes) -> int:
@@ -261,10 +262,10 @@ def test_the_buffer_is_bounded_when_the_disk_stalls(
 
     monkeypatch.setattr(writer_module, "STALL_S", 0.2)
     recorder = JsonlRecorder(tmp_path / "run.jsonl", max_buffer_bytes=2000)
-    recorder.open(synthetic_header(SPEC))
+    recorder.open(_run()[0])
     stalled = writer_module.threading.Event()
     monkeypatch.setattr(recorder, "_write", lambda lines: stalled.wait(5))
-    events = list(synthetic_events(SPEC))
+    events = _run()[1]
     with pytest.raises(writer_module.RecordWriteError, match="did not take the record's events"):
         for event in events * 50:
             recorder.handle(event)
