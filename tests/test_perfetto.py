@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from engine_records import DOMAIN, EngineSpec, engine_events, write_engine_record
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
 from perfetto_support import (
     ParsedTrace,
@@ -15,12 +16,6 @@ from perfetto_support import (
     read_trace,
     record_dicts,
     write_record,
-)
-from synthetic_run import (
-    DOMAIN,
-    SyntheticSpec,
-    synthetic_header,
-    write_synthetic_record,
 )
 
 from ddscope.cli.main import cli
@@ -44,7 +39,7 @@ from ddscope.events import (
 from ddscope.exporters.trace.perfetto import export_perfetto
 from ddscope.record.jsonl import read_events
 
-SPEC = SyntheticSpec(
+SPEC = EngineSpec(
     rows=60, buffer_size=20, max_parallel=4, rate_limit_every=7, defer_every=11, drop_rows=(3,)
 )
 
@@ -52,7 +47,7 @@ SPEC = SyntheticSpec(
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ParsedTrace]:
     record = tmp_path_factory.mktemp("perfetto") / "run.jsonl"
-    write_synthetic_record(record, SPEC)
+    write_engine_record(record, SPEC)
     result = export_perfetto(record, record.with_suffix(".pftrace"))
     assert result.warnings == []
     assert result.bytes_written == record.with_suffix(".pftrace").stat().st_size
@@ -75,7 +70,10 @@ def test_attempt_slices_match_the_record(exported: tuple[Path, ParsedTrace]) -> 
     assert names["chat ok"] == outcomes["ok"]
     assert names["chat 400"] == outcomes["client_error"] == len(SPEC.drop_rows)
     rate_limited = [s for s in attempts if s.name == "chat 429"]
-    assert all(s.args["status"] == 429 and s.args["retry_after_s"] == 0.2 for s in rate_limited)
+    retry_after = SPEC.retry_after_s
+    assert all(
+        s.args["status"] == 429 and s.args["retry_after_s"] == retry_after for s in rate_limited
+    )
     assert all(s.args["input_tokens"] == 12 for s in attempts if s.name == "chat ok")
 
 
@@ -120,8 +118,10 @@ def test_flows_follow_a_task_through_its_retries(exported: tuple[Path, ParsedTra
     marks.sort(key=lambda m: (m.begin, m.seq))  # the order trace processor reads them in
     kinds = [trace.tracks[trace.tracks[m.track].parent_uuid].name for m in marks]
     names = [m.name for m in marks]
-    assert kinds[:3] == [retried.args["task_id"].split(":")[0], "request waits", "attempts"]
-    assert names[1:5] == ["wait", "chat 429", "wait", "chat ok"]
+    # The engine records no wait for a try admitted at once; the retry waits out the cooldown.
+    column = retried.args["task_id"].split(":")[0]
+    assert kinds[:4] == [column, "attempts", "request waits", "attempts"]
+    assert names[1:4] == ["chat 429", "wait", "chat ok"]
     assert marks[-1].terminating == [flow] and marks[-1].name == "lease ok"
     assert all(
         m.args.get("task_id", retried.args["task_id"]) == retried.args["task_id"] for m in marks
@@ -140,16 +140,16 @@ def test_a_deferred_task_keeps_its_flow_into_salvage(exported: tuple[Path, Parse
 
 def test_timestamps_are_wall_clock_nanoseconds(exported: tuple[Path, ParsedTrace]) -> None:
     record, trace = exported
-    start = synthetic_header(SPEC).started_at_unix_ns
+    start = read_events(record)[0].started_at_unix_ns
     run = trace.on([trace.find("run")])  # the run's slice sits on its own track, no lanes
     last = record_dicts(record)[-1]
     assert [(s.begin, s.end) for s in run] == [(start, start + last["t_ns"])]
-    assert run[0].args["outcome"] == "failed" and run[0].args["rows_dropped"] == 1
+    assert run[0].args["outcome"] == last["outcome"] and run[0].args["rows_dropped"] == 1
 
 
 def test_the_hand_encoder_writes_what_the_protobuf_classes_write(tmp_path: Path) -> None:
     full = tmp_path / "run.jsonl"
-    write_synthetic_record(full, SPEC)
+    write_engine_record(full, SPEC)
     cut = tmp_path / "cut.jsonl"  # cut mid-line: unfinished slices, flows ended at the end
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
     for record in (full, cut):
@@ -167,7 +167,7 @@ def test_the_hand_encoder_writes_what_the_protobuf_classes_write(tmp_path: Path)
 
 def test_a_record_cut_mid_line_still_exports(tmp_path: Path) -> None:
     full = tmp_path / "full.jsonl"
-    write_synthetic_record(full, SPEC)
+    write_engine_record(full, SPEC)
     data = full.read_bytes()
     cut = tmp_path / "cut.jsonl"
     cut.write_bytes(data[: len(data) // 2 + 7])
@@ -186,7 +186,7 @@ def test_a_record_cut_mid_line_still_exports(tmp_path: Path) -> None:
 
 def _saturated_task_record(path: Path) -> Path:
     """One task through a 429, a cooldown, an open breaker, deferral, shutdown and its drop."""
-    header = synthetic_header(SyntheticSpec(rows=2, buffer_size=2))
+    header, _ = engine_events(EngineSpec(rows=2, buffer_size=2))
     task = {"task_id": "summary:0", "domain": DOMAIN}
     lease = {"task_id": "summary:0", "row_group": 0, "column": "summary"}
     request = {"request_id": 7, **task}
@@ -234,7 +234,7 @@ def test_breakers_shutdowns_and_timeouts_are_instants_with_reasons(tmp_path: Pat
 
 
 def test_timestamps_that_go_back_are_clamped(tmp_path: Path) -> None:
-    header = synthetic_header(SyntheticSpec(rows=1, buffer_size=1))
+    header, _ = engine_events(EngineSpec(rows=1, buffer_size=1))
     task = {"task_id": "summary:0", "domain": DOMAIN}
     events = [
         AttemptStarted(t_ns=100, request_id=1, attempt=1, lease_id=1, **task),
@@ -253,7 +253,7 @@ def test_track_count_does_not_grow_with_the_run(tmp_path: Path) -> None:
     sizes = []
     for rows in (40, 200):
         record = tmp_path / f"run{rows}.jsonl"
-        write_synthetic_record(record, SyntheticSpec(rows=rows, buffer_size=20, rate_limit_every=9))
+        write_engine_record(record, EngineSpec(rows=rows, buffer_size=20, rate_limit_every=9))
         export_perfetto(record, tmp_path / f"run{rows}.pftrace")
         trace = read_trace(tmp_path / f"run{rows}.pftrace")
         lanes = sum(1 for d in trace.tracks.values() if "#" in d.name)
@@ -264,7 +264,7 @@ def test_track_count_does_not_grow_with_the_run(tmp_path: Path) -> None:
 
 def test_cli_prints_path_event_count_and_size(tmp_path: Path) -> None:
     record = tmp_path / "run.jsonl"
-    events = write_synthetic_record(record, SyntheticSpec(rows=6, buffer_size=3))
+    events = write_engine_record(record, EngineSpec(rows=6, buffer_size=3))
     result = CliRunner().invoke(cli, ["export", str(record), "--perfetto"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "run.pftrace"
@@ -282,7 +282,7 @@ def test_cli_missing_record_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_cli_corrupt_record_is_a_one_line_error_and_leaves_no_file(tmp_path: Path) -> None:
     record = tmp_path / "run.jsonl"
-    write_synthetic_record(record, SyntheticSpec(rows=6, buffer_size=3))
+    write_engine_record(record, EngineSpec(rows=6, buffer_size=3))
     lines = record.read_text().splitlines()
     lines[5] = "{not json"
     record.write_text("\n".join(lines) + "\n")
@@ -300,7 +300,7 @@ def test_cli_corrupt_record_is_a_one_line_error_and_leaves_no_file(tmp_path: Pat
 
 def test_cli_unwritable_output_is_a_usage_error(tmp_path: Path) -> None:
     record = tmp_path / "run.jsonl"
-    write_synthetic_record(record, SyntheticSpec(rows=3, buffer_size=3))
+    write_engine_record(record, EngineSpec(rows=3, buffer_size=3))
     out = tmp_path / "missing-dir" / "run.pftrace"
     result = CliRunner().invoke(cli, ["export", str(record), "-o", str(out)])
     assert result.exit_code == 2
@@ -340,7 +340,7 @@ def test_a_real_run_exports_and_matches_its_record(tmp_path: Path) -> None:
 
 def test_an_event_missing_a_field_is_named_or_skipped_when_lenient(tmp_path: Path) -> None:
     record = tmp_path / "run.jsonl"
-    write_synthetic_record(record, SyntheticSpec(rows=3, buffer_size=3))
+    write_engine_record(record, EngineSpec(rows=3, buffer_size=3))
     lines = record.read_text().splitlines()
     line_no = next(i for i, line in enumerate(lines, 1) if '"attempt_finished"' in line)
     lines[line_no - 1] = lines[line_no - 1].replace('"request_id"', '"request"')
