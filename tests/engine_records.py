@@ -77,7 +77,8 @@ def chain3_pipeline(spec: EngineSpec) -> Pipeline:
     return Pipeline.from_dict(
         {
             "name": "chain-3",
-            "providers": [{"name": "mock", "endpoint": "http://127.0.0.1:9/v1"}],
+            # never connected to: the address only shows in the header (server.address/port)
+            "providers": [{"name": "mock", "endpoint": "http://127.0.0.1:8000/v1"}],
             "models": [
                 {
                     "alias": "m",

@@ -9,13 +9,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from engine_records import EngineSpec
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from scheduler_support import MemoryWriter, chain3
-from synthetic_run import SyntheticSpec
 
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import run_pipeline
@@ -25,10 +25,9 @@ from ddscope.exporters.otel.sink import OtelSink
 from ddscope.mock.server import MockServer
 from ddscope.record.jsonl import JsonlRecorder, RunReader
 
-# 429s (every 7th attempt), cooldowns, a deferral every 10th task (→ a salvage round), row 3 dropped
-SYNTHETIC = SyntheticSpec(
-    rows=12, buffer_size=6, rate_limit_every=7, defer_every=10, drop_rows=(3,)
-)
+# The engine on a fake clock (tests/engine_records.py): 429s (every 7th task), cooldowns, a
+# deferral every 10th task (→ a salvage round), row 3 dropped
+ENGINE_SPEC = EngineSpec(rows=12, buffer_size=6, rate_limit_every=7, defer_every=10, drop_rows=(3,))
 # The same ingredients from the real engine: 503 burst → deferrals → salvage; "poison" topics →
 # 400 → drops; every 10th arrival → 429 → cooldown (default 50 ms, no Retry-After).
 REAL_MOCK = {"error_burst": 12, "fail_marker": "poison", "rate_limit_k": 1, "rate_limit_n": 10}

@@ -8,13 +8,13 @@ import asyncio
 import threading
 
 import pytest
-from otel_support import SYNTHETIC, InMemoryOtel, points
-from synthetic_run import synthetic_events, synthetic_header
+from engine_records import engine_events
+from otel_support import ENGINE_SPEC, InMemoryOtel, points
 
 from ddscope.exporters.otel.batch import EventBatcher
 
-HEADER = synthetic_header(SYNTHETIC)
-EVENTS = list(synthetic_events(SYNTHETIC))
+HEADER, _EVENTS = engine_events(ENGINE_SPEC)
+EVENTS = list(_EVENTS)
 
 
 def test_events_are_processed_in_order_when_a_batch_is_full() -> None:

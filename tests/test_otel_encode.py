@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from engine_records import engine_events
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -30,9 +31,8 @@ from opentelemetry.trace import (
     TraceState,
     set_span_in_context,
 )
-from otel_support import SYNTHETIC, InMemoryOtel
+from otel_support import ENGINE_SPEC, InMemoryOtel
 from otlp_receiver import GrpcReceiver, HttpReceiver
-from synthetic_run import synthetic_events, synthetic_header
 
 from ddscope.exporters.otel.encode import SpanEncoder
 from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
@@ -113,7 +113,7 @@ def _assert_same_bytes(spans: list[ReadableSpan]) -> None:
 
 
 def test_the_bytes_equal_the_sdk_encoders_for_a_run() -> None:
-    spans = InMemoryOtel().feed(synthetic_header(SYNTHETIC), synthetic_events(SYNTHETIC)).spans()
+    spans = InMemoryOtel().feed(*engine_events(ENGINE_SPEC)).spans()
     assert {s.kind for s in spans} == {SpanKind.INTERNAL, SpanKind.CLIENT}
     assert any(s.links for s in spans) and any(s.events for s in spans)
     encoder = SpanEncoder()

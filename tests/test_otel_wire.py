@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from otel_support import REAL_MOCK, SYNTHETIC, reference_pipeline, reference_pipeline_file
+from engine_records import write_engine_record
+from otel_support import ENGINE_SPEC, REAL_MOCK, reference_pipeline, reference_pipeline_file
 from otlp_receiver import GrpcReceiver, HttpReceiver, SilentCollector, attributes, closed_port
 from scheduler_support import MemoryWriter
-from synthetic_run import write_synthetic_record
 
 from ddscope.cli.main import cli
 from ddscope.engine.scheduler import run_pipeline
@@ -137,7 +137,7 @@ def test_export_otlp_without_an_endpoint_uses_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     record = tmp_path / "run.jsonl"
-    events = write_synthetic_record(record, SYNTHETIC)
+    events = write_engine_record(record, ENGINE_SPEC)
     with HttpReceiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
@@ -171,7 +171,7 @@ def test_a_collector_that_hangs_is_given_up_on_in_bounded_time(tmp_path: Path) -
 
 def test_replaying_to_a_collector_that_is_down_exits_1_with_the_reason(tmp_path: Path) -> None:
     record = tmp_path / "run.jsonl"
-    write_synthetic_record(record, SYNTHETIC)
+    write_engine_record(record, ENGINE_SPEC)
     endpoint = f"http://127.0.0.1:{closed_port()}"
     started = time.monotonic()
     args = ["export", str(record), "--otlp", endpoint, "--otlp-protocol", "http/protobuf"]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from otel_support import SYNTHETIC
+from engine_records import engine_events
+from otel_support import ENGINE_SPEC
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_support import PrometheusServer, free_port, wait_until
-from synthetic_run import synthetic_header
 
 from ddscope.events import DomainInfo
 from ddscope.exporters.otel.genai import Conventions
@@ -27,7 +27,7 @@ DOMAINS = [
     DomainInfo(domain=f"mock/{model}", provider="mock", model=model, max_parallel_requests=4)
     for model in ("small", "large")
 ]
-HEADER = synthetic_header(SYNTHETIC).model_copy(update={"domains": DOMAINS})
+HEADER = engine_events(ENGINE_SPEC)[0].model_copy(update={"domains": DOMAINS})
 PER_DOMAIN = (
     "ddscope_request_rate_limited_total",
     "ddscope_request_admission_timeouts_total",
