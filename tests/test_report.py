@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from engine_records import DOMAIN, EngineSpec, engine_events
 from perfetto_support import write_record
 from report_support import cut_record
-from synthetic_run import DOMAIN, SyntheticSpec, synthetic_events, synthetic_header
 
 from ddscope.cli.main import cli
 from ddscope.events import LimitChanged, RowDropped, RunFinished, RunStarted
@@ -22,7 +22,7 @@ from ddscope.exporters.report.collect import collect
 from ddscope.exporters.report.compare import comparison_rows
 from ddscope.exporters.report.view import run_view
 
-SPEC = SyntheticSpec(
+SPEC = EngineSpec(
     rows=60, buffer_size=10, max_parallel=4, rate_limit_every=7, defer_every=11, drop_rows=(5,)
 )
 S = 1e9
@@ -31,7 +31,7 @@ S = 1e9
 @pytest.fixture(scope="module")
 def record(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("report") / "run.jsonl"
-    return write_record(path, synthetic_header(SPEC), synthetic_events(SPEC))
+    return write_record(path, *engine_events(SPEC))
 
 
 def dicts(path: Path) -> list[dict[str, Any]]:
@@ -107,16 +107,17 @@ def test_bins_stay_bounded_and_exact_when_the_run_outgrows_them(
 
 
 def test_record_text_is_escaped_and_long_messages_are_cut(tmp_path: Path) -> None:
-    spec = SyntheticSpec(rows=6, buffer_size=6, drop_rows=(2,))
+    spec = EngineSpec(rows=6, buffer_size=6, drop_rows=(2,))
     evil = "</script><script>alert(1)</script>\x1b[31m" + "x" * 5000
     items = []
-    for event in synthetic_events(spec):
+    header, events = engine_events(spec)
+    for event in events:
         if isinstance(event, RowDropped):
             event = event.model_copy(update={"message": evil})
         if isinstance(event, RunFinished):
             event = event.model_copy(update={"message": evil})
         items.append(event)
-    path = write_record(tmp_path / "run.jsonl", synthetic_header(spec), items)
+    path = write_record(tmp_path / "run.jsonl", header, items)
     out = tmp_path / "report.html"
     build_report(path, out, trace=False)
     html = out.read_text()
@@ -126,10 +127,10 @@ def test_record_text_is_escaped_and_long_messages_are_cut(tmp_path: Path) -> Non
 
 
 def test_comparison_marks_the_run_with_fewer_429s(tmp_path: Path) -> None:
-    with_429 = SyntheticSpec(rows=30, rate_limit_every=5)
-    without = SyntheticSpec(rows=30)
-    a = write_record(tmp_path / "a.jsonl", synthetic_header(with_429), synthetic_events(with_429))
-    b = write_record(tmp_path / "b.jsonl", synthetic_header(without), synthetic_events(without))
+    with_429 = EngineSpec(rows=30, rate_limit_every=5)
+    without = EngineSpec(rows=30)
+    a = write_record(tmp_path / "a.jsonl", *engine_events(with_429))
+    b = write_record(tmp_path / "b.jsonl", *engine_events(without))
     ra, rb = collect(a), collect(b)
     rows = {r.label: r for r in comparison_rows(ra, rb, run_view(ra), run_view(rb))}
     assert rows["429 answers"].a > 0 and rows["429 answers"].winner() == "B"
@@ -207,7 +208,7 @@ def test_quota_headers_are_plotted_when_the_record_has_them(record: Path, tmp_pa
 def test_a_startup_ramp_is_plotted_from_its_first_limit(tmp_path: Path) -> None:
     """The header says 4 slots, but a ramp starts at 1: the first limit_changed's ``old`` is
     the limit until then (as in the health analyzer), also for bins already sampled."""
-    header = synthetic_header(SyntheticSpec(rows=1, buffer_size=1, max_parallel=4))
+    header = engine_events(EngineSpec(rows=1, buffer_size=1, max_parallel=4))[0]
     items = [
         RunStarted(t_ns=0, num_records=1, row_groups=1),
         LimitChanged(t_ns=int(1 * S), domain=DOMAIN, old=1, new=2, reason="ramp"),
@@ -234,9 +235,9 @@ def test_a_cut_off_record_still_gives_a_report(record: Path, tmp_path: Path) -> 
 
 
 def test_runs_of_different_sizes_are_compared_by_share(tmp_path: Path) -> None:
-    small, large = SyntheticSpec(rows=10), SyntheticSpec(rows=30, drop_rows=(3,))
-    a = write_record(tmp_path / "a.jsonl", synthetic_header(small), synthetic_events(small))
-    b = write_record(tmp_path / "b.jsonl", synthetic_header(large), synthetic_events(large))
+    small, large = EngineSpec(rows=10), EngineSpec(rows=30, drop_rows=(3,))
+    a = write_record(tmp_path / "a.jsonl", *engine_events(small))
+    b = write_record(tmp_path / "b.jsonl", *engine_events(large))
     ra, rb = collect(a), collect(b)
     rows = {r.label: r for r in comparison_rows(ra, rb, run_view(ra), run_view(rb))}
     # B completed more rows (29 > 10) but a smaller share of its own (29/30 < 10/10)

@@ -14,16 +14,16 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from engine_records import EngineSpec, engine_events
 from perfetto_support import write_record
-from synthetic_run import SyntheticSpec, synthetic_events, synthetic_header
 
-SPEC = SyntheticSpec(rows=6, buffer_size=3, rate_limit_every=5)
+SPEC = EngineSpec(rows=6, buffer_size=3, rate_limit_every=5)
 UI = "https://ui.perfetto.dev"
 
 
 @pytest.fixture
 def record(tmp_path: Path) -> Path:
-    return write_record(tmp_path / "run.jsonl", synthetic_header(SPEC), synthetic_events(SPEC))
+    return write_record(tmp_path / "run.jsonl", *engine_events(SPEC))
 
 
 def free_port() -> int:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_records import EngineSpec, engine_events
 from perfetto_support import write_record
 from report_support import demo_record
-from synthetic_run import SyntheticSpec, synthetic_events, synthetic_header
 
 from ddscope import events as ev
 from ddscope.cli.next_steps import next_commands
@@ -72,14 +72,15 @@ def test_nouns_agree_with_their_numbers(healthy: Path) -> None:
 
 
 def test_long_record_text_is_cut_with_its_length_and_escaped(tmp_path: Path) -> None:
-    spec = SyntheticSpec(rows=4, buffer_size=4, drop_rows=(1,))
+    spec = EngineSpec(rows=4, buffer_size=4, drop_rows=(1,))
     huge = "\x1b[2J" + "E" * 2_000_000  # a server's 2 MB error body, with a terminal escape
     items = []
-    for event in synthetic_events(spec):
+    header, events = engine_events(spec)
+    for event in events:
         if isinstance(event, (ev.RowDropped, ev.RunFinished)):
             event = event.model_copy(update={"message": huge})
         items.append(event)
-    path = write_record(tmp_path / "run.jsonl", synthetic_header(spec), items)
+    path = write_record(tmp_path / "run.jsonl", header, items)
     text = render(analyze(path))
     assert len(text) < 20_000
     assert "\x1b" not in text and "\\x1b[2J" in text
