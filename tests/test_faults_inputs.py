@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from engine_records import EngineSpec, write_engine_record
 from fault_support import pipeline_dict, write_pipeline
-from synthetic_run import SyntheticSpec, write_synthetic_record
 
 from ddscope.cli.main import cli
 from ddscope.cli.progress import ProgressSink
 from ddscope.events import RowDropped
 from ddscope.mock import MockServer
 
-SPEC = SyntheticSpec(rows=6, buffer_size=3)
+SPEC = EngineSpec(rows=6, buffer_size=3)
 
 
 def _invoke(*args: str) -> Result:
@@ -41,7 +41,7 @@ def _one_line(result: Result, code: int, *needles: str) -> str:
 @pytest.fixture
 def record(tmp_path: Path) -> Path:
     path = tmp_path / "run.jsonl"
-    write_synthetic_record(path, SPEC)
+    write_engine_record(path, SPEC)
     return path
 
 
@@ -145,7 +145,7 @@ def test_otlp_endpoints_that_are_not_urls_are_refused(srv: MockServer, tmp_path:
     _one_line(result, 2, "ConfigError: --otlp-endpoint: 'not-a-url' is not a URL")
     assert not out.exists()
     record = tmp_path / "r.jsonl"
-    write_synthetic_record(record, SPEC)
+    write_engine_record(record, SPEC)
     result = _invoke("export", str(record), "--otlp", "not-a-url")
     _one_line(result, 2, "ConfigError: --otlp: 'not-a-url' is not a URL")
 
