@@ -3,9 +3,10 @@
 take to the event contract. Every key they read from an event of a kind must be a field of that
 kind's model.
 
-The events come from the real engine (a run against the mock endpoint with 429s, 5xx, a 4xx drop,
-salvage) and from the synthetic generator, each dumped from its model exactly as the record
-writer does, wrapped in a dict that remembers which keys were asked for.
+The events come from the real engine twice: a run against the mock endpoint over HTTP (429s, 5xx,
+a 4xx drop, salvage), and a run on a fake clock with a scripted client (tests/engine_records.py:
+429s with Retry-After, deferrals recovered in salvage, drops), each dumped from its model exactly
+as the record writer does, wrapped in a dict that remembers which keys were asked for.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from engine_records import EngineSpec, engine_events
 from scheduler_support import chain3
-from synthetic_run import SyntheticSpec, synthetic_events, synthetic_header
 
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EVENT_TYPES, Event, EventBus, ListSink, RunHeader
@@ -91,12 +92,13 @@ class _Discard:
         pass
 
 
-def _synthetic_run() -> tuple[RunHeader, list[Event]]:
-    spec = SyntheticSpec(rows=40, buffer_size=8, rate_limit_every=7, defer_every=9, drop_rows=(3,))
-    return synthetic_header(spec), list(synthetic_events(spec))
+def _fake_clock_run() -> tuple[RunHeader, list[Event]]:
+    spec = EngineSpec(rows=40, buffer_size=8, rate_limit_every=7, defer_every=9, drop_rows=(3,))
+    header, events = engine_events(spec)
+    return header, list(events)
 
 
-@pytest.mark.parametrize("source", [_engine_run, _synthetic_run], ids=["engine", "synthetic"])
+@pytest.mark.parametrize("source", [_engine_run, _fake_clock_run], ids=["http", "fake-clock"])
 def test_every_key_a_fast_reader_takes_is_a_field_of_that_kinds_model(source: Any) -> None:
     header, events = source()
     seen = _read_with_fast_readers(header, events)
