@@ -83,7 +83,6 @@ class WorkerContext:
     on_attempt: Callable[[str, str], None]  # (domain, outcome) after the permit is released
     stopping: Callable[[], bool]
     permits: Counter[str] = field(default_factory=Counter)
-    rng: random.Random = field(default_factory=random.Random)  # backoff jitter
     requests: int = 0
     rate_limited: int = 0
     admission_timeouts: int = 0
@@ -185,9 +184,10 @@ class Worker:
             return None
         self._backoffs += 1
         run = self._gate.settings.run
-        return full_jitter_s(
-            self._backoffs, run.retry_backoff_base_s, run.retry_backoff_max_s, self.ctx.rng
-        )
+        # Seeded by the run's seed and the try: a replay of the run (FakeClock tests, a resume)
+        # jitters the same way, while different tasks and tries still spread out.
+        rng = random.Random(f"{run.seed}:{self.task.task_id}:{self.task.attempts}")
+        return full_jitter_s(self._backoffs, run.retry_backoff_base_s, run.retry_backoff_max_s, rng)
 
     async def _permit(self) -> Permit | _Failure:
         task = self.task
