@@ -122,6 +122,10 @@ async def run_pipeline(
             # Clients first: a missing API key is a ConfigError before any file is replaced.
             clients = await open_clients(pipeline, client_factory or default_client, stack)
             settings = admission_settings(pipeline)
+            # The emitter's t_ns 0 and the header's wall-clock start are taken together, so
+            # started_at_unix_ns + t_ns is wall-clock time (records of concurrent workers are
+            # merged on it) — not later by however long opening the files took.
+            emitter = Emitter(bus, clock, first_id=resume.first_id if resume else 1)
             header = pipeline.header(run_id, time.time_ns(), __version__).model_copy(
                 update={
                     "segment": resume.segment if resume else 0,
@@ -132,7 +136,6 @@ async def run_pipeline(
             if bus.fatal is not None:  # the record could not even be created
                 raise OutputWriteError(bus.fatal)
             open_output(output)  # the run has really started: now the dataset is replaced
-            emitter = Emitter(bus, clock, first_id=resume.first_id if resume else 1)
             runs: list[_Run] = []  # the run, once built: the admission may stop it
             if admission_factory is None:
                 admission = RequestAdmission(settings, emitter)

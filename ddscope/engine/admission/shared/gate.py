@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from types import EllipsisType
@@ -283,7 +284,10 @@ class SharedRequestGate(RequestGate):
         ):
             return
         if isinstance(event, events.CooldownStarted):
-            self._store.publish_fact(self.domain, "C", str(int(event.duration_s * 1000)))
+            duration_ms = str(int(event.duration_s * 1000))
+            self._store.publish_fact(
+                self.domain, "C", duration_ms, str(time.time_ns() // 1_000_000)
+            )
         elif isinstance(event, events.LimitChanged):
             epoch = self._releasing_epoch
             if epoch is None:
@@ -313,7 +317,10 @@ class SharedRequestGate(RequestGate):
         origin = fields[-1] if fields else ""
         mine = origin == self._store.worker_id
         if kind == "c" and not mine:
-            until, now = int(fields[0]), int(fields[1])
+            until, now, seen = int(fields[0]), int(fields[1]), int(fields[2])
+            if seen > 0:  # on one host the clocks agree; across hosts this includes their skew
+                heard = time.time_ns() / 1e6
+                self._store.counters.cooldown_lags_ms.append((now - seen, heard - now))
             self._adopt_cooldown(max(0, until - now) / 1000.0)
         elif kind == "l" and self._shared is not None:
             limit, epoch = int(fields[0]), int(fields[1])

@@ -16,7 +16,9 @@ as triples ``kind, a, b``:
 
 * ``R member -`` release a lease;  ``A member counted`` acquire one (``counted``: this waiter is
   already in ``waiting``);  ``U - -`` a waiter gave up;
-* ``C ms -`` a 429 (or a probe) asks for a cooldown of ``ms``: ``cool_until`` only grows;
+* ``C ms seen`` a 429 (or a probe, a spent quota) asks for a cooldown of ``ms``; ``cool_until``
+  only grows; ``seen`` (the worker's wall-clock ms when it got the 429) travels with the
+  message, so a receiver can tell how long the news took;
 * ``L old:new:reason epoch`` a worker's AIMD changed its limit: an increase adds ``new - old``
   (so increases earned on different workers add up: one step per N successes anywhere); a
   decrease scales the shared limit by ``new / old`` once per wave (ignored when the request was
@@ -24,7 +26,7 @@ as triples ``kind, a, b``:
 * ``B state -`` a worker's breaker changed state.
 
 Every change other workers must act on is published on the domain's channel in the same call
-(``c|until|now|origin``, ``l|limit|epoch|origin``, ``b|state|origin``, ``s|origin`` for freed
+(``c|until|now|seen|origin``, ``l|limit|epoch|origin``, ``b|state|origin``, ``s|origin`` for freed
 slots while someone waits), so they learn of a cooldown within one pub/sub hop, not a poll.
 
 ``RENEW`` pushes the expiry of leases still held (``ZADD XX``: a lease already purged stays gone).
@@ -49,6 +51,7 @@ local breaker = s[4] or 'closed'
 local breaker0 = breaker
 local waiting = tonumber(s[5]) or 0
 local cooled = false
+local seen_at = '0'
 local grants = {}
 for i = 7, #ARGV, 3 do
   local kind, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -70,7 +73,7 @@ for i = 7, #ARGV, 3 do
     waiting = waiting - 1
   elseif kind == 'C' then
     local untill = now + tonumber(a)
-    if untill > cool then cool = untill; cooled = true end
+    if untill > cool then cool = untill; cooled = true; seen_at = (b ~= '' and b) or '0' end
   elseif kind == 'L' then
     local old, new, reason = string.match(a, '^(%d+):(%d+):([%a_]+)$')
     old, new = tonumber(old), tonumber(new)
@@ -102,7 +105,9 @@ redis.call('HSET', state, 'limit', limit, 'epoch', epoch, 'cool_until', cool,
 redis.call('PEXPIRE', state, keep)
 redis.call('PEXPIRE', leases, keep)
 redis.call('PEXPIRE', workers, keep)
-if cooled then redis.call('PUBLISH', channel, 'c|' .. cool .. '|' .. now .. '|' .. origin) end
+if cooled then
+  redis.call('PUBLISH', channel, 'c|' .. cool .. '|' .. now .. '|' .. seen_at .. '|' .. origin)
+end
 if limit ~= limit0 then
   redis.call('PUBLISH', channel, 'l|' .. limit .. '|' .. epoch .. '|' .. origin)
 end

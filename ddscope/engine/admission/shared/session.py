@@ -89,10 +89,13 @@ class SharedAdmission:
         return sum(row_group_bounds(run.num_records, size, g)[1] for g in groups)
 
     def save_counters(self, run_dir: Path) -> None:
-        """Writes ``admission.json`` (round trips, renewals, operations) after the run."""
+        """Writes ``admission.json`` (round trips, renewals, operations, and how long other
+        workers' 429s took to reach this one) after the run."""
         if self.counters is not None:
             c = self.counters
-            data = {"round_trips": c.round_trips, "renewals": c.renewals, "ops": c.ops}
+            data: dict[str, Any] = {"round_trips": c.round_trips, "renewals": c.renewals}
+            data["ops"] = c.ops
+            data["cooldown_lags_ms"] = [[round(a, 2), round(b, 2)] for a, b in c.cooldown_lags_ms]
             (run_dir / COUNTERS_FILE).write_text(json.dumps(data))
 
     @contextlib.asynccontextmanager

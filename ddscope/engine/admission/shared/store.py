@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -124,6 +125,9 @@ class StoreCounters:
     round_trips: int = 0  # SYNC calls (the request path)
     renewals: int = 0  # RENEW calls (background)
     ops: int = 0
+    # Another worker's 429, the last few: (ms until Redis had it — from then on it refuses every
+    # worker —, ms from Redis until this worker heard), wall clocks of one host
+    cooldown_lags_ms: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class RedisAdmissionStore:
