@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/bench_report.py [--sizes 100000,1000000] [--repeat 3]
 
-The records are contract-exact synthetic chain-3 runs (``tests/synthetic_run.py``: 429s with
-cooldowns and AIMD decreases, deferred tasks and a salvage round, dropped rows), generated once
-and cached under the temp directory. Each build runs in a fresh child process, so its peak
-memory (ru_maxrss) is the build's own; the child's memory after its imports is printed beside it,
-so "flat" can be read off: the peak should not grow with the record. Goals (issue 15): a
-1,000,000-event record gives a report ≤ 3 MB, built in ≤ 10 s. CPU seconds are printed too: on
-a shared machine they are the steadier figure.
+The records are chain-3 runs made by the real engine (``tests/engine_records.py``: a fake clock
+and a scripted endpoint; 429s with cooldowns and AIMD decreases, deferred tasks recovered in
+salvage, dropped rows), generated once and cached under the temp directory (ddscope-s6/, shared
+with the S6 benchmarks). Each build runs in a fresh child process (which does not import the
+engine), so its peak memory (ru_maxrss) is the build's own; the child's memory after its imports
+is printed beside it, so "flat" can be read off: the peak should not grow with the record.
+Goals (issue 15): a 1,000,000-event record gives a report ≤ 3 MB, built in ≤ 10 s. CPU seconds
+are printed too: on a shared machine they are the steadier figure.
 """
 
 from __future__ import annotations
@@ -22,30 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from synthetic_run import SyntheticSpec, write_synthetic_record
-
-EVENTS_PER_ROW = 18.9  # what the spec below produces (as in bench_s6_health)
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"  # engine_records: the records
 GOAL_BYTES = 3_000_000
 GOAL_SECONDS = 10.0
-
-
-def record_for(events: int) -> Path:
-    rows = max(10, int(events / EVENTS_PER_ROW))
-    spec = SyntheticSpec(
-        rows=rows,
-        buffer_size=50,
-        max_parallel=8,
-        rate_limit_every=50,
-        defer_every=40,
-        drop_rows=(5, 17),
-    )
-    path = Path(tempfile.gettempdir()) / f"ddscope-s6-health-{rows}.jsonl"  # shared with S6
-    if not path.exists():
-        tmp = path.with_suffix(".partial")
-        write_synthetic_record(tmp, spec)
-        tmp.replace(path)
-    return path
 
 
 def _status_mb(key: str) -> float:
@@ -106,9 +86,12 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
+    sys.path.insert(0, str(TESTS_DIR))
+    from engine_records import s6_record  # here, not at the top: the children need no engine
+
     results = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        f = measure(record_for(size), max(1, args.repeat))
+        f = measure(s6_record(size), max(1, args.repeat))
         results[str(size)] = f
         print(
             f"{f['events']:>9,} events (record {f['record_bytes'] / 1e6:5.0f} MB): report "

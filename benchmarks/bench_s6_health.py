@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/bench_s6_health.py [--events 1000000] [--repeat 3] [--profile]
 
-The record is a contract-exact synthetic chain-3 run (``tests/synthetic_run.py``: 429s with
-cooldowns and AIMD decreases, deferred tasks and a salvage round, dropped rows), generated once
-and cached under the temp directory. Prints the analysis rate (median of ``--repeat`` runs), the
-bare read rate of the same file (``RunReader.iter_dicts`` alone: the floor any analysis sits
-on) and one JSON line. Goal (SCENARIOS.md S6): ≥ 500,000 events/s (wall). The rate per CPU
-second is printed too: on a shared machine it is the steadier figure. ``--profile`` prints the
-top of a cProfile of one analysis.
+The record is a chain-3 run made by the real engine (``tests/engine_records.py``: a fake clock
+and a scripted endpoint; 429s with cooldowns and AIMD decreases, deferred tasks recovered in
+salvage, dropped rows), generated once (about 50 CPU s per million events) and cached under the
+temp directory (ddscope-s6/, shared with the other S6 benchmarks). Prints the analysis rate
+(median of ``--repeat`` runs), the bare read rate of the same file (``RunReader.iter_dicts``
+alone: the floor any analysis sits on) and one JSON line. Goal (SCENARIOS.md S6): ≥ 500,000
+events/s (wall). The rate per CPU second is printed too: on a shared machine it is the steadier
+figure. ``--profile`` prints the top of a cProfile of one analysis.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 import pstats
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,29 +27,9 @@ from ddscope.exporters.health import analyze
 from ddscope.record.jsonl import RunReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from synthetic_run import SyntheticSpec, write_synthetic_record
+from engine_records import s6_record
 
-EVENTS_PER_ROW = 18.9  # what the spec below produces, measured
 TARGET = 500_000
-
-
-def record_path(events: int) -> Path:
-    """The cached record (regenerated if missing)."""
-    rows = max(10, int(events / EVENTS_PER_ROW))
-    spec = SyntheticSpec(
-        rows=rows,
-        buffer_size=50,
-        max_parallel=8,
-        rate_limit_every=50,
-        defer_every=40,
-        drop_rows=(5, 17),
-    )
-    path = Path(tempfile.gettempdir()) / f"ddscope-s6-health-{rows}.jsonl"
-    if not path.exists():
-        tmp = path.with_suffix(".partial")
-        write_synthetic_record(tmp, spec)
-        tmp.replace(path)
-    return path
 
 
 def read_rate(path: Path) -> tuple[int, float]:
@@ -73,7 +53,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    path = record_path(args.events)
+    path = s6_record(args.events)
     runs = [analysis_rate(path) for _ in range(max(1, args.repeat))]
     events, verdict = runs[0][0], runs[0][3]
     rate = statistics.median(r[1] for r in runs)

@@ -2,15 +2,17 @@
 
     .venv/bin/python benchmarks/bench_s6_perfetto.py [--sizes 100000,1000000] [--repeat 3]
 
-Records are synthetic but contract-exact (tests/synthetic_run.py: chain-3 on one domain with
-429s, cooldowns, AIMD decreases, deferrals recovered in salvage and a dropped row), generated
-once and cached in /tmp/ddscope-bench-s6. Each export runs in a fresh subprocess, which reports
-the export's wall and CPU time (events/s: the machine is shared, so CPU time is the steadier
-figure) and its peak resident memory (``ru_maxrss`` of the child: interpreter and imports
-included). Compared: the hand-encoded writer (the default), the writer built on the generated
-protobuf classes (the reference), and Chrome JSON of the same record (size yardstick).
-Goals (SCENARIOS.md S6): >= 200,000 events/s and < 500 MB peak at 1M
-events; trace <= half the Chrome JSON. Prints the figures, then one JSON line.
+Records are made by the real engine (tests/engine_records.py: chain-3 on one domain on a fake
+clock with a scripted endpoint: 429s with cooldowns and AIMD decreases, deferrals recovered in
+salvage, dropped rows), generated once (about 50 CPU s per million events) and cached under the
+temp directory (ddscope-s6/, shared with bench_s6_health and bench_report). Each export runs in
+a fresh subprocess (which does not import the engine), which reports the export's wall and CPU
+time (events/s: the machine is shared, so CPU time is the steadier figure) and its peak resident
+memory (``ru_maxrss`` of the child: interpreter and imports included). Compared: the
+hand-encoded writer (the default), the writer built on the generated protobuf classes (the
+reference), and Chrome JSON of the same record (size yardstick). Goals (SCENARIOS.md S6):
+>= 200,000 events/s and < 500 MB peak at 1M events; trace <= half the Chrome JSON. Prints the
+figures, then one JSON line.
 """
 
 from __future__ import annotations
@@ -24,32 +26,11 @@ import sys
 import time
 from pathlib import Path
 
-CACHE = Path("/tmp/ddscope-bench-s6")
-TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"  # the synthetic record generator
-EVENTS_PER_ROW = 18.7  # of the spec below, measured; rows are sized from it
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"  # engine_records: the records
+CACHE = Path("/tmp/ddscope-bench-s6")  # the exports' outputs
 GOAL_EVENTS_PER_S = 200_000
 GOAL_PEAK_MB = 500
 GOAL_SIZE_RATIO = 0.5
-
-
-def record_for(events: int) -> Path:
-    """A cached synthetic record of about ``events`` events (generated in a subprocess, as the
-    generator holds the whole run in memory)."""
-    path = CACHE / f"synthetic-{events}.jsonl"
-    if not path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        rows = int(events / EVENTS_PER_ROW) + 1
-        code = (
-            "import sys; sys.path.insert(0, sys.argv[3]); from synthetic_run import SyntheticSpec, "
-            "write_synthetic_record as w; w(sys.argv[1] + '.part', SyntheticSpec(rows=int("
-            "sys.argv[2]), buffer_size=100, max_parallel=8, latency_ms=20, rate_limit_every=40,"
-            " defer_every=97, drop_rows=(5,)))"
-        )
-        subprocess.run(
-            [sys.executable, "-c", code, str(path), str(rows), str(TESTS_DIR)], check=True
-        )
-        Path(f"{path}.part").rename(path)
-    return path
 
 
 def child(fmt: str, record: str, out: str) -> None:
@@ -70,6 +51,7 @@ def child(fmt: str, record: str, out: str) -> None:
 
 
 def measure(fmt: str, record: Path, repeat: int) -> dict[str, float]:
+    CACHE.mkdir(parents=True, exist_ok=True)
     out = CACHE / f"{record.stem}.{fmt}.out"
     runs = []
     for _ in range(repeat):
@@ -98,9 +80,12 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
+    sys.path.insert(0, str(TESTS_DIR))
+    from engine_records import s6_record  # here, not at the top: the children need no engine
+
     results: dict[str, dict[str, dict[str, float]]] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        record = record_for(size)
+        record = s6_record(size)
         figures = {
             "wire": measure("wire", record, args.repeat),
             "proto": measure("proto", record, 1),
