@@ -5,14 +5,14 @@
 Records are made by the real engine (tests/engine_records.py: chain-3 on one domain on a fake
 clock with a scripted endpoint: 429s with cooldowns and AIMD decreases, deferrals recovered in
 salvage, dropped rows), generated once (about 50 CPU s per million events) and cached under the
-temp directory (ddscope-s6/, shared with bench_s6_health and bench_report). Each export runs in
-a fresh subprocess (which does not import the engine), which reports the export's wall and CPU
-time (events/s: the machine is shared, so CPU time is the steadier figure) and its peak resident
-memory (``ru_maxrss`` of the child: interpreter and imports included). Compared: the
-hand-encoded writer (the default), the writer built on the generated protobuf classes (the
-reference), and Chrome JSON of the same record (size yardstick). Goals (SCENARIOS.md S6):
->= 200,000 events/s and < 500 MB peak at 1M events; trace <= half the Chrome JSON. Prints the
-figures, then one JSON line.
+temp directory (ddscope-s6/, shared with bench_s6_health and bench_report) by a subprocess, so
+that this process stays small. Each export runs in a fresh subprocess, which reports the
+export's wall and CPU time (events/s: the machine is shared, so CPU time is the steadier figure)
+and its peak resident memory (``ru_maxrss`` of the child: interpreter and imports included; it
+starts from this process's size at the fork). Compared: the hand-encoded writer (the default),
+the writer built on the generated protobuf classes (the reference), and Chrome JSON of the same
+record (size yardstick). Goals (SCENARIOS.md S6): >= 200,000 events/s and < 500 MB peak at 1M
+events; trace <= half the Chrome JSON. Prints the figures, then one JSON line.
 """
 
 from __future__ import annotations
@@ -31,6 +31,20 @@ CACHE = Path("/tmp/ddscope-bench-s6")  # the exports' outputs
 GOAL_EVENTS_PER_S = 200_000
 GOAL_PEAK_MB = 500
 GOAL_SIZE_RATIO = 0.5
+
+
+def record_for(events: int) -> Path:
+    """The cached engine-made record (``engine_records.s6_record``), made in a subprocess: this
+    process stays small, and its children's ``ru_maxrss`` starts from its size at the fork."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from engine_records import s6_record; "
+        "print(s6_record(int(sys.argv[2])))"
+    )
+    cmd = [sys.executable, "-c", code, str(TESTS_DIR), str(events)]
+    lines = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()
+    for line in lines[:-1]:  # the generation's figures, when it ran
+        print(line)
+    return Path(lines[-1])
 
 
 def child(fmt: str, record: str, out: str) -> None:
@@ -80,12 +94,9 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    sys.path.insert(0, str(TESTS_DIR))
-    from engine_records import s6_record  # here, not at the top: the children need no engine
-
     results: dict[str, dict[str, dict[str, float]]] = {}
     for size in (int(s) for s in args.sizes.split(",")):
-        record = s6_record(size)
+        record = record_for(size)
         figures = {
             "wire": measure("wire", record, args.repeat),
             "proto": measure("proto", record, 1),
