@@ -6,7 +6,9 @@ on a :class:`~ddscope.engine.clock.FakeClock` with an in-process scripted chat c
 event — leases, waits, attempts, cooldowns, AIMD limit changes, deferrals, salvage rounds, drops,
 health — is the engine's own, with no networking and no real sleeping. The driver lets every
 runnable task reach its next clock wait, then jumps the clock to the next timer: fake time costs
-nothing, so a run of hours of simulated traffic takes only the engine's CPU time.
+nothing, so a run of hours of simulated traffic takes only the engine's CPU time — about 20,000
+events per CPU second (a 1,000,000-event record: ~50 CPU s, ~90 MB peak RSS, written through
+the real ``JsonlRecorder``).
 
 The schedule is per task, not per call (:class:`EngineSpec`): tasks are numbered in (row,
 column) order, the row read off the topic's uuid in the prompt (a seeded uuid sampler, so every
@@ -17,9 +19,9 @@ first try (a cooldown, an AIMD decrease, a retry in the same pass); every ``defe
 ``random.Random(seed)``, drawn in call order (on one thread with a fake clock the engine's
 order is deterministic).
 
-Determinism: the engine's in-pass backoff jitter uses an unseeded RNG, so the pipeline sets
-``retry_backoff_max_s: 0`` (the backoff is 0: a 5xx is retried at once); the header's wall-clock
-``started_at_unix_ns`` is pinned. Same spec, same record, byte for byte.
+Determinism: the engine's in-pass backoff jitter uses an unseeded RNG, so the pipeline sets the
+backoff to 0 (``retry_backoff_base_s``/``_max_s``: a 5xx is retried at once); the header's
+wall-clock ``started_at_unix_ns`` is pinned. Same spec, same record, byte for byte.
 """
 
 from __future__ import annotations
