@@ -169,3 +169,27 @@ def test_quota_429s_are_no_evidence_for_the_breaker() -> None:
         clock.advance(1.0)
     assert sink.of_kind("breaker") == [] and gate.limit == 2
     assert gate.statistics().quota_exhausted
+
+
+def test_a_quota_429_with_retry_after_0_still_pauses_at_the_floor() -> None:
+    # Probing a spent per-minute window must not turn into back-to-back requests.
+    gate, _, sink = quota_gate(2)
+    permit = gate.try_acquire(1, 1)
+    assert permit is not None
+    spent = RateLimitHeaders(remaining_requests=0)
+    gate.release(permit, outcome="rate_limited", retry_after_s=0.0, ratelimit=spent)
+    (pause,) = sink.of_kind("cooldown_started")
+    assert (pause.cause, pause.duration_s) == ("quota", 0.25)
+    assert gate.available() == 0
+
+
+def test_a_stated_reset_is_waited_exactly_even_below_the_floor() -> None:
+    gate, clock, sink = quota_gate(2)
+    permit = gate.try_acquire(1, 1)
+    assert permit is not None
+    spent = RateLimitHeaders(remaining_requests=0, reset_requests_s=0.05, limit_requests=10)
+    gate.release(permit, outcome="ok", ratelimit=spent)
+    (pause,) = sink.of_kind("cooldown_started")
+    assert (pause.cause, pause.duration_s) == ("quota", 0.05)
+    clock.advance(0.05)
+    assert gate.available() == 2 and gate.statistics().quota_budget == 10

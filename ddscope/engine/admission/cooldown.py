@@ -53,11 +53,11 @@ class DomainCooldown:
     def remaining(self, now: float) -> float:
         return 0.0 if self._ends_at is None else max(0.0, self._ends_at - now)
 
-    def duration_for(self, retry_after_s: float | None, cause: Cause = "rate_limited") -> float:
-        """Retry-After (else the default) within [min_s, max_s]; a quota pause lasts until its
-        reset (within [0, max_s]: the provider stated when its budget is back)."""
+    def duration_for(self, retry_after_s: float | None, *, until_reset: bool = False) -> float:
+        """Retry-After (else the default) within [min_s, max_s]; a pause until a quota's stated
+        reset within [0, max_s] (the provider said when its budget is back: no floor)."""
         wait = self.default_s if retry_after_s is None else max(0.0, retry_after_s)
-        floor = 0.0 if cause == "quota" else self.min_s
+        floor = 0.0 if until_reset else self.min_s
         return min(max(wait, floor), self.max_s)
 
     def start(
@@ -67,9 +67,11 @@ class DomainCooldown:
         cause: Cause = "rate_limited",
         request_id: int | None = None,
         attempt: int | None = None,
+        until_reset: bool = False,
     ) -> bool:
-        """Starts or extends the cooldown; False if it changed nothing."""
-        duration = self.duration_for(retry_after_s, cause)
+        """Starts or extends the cooldown; False if it changed nothing. ``until_reset``:
+        ``retry_after_s`` is a quota's stated reset (no floor); every 429 gets the floor."""
+        duration = self.duration_for(retry_after_s, until_reset=until_reset)
         if duration <= 0:
             return False  # a quota reset already due: nothing to wait for
         now = self._emitter.clock.now()

@@ -287,7 +287,11 @@ class RequestGate:
         if reset_s is None:
             return
         started = self._cooldown.start(
-            reset_s, cause="quota", request_id=permit.request_id, attempt=permit.attempt
+            reset_s,
+            cause="quota",
+            request_id=permit.request_id,
+            attempt=permit.attempt,
+            until_reset=True,
         )
         self._awaiting_reset = started or self._awaiting_reset
         if not started and not self._cooldown.active:
