@@ -39,12 +39,13 @@ asyncio, sockets                        12 %
 
 ``ModelClient.chat`` is 63 % of the profiled time: the no-sinks gap to the bare client is mostly
 the httpx layer, not the engine. The instruments, replayed without the network
-(``bench_sink_cost.py``, CPU per task, before → after issue 17): run.jsonl 9.5 µs; OTel 124 →
-73 µs, of which 3 histogram measurements per attempt ≈ 24 µs (SDK 1.45: ~8 µs each, 3 µs on
-1.43) and the spans ≈ 10 µs (finished spans handed straight to the processors, ``otel/direct.py``,
-instead of ``start_span`` + ``end`` at ~26 µs each). In a live run each costs more than replayed
-alone: the engine's work between events evicts the sinks' code and data from the CPU caches
-(why the OTel sink batches), and the SDK's export thread competes for the GIL.
+(``bench_sink_cost.py``, CPU per task): run.jsonl 9.4 µs; OTel 108 µs with ``start_span`` for
+every span (before issue 17) → 53 µs, of which the 3 histogram measurements per attempt are
+≈ 24 µs (SDK 1.45: ~8 µs each, 3 µs on 1.43) and the spans ≈ 6 µs (finished spans handed
+straight to the processors, ``otel/direct.py``, instead of ``start_span`` + ``end`` at ~26 µs
+each). Live, record + OTel cost ≈ 140 µs per task on the engine's thread (``time.thread_time``);
+garbage collection is ≈ 11 µs of the difference (31 → 42 µs per task with the sinks), deferring
+every event to the end of the run costs the same, so the rest is the same code running colder.
 """
 
 from __future__ import annotations
