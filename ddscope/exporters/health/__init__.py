@@ -4,7 +4,7 @@ Entry points: :func:`analyze` (record → :class:`HealthReport`), :func:`render`
 ``HealthReport.to_json()`` (the ``ddscope.health/1`` document).
 """
 
-from ddscope.exporters.health.analyze import analyze
+from ddscope.exporters.health.analysis import analyze
 from ddscope.exporters.health.render import render
 from ddscope.exporters.health.report import HealthReport, Thresholds
 
