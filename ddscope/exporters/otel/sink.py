@@ -26,9 +26,10 @@ into metric attributes. Prompt and completion text are attached (``gen_ai.input.
 ``gen_ai.output.messages``) only when the run recorded them (``RunHeader.record_text``) *and*
 this sink was asked to (``record_text=True``; the set-up follows the GenAI instrumentations'
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``): shipping text to a remote backend is a
-second opt-in. The request path is in ``otel_requests``, the metrics in ``otel_metrics``;
-events are turned into spans and measurements in batches (``otel_batch``: cheaper, and what a
-metric reader collects is still up to date).
+second opt-in. The request path is in ``requests``, the metrics in ``metrics`` and ``genai``
+(``OTEL_SEMCONV_STABILITY_OPT_IN`` picks the GenAI names); events are turned into spans and
+measurements in batches (``batch``: cheaper, and what a metric reader collects is still up to
+date); leases, waits and attempts reach the span processors as finished spans (``direct``).
 """
 
 from __future__ import annotations
