@@ -19,9 +19,9 @@ first try (a cooldown, an AIMD decrease, a retry in the same pass); every ``defe
 ``random.Random(seed)``, drawn in call order (on one thread with a fake clock the engine's
 order is deterministic).
 
-Determinism: the engine's in-pass backoff jitter uses an unseeded RNG, so the pipeline sets the
-backoff to 0 (``retry_backoff_base_s``/``_max_s``: a 5xx is retried at once); the header's
-wall-clock ``started_at_unix_ns`` is pinned. Same spec, same record, byte for byte.
+Determinism: the engine seeds its backoff jitter with the run's seed and the try (worker.py), so
+5xx retries back off as in a real run and still replay exactly; the header's wall-clock
+``started_at_unix_ns`` is pinned. Same spec, same record, byte for byte.
 """
 
 from __future__ import annotations
@@ -103,9 +103,6 @@ def chain3_pipeline(spec: EngineSpec) -> Pipeline:
                 "buffer_size": spec.buffer_size,
                 "max_attempts_in_pass": spec.max_attempts_in_pass,
                 "health_interval_s": spec.health_interval_s,
-                # The engine's backoff jitter RNG is unseeded: no backoff keeps runs identical.
-                "retry_backoff_base_s": 0,
-                "retry_backoff_max_s": 0,
                 "salvage_pause_s": 0.5,
                 "seed": spec.seed,
             },
@@ -271,7 +268,8 @@ S6_SPEC = EngineSpec(
     defer_every=97,
     drop_rows=(5, 17),
 )
-S6_EVENTS_PER_ROW = 12.9  # what S6_SPEC produces, measured (991,462 events from 77,000 rows)
+S6_EVENTS_PER_ROW = 12.9  # what S6_SPEC produces, measured (998,910 events from 77,519 rows)
+GENERATOR_VERSION = 2  # in the cache's file names: bump it when the records change
 
 
 def s6_record(events: int, cache: Path | None = None) -> Path:
@@ -279,7 +277,7 @@ def s6_record(events: int, cache: Path | None = None) -> Path:
     Delete the cache directory to regenerate after an engine change."""
     rows = max(10, round(events / S6_EVENTS_PER_ROW))
     directory = cache or Path(tempfile.gettempdir()) / "ddscope-s6"
-    path = directory / f"engine-chain3-{rows}.jsonl"
+    path = directory / f"engine-chain3-{GENERATOR_VERSION}-{rows}.jsonl"
     if not path.exists():
         directory.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
