@@ -248,6 +248,18 @@ def test_traces_only_for_a_backend_without_metrics(
         assert len(receiver.spans()) == intervals + 2  # + the run and the domain
 
 
+def test_without_a_metric_reader_the_meter_provider_is_a_no_op() -> None:
+    """Spans only: the sink's histogram measurements go to a no-op meter (no SDK work)."""
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    from ddscope.exporters.otel.sdk import OtelSdk
+
+    with GrpcReceiver() as receiver:
+        sdk = OtelSdk(receiver.endpoint, "grpc", None, metrics=False)
+        assert isinstance(sdk.meter_provider, NoOpMeterProvider)
+        assert sdk.shutdown().metric_exports == 0
+
+
 def test_otel_sdk_disabled_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     with GrpcReceiver() as receiver:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -236,7 +237,10 @@ class OtelSdk:
             self.tracer_provider: Any = (
                 tracer_provider(self._spans) if self._spans is not None else NoOpTracerProvider()
             )
-            self.meter_provider = meter_provider(readers)
+            # No reader (spans only, e.g. to Jaeger): a no-op provider, so the sink's histogram
+            # measurements cost nothing instead of ~3.5 µs each for nobody.
+            self.meter_provider: Any = meter_provider(readers) if readers else NoOpMeterProvider()
+            self._has_readers = bool(readers)
         except BaseException:
             self._stop_prometheus()
             self._logs.uninstall()
@@ -266,7 +270,8 @@ class OtelSdk:
         """Replay: export what is left of the spans, then the metrics' final values."""
         if self._spans is not None:
             self._spans.force_flush()
-        self.meter_provider.force_flush(timeout_millis=SHUTDOWN_TIMEOUT_S * 1000)
+        if self._has_readers:
+            self.meter_provider.force_flush(timeout_millis=SHUTDOWN_TIMEOUT_S * 1000)
 
     def shutdown(self) -> DeliveryStats:
         """Flushes and stops everything within SHUTDOWN_TIMEOUT_S; says what did not arrive."""
@@ -275,9 +280,11 @@ class OtelSdk:
             exporter.give_up_after_failure = True
             if exporter.failed:  # the collector already failed us: do not wait on retries
                 exporter.give_up()
-        calls: list[Callable[[], object]] = [
-            lambda: self.meter_provider.shutdown(timeout_millis=SHUTDOWN_TIMEOUT_S * 1000)
-        ]
+        calls: list[Callable[[], object]] = []
+        if self._has_readers:
+            calls.append(
+                lambda: self.meter_provider.shutdown(timeout_millis=SHUTDOWN_TIMEOUT_S * 1000)
+            )
         if self._spans is not None:
             calls.append(self.tracer_provider.shutdown)
         if not run_bounded(calls, SHUTDOWN_TIMEOUT_S) and exporter is not None:
