@@ -1,10 +1,12 @@
 """The model client: OpenAI-compatible ``POST {base_url}/chat/completions`` and the one place where
 every way a call can fail becomes exactly one :class:`~ddscope.errors.ModelError` (``classify``).
 
-It keeps the httpx API but, by default, runs it over the aiohttp transport (``httpx-aiohttp``,
-the package behind the OpenAI SDK's ``aiohttp`` extra): httpx's own async pool costs several
-times more CPU per request under concurrency (DESIGN §3, ``benchmarks/bench_client.py``).
-``transport="httpx"`` keeps the plain httpx transport.
+By default it sends with aiohttp directly (:mod:`~ddscope.engine.aiohttp_post`): httpx's own
+async pool costs several times more CPU per request under concurrency (DESIGN §3,
+``benchmarks/bench_client.py``), and httpx in front of aiohttp still ~200 µs per request more
+than aiohttp alone (issue 17). ``transport="httpx"`` keeps the plain httpx transport. Either way a
+failed answer is judged as an ``httpx.Response`` by the one :func:`classify`; only a 2xx chat
+completion takes the short path (:func:`_completion_from_body`).
 
 Failure map (first match wins; the tests enumerate every httpx and aiohttp exception class):
 
@@ -46,11 +48,15 @@ from typing import Any, Literal
 import aiohttp
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr
 
-from ddscope.engine.admission.quota import RateLimitHeaders, ratelimit_from_headers
+from ddscope.engine.admission.quota import (
+    RateLimitHeaders,
+    ratelimit_from_headers,
+    ratelimit_from_raw,
+)
 from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
+from ddscope.engine.aiohttp_post import BODY_CUT, ERROR_BODY_BYTES, AiohttpPoster, RawAnswer
 from ddscope.engine.pipeline.parts import ModelAlias
 from ddscope.engine.scrub import (
     ERROR_TEXT_LIMIT,
@@ -89,7 +95,6 @@ TransportName = Literal["aiohttp", "httpx"]
 DEFAULT_TIMEOUT_S: float = ModelAlias.model_fields["timeout_s"].default
 MAX_DETAIL_CHARS = ERROR_TEXT_LIMIT
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is rarely above a few hundred KB
-ERROR_BODY_BYTES = 64 * 1024  # of an error body: enough for any real message, bounded
 
 # Exception class → error class. First match wins, so subclasses precede their bases.
 EXCEPTION_CLASSES: tuple[tuple[type[BaseException], type[ModelError]], ...] = (
@@ -225,7 +230,7 @@ def _error_detail(response: httpx.Response) -> str:
     whole of it, not a head: the scrub must see a quote whole to mask it, and cuts after."""
     body = response.content
     cut_notice = ""
-    total = response.extensions.get(_BODY_CUT)
+    total = response.extensions.get(BODY_CUT)
     if isinstance(total, int):
         # The last few characters may begin a quote too short to recognise: dropped.
         body = body[:-MIN_QUOTE_CHARS]
@@ -248,23 +253,32 @@ def parse_chat_completion(
 ) -> ChatResult:
     """A 2xx response as a :class:`ChatResult`; BadResponse if it is not a chat completion."""
     status = response.status_code
+    result = _completion_from_body(status, response.content, response.headers.raw)
+    if result is not None:
+        return result
+    detail = _error_detail(response)
     try:
-        body = orjson.loads(response.content)
+        orjson.loads(response.content)
+        what = "not a chat completion"
     except orjson.JSONDecodeError:
-        raise BadResponse(
-            _one_line(f"HTTP {status}: body is not JSON: {_error_detail(response)}", secrets, sent),
-            status_code=status,
-        ) from None
+        what = "body is not JSON"
+    raise BadResponse(
+        _one_line(f"HTTP {status}: {what}: {detail}", secrets, sent), status_code=status
+    )
+
+
+def _completion_from_body(
+    status: int, content: bytes, raw_headers: Sequence[tuple[bytes, bytes]]
+) -> ChatResult | None:
+    """The short path for a 2xx: the ChatResult, or None when the body is not a chat completion
+    (the caller then builds the error with the full scrubbing)."""
     try:
+        body = orjson.loads(content)
         text = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        text = None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return None
     if not isinstance(text, str):
-        detail = _error_detail(response)
-        raise BadResponse(
-            _one_line(f"HTTP {status}: not a chat completion: {detail}", secrets, sent),
-            status_code=status,
-        )
+        return None
     usage = body.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     model = body.get("model")
@@ -275,11 +289,8 @@ def parse_chat_completion(
         # Server-sent text bound for the record and spans: one line, controls escaped, cut.
         response_model=scrub_error_text(model) if isinstance(model, str) else None,
         status_code=status,
-        ratelimit=ratelimit_from_headers(response.headers),
+        ratelimit=ratelimit_from_raw(raw_headers),
     )
-
-
-_BODY_CUT = "ddscope.body_cut"  # response extension: the body was cut; its full size or -1
 
 
 def _identity(response: httpx.Response) -> bool:
@@ -341,7 +352,22 @@ class ModelClient:
         self._secrets = (self._api_key.get_secret_value(),) if self._api_key else ()
         self._timeout_s = float(timeout_s)
         self._transport_name = transport
-        self._http = self._make_http(max_connections)
+        headers = {"content-type": "application/json"}
+        if self._secrets:  # the key travels in this header and nowhere else
+            headers["authorization"] = f"Bearer {self._secrets[0]}"
+        # Built once: a relative URL costs httpx a parse and a merge per request (~45 µs).
+        self._chat_url = self._base_url.join("chat/completions")
+        self._poster: AiohttpPoster | None = None
+        self._http: httpx.AsyncClient | None = None
+        if transport == "aiohttp":
+            self._poster = AiohttpPoster(
+                str(self._chat_url),
+                headers,
+                max_connections=max_connections,
+                max_response_bytes=max_response_bytes,
+            )
+        else:
+            self._http = self._make_http(headers, max_connections)
 
     @classmethod
     def from_env(
@@ -353,20 +379,12 @@ class ModelClient:
             raise ConfigError(f"environment variable {api_key_env} is not set (the API key)")
         return cls(base_url, api_key=SecretStr(value), **kwargs)
 
-    def _make_http(self, max_connections: int) -> httpx.AsyncClient:
+    def _make_http(self, headers: dict[str, str], max_connections: int) -> httpx.AsyncClient:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        transport = AiohttpTransport(limits=limits) if self._transport_name == "aiohttp" else None
-        headers = {"content-type": "application/json"}
-        if self._secrets:
-            headers["authorization"] = f"Bearer {self._secrets[0]}"
         return httpx.AsyncClient(
-            base_url=self._base_url,
-            headers=headers,
-            timeout=httpx.Timeout(self._timeout_s),
-            limits=limits,
-            transport=transport,
+            headers=headers, timeout=httpx.Timeout(self._timeout_s), limits=limits
         )
 
     async def chat(
@@ -383,16 +401,30 @@ class ModelClient:
             payload["max_tokens"] = max_tokens
         if temperature is not None:
             payload["temperature"] = temperature
+        content = orjson.dumps(payload)
         try:
-            # The overall deadline: httpx's timeouts bound each phase, not the whole call.
+            # The overall deadline: a transport's timeouts bound each phase, not the whole call.
             async with asyncio.timeout(self._timeout_s):
-                response = await self._post_bounded(orjson.dumps(payload))
+                if self._poster is not None:
+                    answer: RawAnswer | httpx.Response = await self._poster.post(content)
+                else:
+                    answer = await self._post_bounded(content)
         except CLASSIFIED_EXCEPTIONS as exc:
             raise classify(exc, secrets=self._secrets, timeout_s=self._timeout_s) from exc
-        sent = sent_texts(messages)  # a few microseconds; what the error text must not quote
+        if isinstance(answer, RawAnswer):
+            if answer.is_success and answer.cut_total is None:
+                result = _completion_from_body(answer.status, answer.body, answer.raw_headers)
+                if result is not None:
+                    return result
+            answer = answer.as_httpx()
+        return self._judged(answer, messages)
+
+    def _judged(self, response: httpx.Response, messages: list[dict[str, Any]]) -> ChatResult:
+        """A whole answer judged: the ChatResult, or the one ModelError, its text scrubbed."""
+        sent = sent_texts(messages)  # what the error text must not quote
         if not response.is_success:
             raise classify(response, secrets=self._secrets, sent=sent)
-        if response.extensions.get(_BODY_CUT) is not None:
+        if response.extensions.get(BODY_CUT) is not None:
             raise BadResponse(
                 f"HTTP {response.status_code}: response body larger than max_response_bytes "
                 f"({self._max_response_bytes:,} bytes); not read",
@@ -402,9 +434,10 @@ class ModelClient:
 
     async def _post_bounded(self, content: bytes) -> httpx.Response:
         """POSTs and reads the body with a bound (see the module docstring); the response
-        returned holds what was read, and ``extensions[_BODY_CUT]`` = the full size (-1 if
+        returned holds what was read, and ``extensions[BODY_CUT]`` = the full size (-1 if
         unknown) when the body was larger."""
-        request = self._http.build_request("POST", "chat/completions", content=content)
+        assert self._http is not None  # the httpx transport
+        request = self._http.build_request("POST", self._chat_url, content=content)
         streamed = await self._http.send(request, stream=True)
         try:
             limit = self._max_response_bytes
@@ -423,7 +456,7 @@ class ModelClient:
             await streamed.aclose()
         extensions = dict(streamed.extensions)
         if total is not None:
-            extensions[_BODY_CUT] = total
+            extensions[BODY_CUT] = total
         headers = streamed.headers.copy()
         for stale in ("content-encoding", "content-length"):  # the body is decoded, maybe cut
             headers.pop(stale, None)
@@ -436,7 +469,10 @@ class ModelClient:
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._poster is not None:
+            await self._poster.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def __aenter__(self) -> ModelClient:
         return self

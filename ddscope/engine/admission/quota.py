@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 HEADER_PREFIX = "x-ratelimit-"
@@ -96,18 +96,29 @@ class RateLimitHeaders:
 
 def ratelimit_from_headers(headers: Mapping[str, str]) -> RateLimitHeaders | None:
     """The ``x-ratelimit-*`` values of a response (header names case-insensitive); None when it
-    has none of them. One pass over the raw headers: this runs on every answer, and six
-    case-insensitive lookups into httpx's Headers cost ~9 µs where this costs ~1."""
-    found: dict[str, str] = {}
+    has none of them. httpx's Headers are read through their raw pairs (:func:`ratelimit_from_raw`):
+    this runs on every answer, and six case-insensitive lookups into them cost ~9 µs."""
     raw = getattr(headers, "raw", None)  # httpx.Headers: (name, value) bytes pairs
     if raw is not None:
-        for key, value in raw:
-            if key[:_PREFIX_LEN].lower() == _PREFIX_BYTES:
-                found[key[_PREFIX_LEN:].decode("latin-1").lower()] = value.decode("latin-1")
-    else:
-        for name, text in headers.items():
-            if name[:_PREFIX_LEN].lower() == HEADER_PREFIX:
-                found[name[_PREFIX_LEN:].lower()] = text
+        return ratelimit_from_raw(raw)
+    found: dict[str, str] = {}
+    for name, text in headers.items():
+        if name[:_PREFIX_LEN].lower() == HEADER_PREFIX:
+            found[name[_PREFIX_LEN:].lower()] = text
+    return _parsed(found)
+
+
+def ratelimit_from_raw(raw: Iterable[tuple[bytes, bytes]]) -> RateLimitHeaders | None:
+    """:func:`ratelimit_from_headers` from raw ``(name, value)`` byte pairs, in one pass (~1 µs;
+    an answer without the headers costs a prefix compare per header)."""
+    found: dict[str, str] = {}
+    for key, value in raw:
+        if key[:_PREFIX_LEN].lower() == _PREFIX_BYTES:
+            found[key[_PREFIX_LEN:].decode("latin-1").lower()] = value.decode("latin-1")
+    return _parsed(found)
+
+
+def _parsed(found: dict[str, str]) -> RateLimitHeaders | None:
     if not found:
         return None
     parsed = RateLimitHeaders(
