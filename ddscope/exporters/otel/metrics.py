@@ -163,9 +163,9 @@ def _nothing() -> None:
 
 
 class RunInstruments:
-    """Creates every instrument of METRICS.md on ``meter``; gauges read ``gauges`` and counters
-    their tallies on collect, after calling :attr:`before_collect` (the sink processes the
-    events it has queued, so what a reader collects is up to date)."""
+    """Creates every ddscope instrument of docs/METRICS.md on ``meter``; gauges read
+    ``gauges`` and counters their tallies on collect, after calling :attr:`before_collect` (the
+    sink processes the events it has queued, so what a reader collects is up to date)."""
 
     def __init__(self, meter: Meter, gauges: RunGauges) -> None:
         self._gauges = gauges
