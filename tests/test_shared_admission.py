@@ -7,6 +7,9 @@ gates in one event loop: the state they share is only what goes through Redis.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -26,7 +29,7 @@ from ddscope.engine.admission.types import AdmissionSettings
 from ddscope.engine.clock import MonotonicClock
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.shards import Shard
-from ddscope.errors import ConfigError
+from ddscope.errors import AdmissionTimeout, ConfigError
 from ddscope.events import EventBus, ListSink
 
 DOMAIN = "mock/mock-model"
@@ -208,20 +211,49 @@ def test_a_breaker_opened_by_one_worker_refuses_every_worker(redis_url: str) -> 
     assert [(e.state, e.reason) for e in opened] == [("open", "shared")]
 
 
-def test_a_dead_workers_slots_come_back_after_the_lease_ttl(redis_url: str) -> None:
-    async def main() -> float:
-        async with worker(redis_url, "a", endpoint="e4", max_parallel=2, ttl_s=0.6) as a:
-            for request_id in (1, 2):
-                await a.gate.acquire(request_id=request_id, attempt=1, task_id="t", lease_id=1)
-            for task in a.store._tasks:  # "SIGKILL": no release, no renewal from now on
-                task.cancel()
+HOLDER = """
+import asyncio, sys
+from ddscope.engine.admission.shared.store import DomainSpec, RedisAdmissionStore
+from ddscope.engine.admission.shared.url import AdmissionUrl
+
+async def main() -> None:
+    url = AdmissionUrl.parse(sys.argv[1])
+    store = await RedisAdmissionStore.connect(url, worker_id="doomed", lease_ttl_s=0.6)
+    await store.add_domains([DomainSpec("mock/mock-model", "e4", 2, 2)])
+    for request_id in (1, 2):
+        assert await store.acquire("mock/mock-model", f"doomed:{request_id}:1", counted=False)
+    print("holding", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_a_killed_workers_slots_come_back_after_the_lease_ttl(redis_url: str) -> None:
+    """A worker process holding every slot is SIGKILLed: its leases are not renewed any more,
+    and the other worker gets a slot once they expire (TTL 0.6 s)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, redis_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+
+        async def main() -> float:
             async with worker(redis_url, "b", endpoint="e4", max_parallel=2, ttl_s=0.6) as b:
+                with pytest.raises(AdmissionTimeout):  # held, and renewed, by the live holder
+                    await b.gate.acquire(
+                        request_id=1, attempt=1, task_id="u", lease_id=1, timeout_s=1.0
+                    )
+                holder.send_signal(signal.SIGKILL)
                 start = time.monotonic()
-                await b.gate.acquire(request_id=1, attempt=1, task_id="u", lease_id=1, timeout_s=5)
+                await b.gate.acquire(request_id=1, attempt=2, task_id="u", lease_id=1, timeout_s=5)
                 return time.monotonic() - start
 
-    waited = asyncio.run(main())
-    assert 0.3 <= waited <= 2.0  # not before the TTL ran out, and soon after it
+        waited = asyncio.run(main())
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+    assert waited <= 2.0  # the TTL, plus at most one safety-net retry
 
 
 def test_leases_are_renewed_while_held(redis_url: str) -> None:

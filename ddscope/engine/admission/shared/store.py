@@ -148,6 +148,7 @@ class RedisAdmissionStore:
         self._pubsub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flushing = False
+        self._closing = False  # close() began: background loops end at their next step
         self._linger: asyncio.TimerHandle | None = None
         self._waiting_anywhere = False
 
@@ -301,7 +302,7 @@ class RedisAdmissionStore:
 
     async def _listen(self) -> None:
         try:
-            while True:
+            while not self._closing:
                 message = await self._pubsub.get_message(timeout=None)
                 if message is None or message.get("type") != "message":
                     continue
@@ -319,10 +320,10 @@ class RedisAdmissionStore:
     async def _renew_loop(self) -> None:
         period = self.lease_ttl_s / 3
         try:
-            while self.lost is None:
+            while self.lost is None and not self._closing:
                 await asyncio.sleep(period)
                 for entry in list(self._domains.values()):
-                    if entry.held:
+                    if entry.held and not self._closing:
                         self.counters.renewals += 1
                         ttl_ms = int(self.lease_ttl_s * 1000)
                         await self._renew(keys=entry.keys[:1], args=[ttl_ms, *entry.held])
@@ -349,20 +350,22 @@ class RedisAdmissionStore:
     # -- teardown -----------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Sends what is queued (best effort), stops the background tasks, closes the client."""
+        """Sends what is queued (best effort), stops the background tasks, closes the client.
+        Every step is bounded: redis-py may swallow a cancellation inside a command (the loops
+        also stop on ``_closing``), and closing a pub/sub connection can block on its reader."""
         if self.lost is None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._drain(), timeout=SOCKET_TIMEOUT_S)
-        for task in self._tasks:
+        self._closing = True
+        tasks = [task for task in self._tasks if not task.done()]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        with contextlib.suppress(Exception):
-            if self._pubsub is not None:
-                await self._pubsub.aclose()
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SOCKET_TIMEOUT_S)
+        for closing in (self._pubsub, self._client):
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(closing.aclose(), timeout=SOCKET_TIMEOUT_S)
 
     async def _drain(self) -> None:
         if self._linger is not None:
