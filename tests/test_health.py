@@ -295,7 +295,8 @@ def test_engine_made_idle_matches_an_independent_computation(tmp_path):
 
 
 def saturated_at_floor(breaker: bool) -> list[ev.Event]:
-    """Limit 2 → 1 at 0 s, then 24 s of 429s (the saturated_floor_s default is 20 s) at concurrency 1 (one attempt a second)."""
+    """Limit 2 → 1 at 0 s, then 24 s of 429s (the saturated_floor_s default is 20 s) at
+    concurrency 1 (one attempt a second)."""
     items: list[ev.Event] = [
         ev.RunStarted(t_ns=0, num_records=1, row_groups=1),
         ev.RowGroupStarted(t_ns=0, row_group=0, first_row=0, rows=1),
