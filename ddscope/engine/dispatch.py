@@ -118,6 +118,7 @@ class Dispatcher:
         self.wake = asyncio.Event()  # set whenever the loop may have something new to do
         self.stopping = False
         self.crash: BaseException | None = None
+        self._pumping: bool | None = None  # while pump() runs: its admit_groups
         for gate in gates.values():
             gate.add_listener(self.wake.set)
 
@@ -126,15 +127,19 @@ class Dispatcher:
     async def pump(self, *, admit_groups: bool) -> None:
         """Runs until no ready task, no worker and (if ``admit_groups``) no row group is left;
         when stopping, until the last worker has finished."""
-        while True:
-            self.wake.clear()
-            if self.crash is not None:
-                raise self.crash
-            if not self.stopping:
-                self._dispatch(admit_groups)
-            if not self.workers and (self.stopping or self._pass_done(admit_groups)):
-                return
-            await self.wake.wait()
+        self._pumping = admit_groups
+        try:
+            while True:
+                self.wake.clear()
+                if self.crash is not None:
+                    raise self.crash
+                if not self.stopping:
+                    self._dispatch(admit_groups)
+                if not self.workers and (self.stopping or self._pass_done(admit_groups)):
+                    return
+                await self.wake.wait()
+        finally:
+            self._pumping = None
 
     def _pass_done(self, admit_groups: bool) -> bool:
         """Nothing queued, and no group to admit: all admitted, or (``blocked_on_unwritten``)
@@ -224,24 +229,46 @@ class Dispatcher:
         )
         group = self.groups[task.row_group]
         worker = Worker(self._ctx, task, lease.lease_id, group.values[task.row - group.first_row])
-        runner = asyncio.create_task(self._run_worker(worker), name=task.task_id)
+        runner = asyncio.create_task(self._run_worker(worker, lease), name=task.task_id)
         self.workers[runner] = worker
-        # A done-callback, not a `finally`: a task cancelled before its first step never runs
-        # its body, and its lease must still be finished and released.
+        # A done-callback as well as the worker's own finish: a task cancelled before its
+        # first step never runs its body, and its lease must still be finished and released.
         runner.add_done_callback(functools.partial(self._worker_done, worker, lease))
 
-    async def _run_worker(self, worker: Worker) -> TaskResult:
+    async def _run_worker(self, worker: Worker, lease: Lease) -> TaskResult:
         try:
-            return await worker.run()
+            result = await worker.run()
         except Exception as exc:  # a bug, not an endpoint failure: stop the run, say why
             log.exception("worker for %s failed", worker.task.task_id)
             self.crash = self.crash or exc
             self.wake.set()
             return TaskResult("cancelled")
+        # Finished and the freed slot leased again in this same step, not two event-loop turns
+        # later (done-callback, then the pump's wake): on a busy loop a turn is ~1 ms, an idle
+        # request slot for each (issue 17).
+        runner = asyncio.current_task()
+        if runner is not None and self.workers.pop(runner, None) is not None:
+            self._finish(worker, lease, result)
+            if self._pumping is not None and not self.stopping and self.crash is None:
+                self._dispatch_guarded(self._pumping)
+        return result
+
+    def _dispatch_guarded(self, admit_groups: bool) -> None:
+        try:
+            self._dispatch(admit_groups)
+        except Exception as exc:  # raised in the pump, where a bug stops the run
+            log.exception("dispatching after a worker failed")
+            self.crash = self.crash or exc
+            self.wake.set()
 
     def _worker_done(self, worker: Worker, lease: Lease, runner: asyncio.Task[TaskResult]) -> None:
+        if self.workers.pop(runner, None) is None:
+            return  # finished by the worker itself (_run_worker)
         failed = runner.cancelled() or runner.exception() is not None
-        result = TaskResult("cancelled") if failed else runner.result()
+        self._finish(worker, lease, TaskResult("cancelled") if failed else runner.result())
+
+    def _finish(self, worker: Worker, lease: Lease, result: TaskResult) -> None:
+        """The lease finished and released, the result applied, the pump woken."""
         task = worker.task
         self._emitter.emit(
             events.LeaseFinished(
@@ -255,7 +282,6 @@ class Dispatcher:
             )
         )
         self._admission.release(lease)
-        self.workers.pop(runner, None)
         try:
             self._apply(task, result)
         except Exception as exc:  # a callback's exception would only reach asyncio's logger
