@@ -187,9 +187,9 @@ def error_class_for_exception(exc_type: type[BaseException]) -> type[ModelError]
 
 
 def _original_exception(exc: BaseException) -> BaseException:
-    # httpx-aiohttp re-raises aiohttp errors as httpx ones, and not always faithfully
-    # (connection refused and server disconnects both arrive as ConnectTimeout): the original,
-    # kept as __cause__, is the more specific.
+    # A transport that re-raises aiohttp errors as httpx ones (httpx-aiohttp, which the client
+    # used before issue 17) is not always faithful (connection refused and server disconnects
+    # both arrive as ConnectTimeout): the original, kept as __cause__, is the more specific.
     cause = exc.__cause__
     if isinstance(exc, httpx.HTTPError) and isinstance(cause, aiohttp.ClientError | TimeoutError):
         return cause
