@@ -190,6 +190,52 @@ def test_garbage_instead_of_http_is_connection_failed(transport: str) -> None:
     assert isinstance(with_raw_server(garbage, transport), ConnectionFailed)
 
 
+def test_default_transport_keeps_no_cookies_and_reads_quota_headers_as_sent() -> None:
+    """Two calls to a server that sets a cookie and states its quota in mixed-case headers:
+    the second request carries no cookie (an API client keeps none), and each answer's quota
+    is read from the raw headers."""
+    heads: list[bytes] = []
+    completion = b'{"choices": [{"message": {"content": "hi"}}], "model": "m"}'
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(4):  # keep-alive: a few requests per connection at most
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            heads.append(head.lower())
+            length = next(
+                int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            )  # fmt: skip
+            await reader.readexactly(length)
+            remaining = str(9 - len(heads)).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Set-Cookie: session=abc123; Path=/\r\n"
+                b"X-RateLimit-Remaining-Requests: " + remaining + b"\r\n"
+                b"Content-Length: " + str(len(completion)).encode() + b"\r\n\r\n" + completion
+            )
+            await writer.drain()
+        writer.close()
+
+    async def run() -> list[ChatResult]:
+        tcp = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = tcp.sockets[0].getsockname()[1]
+        try:
+            async with ModelClient(f"http://127.0.0.1:{port}/v1") as client:
+                return [await client.chat("m", USER) for _ in range(2)]
+        finally:
+            tcp.close()
+            await tcp.wait_closed()
+
+    results = asyncio.run(run())
+    assert [r.text for r in results] == ["hi", "hi"]
+    assert [r.ratelimit and r.ratelimit.remaining_requests for r in results] == [8, 7]
+    assert len(heads) == 2 and heads[0].startswith(b"post /v1/chat/completions ")
+    assert all(b"\r\ncookie:" not in head for head in heads)
+
+
 # -- the API key -------------------------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ async pool costs several times more CPU per request under concurrency (DESIGN §
 ``benchmarks/bench_client.py``), and httpx in front of aiohttp still ~200 µs per request more
 than aiohttp alone (issue 17). ``transport="httpx"`` keeps the plain httpx transport. Either way a
 failed answer is judged as an ``httpx.Response`` by the one :func:`classify`; only a 2xx chat
-completion takes the short path (:func:`_completion_from_body`).
+completion takes the short path (:func:`_completion_from_body`). The default transport keeps no
+cookies (an API key authenticates every request; httpx's cookie jar cost ~25 µs an answer).
 
 Failure map (first match wins; the tests enumerate every httpx and aiohttp exception class):
 
