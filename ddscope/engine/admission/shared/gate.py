@@ -109,8 +109,9 @@ class SharedRequestGate(RequestGate):
         state = self._shared
         if state is None:
             return self._initial_limit - len(self._members)
-        trying = sum(1 for w in self._queue if w.trying)
-        free = state.limit - state.in_flight + self._unsynced_releases - trying
+        # Requests leased but not yet admitted are not subtracted: the dispatcher counts them
+        # as held leases already (its capacity is permits held + this).
+        free = state.limit - state.in_flight + self._unsynced_releases
         return -(-free // state.active_workers) if free > 0 else free
 
     def statistics(self) -> GateStatistics:
@@ -301,9 +302,10 @@ class SharedRequestGate(RequestGate):
 
     # -- what the store hears -----------------------------------------------------------------
 
-    def on_state(self, state: SharedState) -> None:
+    def on_state(self, state: SharedState, *, released: int = 0) -> None:
         previous, self._shared = self._shared, state
-        self._unsynced_releases = 0
+        # Only the releases this batch carried are in the reply's count; later ones are not yet.
+        self._unsynced_releases = max(0, self._unsynced_releases - released)
         if not self._synced_limit:  # later changes come as "l" messages, in order
             self._synced_limit = True
             self._adopt_limit(state.limit, new_wave=previous is None and state.epoch > 0)

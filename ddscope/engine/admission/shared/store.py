@@ -73,7 +73,9 @@ class SharedState:
 class StateListener(Protocol):
     """What a gate hears from the store (all on the event loop)."""
 
-    def on_state(self, state: SharedState) -> None: ...
+    def on_state(self, state: SharedState, *, released: int) -> None:
+        """A reply: the state after a batch that held ``released`` of this worker's releases."""
+        ...
 
     def on_message(self, kind: str, fields: list[str]) -> None: ...
 
@@ -237,7 +239,9 @@ class RedisAdmissionStore:
                 self._linger.cancel()
             self._linger = None
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+            # The task's first step runs at the next loop iteration: whatever else is queued in
+            # this one (the release that freed the slot, other workers' acquires) goes with it.
+            self._start_flush()
         elif self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(
                 self.release_linger_s, self._linger_due
@@ -296,7 +300,7 @@ class RedisAdmissionStore:
                 elif granted:  # the waiter left meanwhile: give the slot straight back
                     self.release(spec.domain, op.a, urgent=True)
         if entry.listener is not None:
-            entry.listener.on_state(state)
+            entry.listener.on_state(state, released=sum(op.kind == "R" for op in ops))
 
     # -- background ---------------------------------------------------------------------------
 
