@@ -120,7 +120,8 @@ class Worker:
         self._row = row_values
         assert task.plan.alias is not None
         self._alias = task.plan.alias
-        self._gate = ctx.gates[self._alias.domain]
+        self._domain = self._alias.domain  # a property that formats a string: read once
+        self._gate = ctx.gates[self._domain]
         self._client = ctx.clients[self._alias.provider]
         self._backoffs = 0  # backoffs so far in this pass (the exponent)
 
@@ -213,7 +214,7 @@ class Worker:
     async def _attempt(
         self, permit: Permit, messages: list[dict[str, Any]], may_retry: bool
     ) -> str | _Failure:
-        ctx, task, domain = self.ctx, self.task, self._alias.domain
+        ctx, task, domain = self.ctx, self.task, self._domain
         ctx.permits[domain] += 1
         self.phase = "on_wire"
         ctx.requests += 1
@@ -277,7 +278,7 @@ class Worker:
                 attempt=task.attempts,
                 task_id=task.task_id,
                 lease_id=self.lease_id,
-                domain=self._alias.domain,
+                domain=self._domain,
                 prompt=prompt,
             )
         )
@@ -293,7 +294,7 @@ class Worker:
                 request_id=task.request_id,
                 attempt=task.attempts,
                 task_id=task.task_id,
-                domain=self._alias.domain,
+                domain=self._domain,
                 outcome=answer.outcome,
                 status_code=status,
                 retry_after_s=answer.retry_after_s,
