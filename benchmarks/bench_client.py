@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/bench_client.py [--requests 3000 --concurrency 32 --latency-ms 50]
 
-Runs the same load three ways — ModelClient over the aiohttp transport (the default), ModelClient
-over plain httpx, and a bare aiohttp ClientSession (the floor) — and prints, for each, wall time,
+Runs the same load three ways — ModelClient with its default transport (aiohttp, called
+directly), ModelClient over plain httpx, and a bare aiohttp ClientSession (the floor) — and
+prints, for each, wall time,
 its ratio to the ideal (requests × latency ÷ concurrency) and client CPU ms per request
 (``time.process_time``: the server runs in another process). Then one JSON line.
 """
@@ -134,7 +135,7 @@ def main() -> None:
         "ideal_s": round(ideal_s, 3),
         "results": {name: asdict(f) for name, f in results.items()},
     }
-    print(json.dumps(line))
+    print("JSON " + json.dumps(line))
 
 
 if __name__ == "__main__":
