@@ -20,8 +20,8 @@ one ``JSON`` line. Usage::
 
     .venv/bin/python benchmarks/bench_s5_overhead.py [--records 1000] [--repeats 3]
 
-Where the time goes (issue 17; cProfile of one ``no_sinks`` run, 1,000 records, 9.8 s profiled
-including 0.8 s asleep in epoll; self time by layer):
+Where the time goes (issue 17). **Before** (cProfile of one ``no_sinks`` run, 1,000 records,
+9.8 s profiled including 0.8 s asleep in epoll; self time by layer; 749 µs CPU per task):
 
 ======================================  =====  ==============================================
 layer                                   share  notes
@@ -38,8 +38,40 @@ worker, admission, events)                     construction 2.2 µs each (``mode
 asyncio, sockets                        12 %
 ======================================  =====  ==============================================
 
-``ModelClient.chat`` is 63 % of the profiled time: the no-sinks gap to the bare client is mostly
-the httpx layer, not the engine. The instruments, replayed without the network
+``ModelClient.chat`` was 63 % of the profiled time: the no-sinks gap to the bare client was
+mostly the httpx layer, not the engine.
+
+**After** (py-spy, 500 Hz, one ``no_sinks`` run of 1,000 records; samples asleep in epoll left
+out; self time by layer; 347–359 µs CPU per task in the benchmark, load average 1.0–2.0):
+
+======================================  =====  ==============================================
+layer                                   share  notes
+======================================  =====  ==============================================
+asyncio, sockets                        37 %   ``socket.send`` alone ≈ 85 µs a request under
+                                               cProfile (the kernel's loopback TCP, billed to
+                                               the sender)
+aiohttp                                 30 %   as in the bare client: ``engine/aiohttp_post.py``
+                                               sends with aiohttp directly (prebuilt URL, no
+                                               cookie jar, one deadline, 2xx parsed on a short
+                                               path, quota headers from the raw pairs)
+ddscope engine                          25 %   flat: worker 5 %, dispatch 5 %, gate 3 %, tasks,
+                                               fair queue, task admission 2 % each; nothing
+                                               above 1.5 % on its own
+model client (ours), orjson              4 %
+events (pydantic validation)             2 %
+======================================  =====  ==============================================
+
+``ModelClient.chat`` is now 37 % of the active samples and costs what a bare aiohttp call does
+(``bench_client.py``: 0.228 ms CPU a request against 0.235 ms bare; 0.43 ms before). The engine's
+own ≈ 120 µs a task is spread over scheduling, admission and events. Wall: the engine kept on
+average 30.3 of 32 request slots busy (an in-flight counter sampled every 5 ms): a finished
+worker's slot was leased again only two event-loop turns later (its done-callback, then the
+pump's wake), ≈ 1 ms each on a loop busy with a wave of answers; the worker now finishes its
+lease and leases the freed slot in its own last step (``dispatch.py``), 30.7 of 32. No-sinks
+wall over the bare client's, same session: 1.24× before issue 17's changes, 1.07× with the
+direct aiohttp client, 1.02–1.04× with the dispatch change too.
+
+The instruments, replayed without the network
 (``bench_sink_cost.py``, CPU per task): run.jsonl 9.4 µs; OTel 108 µs with ``start_span`` for
 every span (before issue 17) → 53 µs, of which the 3 histogram measurements per attempt are
 ≈ 24 µs (SDK 1.45: ~8 µs each, 3 µs on 1.43) and the spans ≈ 6 µs (finished spans handed
@@ -47,6 +79,8 @@ straight to the processors, ``otel/direct.py``, instead of ``start_span`` + ``en
 each). Live, record + OTel cost ≈ 140 µs per task on the engine's thread (``time.thread_time``);
 garbage collection is ≈ 11 µs of the difference (31 → 42 µs per task with the sinks), deferring
 every event to the end of the run costs the same, so the rest is the same code running colder.
+That cost did not shrink with the client's, so as a ratio it grew: record + OTLP costs 127–143 µs
+a task over no sinks, 1.36–1.41× its CPU (1.31× when no sinks cost 714 µs a task).
 """
 
 from __future__ import annotations
