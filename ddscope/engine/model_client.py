@@ -35,7 +35,7 @@ quotes them, control characters escaped, cut to ``ERROR_TEXT_LIMIT``.
 
 Bodies are read with a bound, so a huge answer cannot exhaust memory: a success body over
 ``max_response_bytes`` (default 8 MiB) is a BadResponse; of an error body only the first
-``ERROR_BODY_BYTES`` (64 KiB) are read — the message says how large the body was.
+``aiohttp_post.ERROR_BODY_BYTES`` (64 KiB) are read — the message says how large the body was.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ from ddscope.engine.admission.quota import (
     ratelimit_from_raw,
 )
 from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
-from ddscope.engine.aiohttp_post import BODY_CUT, ERROR_BODY_BYTES, AiohttpPoster, RawAnswer
+from ddscope.engine.aiohttp_post import BODY_CUT, AiohttpPoster, RawAnswer
+from ddscope.engine.httpx_post import HttpxPoster
 from ddscope.engine.pipeline.parts import ModelAlias
 from ddscope.engine.scrub import (
     ERROR_TEXT_LIMIT,
@@ -294,34 +295,6 @@ def _completion_from_body(
     )
 
 
-def _identity(response: httpx.Response) -> bool:
-    """No Content-Encoding: the decoded body is as long as the declared one (no zip bomb)."""
-    encoding = str(response.headers.get("content-encoding", "identity"))
-    return encoding.strip().lower() == "identity"
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length", "")
-    return int(value) if value.isdigit() else None
-
-
-async def _read_bounded(
-    response: httpx.Response, limit: int, declared: int | None
-) -> tuple[bytes, int | None]:
-    """At most ``limit`` bytes of the (decoded) body, and None or — if there was more — the
-    full size as declared (-1 when the server did not say). The rest is never read: closing
-    the response drops the connection instead."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        if size + len(chunk) > limit:
-            chunks.append(chunk[: limit - size])
-            return b"".join(chunks), declared if declared is not None else -1
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks), None
-
-
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -356,10 +329,9 @@ class ModelClient:
         headers = {"content-type": "application/json"}
         if self._secrets:  # the key travels in this header and nowhere else
             headers["authorization"] = f"Bearer {self._secrets[0]}"
-        # Built once: a relative URL costs httpx a parse and a merge per request (~45 µs).
+        # Built once: a relative URL costs a parse and a merge per request (~45 µs in httpx).
         self._chat_url = self._base_url.join("chat/completions")
-        self._poster: AiohttpPoster | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._poster: AiohttpPoster | HttpxPoster
         if transport == "aiohttp":
             self._poster = AiohttpPoster(
                 str(self._chat_url),
@@ -368,7 +340,13 @@ class ModelClient:
                 max_response_bytes=max_response_bytes,
             )
         else:
-            self._http = self._make_http(headers, max_connections)
+            self._poster = HttpxPoster(
+                self._chat_url,
+                headers,
+                timeout_s=self._timeout_s,
+                max_connections=max_connections,
+                max_response_bytes=max_response_bytes,
+            )
 
     @classmethod
     def from_env(
@@ -379,14 +357,6 @@ class ModelClient:
         if not value:
             raise ConfigError(f"environment variable {api_key_env} is not set (the API key)")
         return cls(base_url, api_key=SecretStr(value), **kwargs)
-
-    def _make_http(self, headers: dict[str, str], max_connections: int) -> httpx.AsyncClient:
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        return httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(self._timeout_s), limits=limits
-        )
 
     async def chat(
         self,
@@ -406,10 +376,7 @@ class ModelClient:
         try:
             # The overall deadline: a transport's timeouts bound each phase, not the whole call.
             async with asyncio.timeout(self._timeout_s):
-                if self._poster is not None:
-                    answer: RawAnswer | httpx.Response = await self._poster.post(content)
-                else:
-                    answer = await self._post_bounded(content)
+                answer: RawAnswer | httpx.Response = await self._poster.post(content)
         except CLASSIFIED_EXCEPTIONS as exc:
             raise classify(exc, secrets=self._secrets, timeout_s=self._timeout_s) from exc
         if isinstance(answer, RawAnswer):
@@ -433,47 +400,8 @@ class ModelClient:
             )
         return parse_chat_completion(response, secrets=self._secrets, sent=sent)
 
-    async def _post_bounded(self, content: bytes) -> httpx.Response:
-        """POSTs and reads the body with a bound (see the module docstring); the response
-        returned holds what was read, and ``extensions[BODY_CUT]`` = the full size (-1 if
-        unknown) when the body was larger."""
-        assert self._http is not None  # the httpx transport
-        request = self._http.build_request("POST", self._chat_url, content=content)
-        streamed = await self._http.send(request, stream=True)
-        try:
-            limit = self._max_response_bytes
-            if not streamed.is_success:
-                limit = min(limit, ERROR_BODY_BYTES)
-            declared = _content_length(streamed)
-            total: int | None
-            if streamed.is_success and declared is not None and declared > limit:
-                body, total = b"", declared  # refused unread: no point reading it
-            elif declared is not None and declared <= limit and _identity(streamed):
-                await streamed.aread()  # the usual case: the declared size is the bound
-                return streamed
-            else:
-                body, total = await _read_bounded(streamed, limit, declared)
-        finally:
-            await streamed.aclose()
-        extensions = dict(streamed.extensions)
-        if total is not None:
-            extensions[BODY_CUT] = total
-        headers = streamed.headers.copy()
-        for stale in ("content-encoding", "content-length"):  # the body is decoded, maybe cut
-            headers.pop(stale, None)
-        return httpx.Response(
-            streamed.status_code,
-            headers=headers,
-            content=body,
-            request=request,
-            extensions=extensions,
-        )
-
     async def aclose(self) -> None:
-        if self._poster is not None:
-            await self._poster.aclose()
-        if self._http is not None:
-            await self._http.aclose()
+        await self._poster.aclose()
 
     async def __aenter__(self) -> ModelClient:
         return self
