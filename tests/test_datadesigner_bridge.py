@@ -100,7 +100,9 @@ def test_without_reordering_the_stragglers_are_late_and_counted_not_raised(tmp_p
 
 
 def test_waiting_events_go_out_on_a_tick_while_datadesigner_is_quiet(tmp_path: Path) -> None:
-    bridge, sink, _ = _bridge(tmp_path, reorder_s=0.05)
+    # reorder_s is long enough that a loaded machine cannot age the event past it between its
+    # capture and the first check, and short enough that the ticks release it well before 5 s
+    bridge, sink, _ = _bridge(tmp_path, reorder_s=1.0)
     s = _scheduler_events(time.monotonic())
     bridge.emit_scheduler_event(s["scheduler_job_started"])
     bridge.emit_scheduler_event(
