@@ -26,7 +26,7 @@ and ``_aimd`` (replaced by a subclass that can follow the shared limit) — its 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from types import EllipsisType
 from typing import Any
 
@@ -169,14 +169,24 @@ class RequestGate:
         cancellation (also used when the gate is closed while waiting).
         """
         timeout = self.settings.acquire_timeout_s if timeout_s is ... else timeout_s
-        ids: dict[str, Any] = {"request_id": request_id, "attempt": attempt, "task_id": task_id}
+        ids = {"request_id": request_id, "attempt": attempt, "task_id": task_id}
+        return await self._recorded_wait(
+            self._wait_for_permit(request_id, attempt, timeout), ids, lease_id
+        )
+
+    async def _recorded_wait(
+        self, wait: Coroutine[Any, Any, Permit], ids: dict[str, Any], lease_id: int
+    ) -> Permit:
+        """Awaits ``wait`` between a WaitStarted and exactly one WaitFinished with its outcome
+        (admitted, timeout, breaker_open, or cancelled for anything else). Shared by the
+        local and the Redis-backed gate."""
         t_ns = self._emitter.t_ns
         self._emitter.emit(
             events.WaitStarted(t_ns=t_ns(), **ids, lease_id=lease_id, domain=self.domain)
         )
         outcome: events.WaitOutcome = "cancelled"
         try:
-            permit = await self._wait_for_permit(request_id, attempt, timeout)
+            permit = await wait
             outcome = "admitted"
             return permit
         except (BreakerOpen, AdmissionTimeout) as exc:

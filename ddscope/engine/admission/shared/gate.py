@@ -48,7 +48,6 @@ from ddscope.engine.admission.shared.follow import FollowingAimd, TapEmitter
 from ddscope.engine.admission.shared.store import RedisAdmissionStore, SharedState
 from ddscope.engine.clock import TimerHandle
 from ddscope.engine.emitter import Emitter
-from ddscope.errors import AdmissionTimeout, BreakerOpen
 
 SAFETY_RETRY_S = 0.5  # waiters retry at least this often even if a wake-up message was lost
 ADOPT_TOLERANCE_S = 0.05  # a remote cooldown shorter than ours by this much is ours: skip
@@ -151,23 +150,8 @@ class SharedRequestGate(RequestGate):
         else:
             counted = False
         timeout = self.settings.acquire_timeout_s if timeout_s is ... else timeout_s
-        ids: dict[str, Any] = {"request_id": request_id, "attempt": attempt, "task_id": task_id}
-        t_ns = self._emitter.t_ns
-        self._emitter.emit(
-            events.WaitStarted(t_ns=t_ns(), **ids, lease_id=lease_id, domain=self.domain)
-        )
-        outcome: events.WaitOutcome = "cancelled"
-        try:
-            permit = await self._wait(key, counted, timeout)
-            outcome = "admitted"
-            return permit
-        except (BreakerOpen, AdmissionTimeout) as exc:
-            outcome = "breaker_open" if isinstance(exc, BreakerOpen) else "timeout"
-            raise
-        finally:
-            self._emitter.emit(
-                events.WaitFinished(t_ns=t_ns(), **ids, domain=self.domain, outcome=outcome)
-            )
+        ids = {"request_id": request_id, "attempt": attempt, "task_id": task_id}
+        return await self._recorded_wait(self._wait(key, counted, timeout), ids, lease_id)
 
     async def _wait(self, key: tuple[int, int], counted: bool, timeout: float | None) -> Permit:
         if self.refusing:
