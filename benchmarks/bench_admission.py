@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from ddscope.engine.output import DiscardingRowWriter
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus, ListSink
 from ddscope.exporters.health import analyze

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import aiohttp
 import orjson
 
-from ddscope.engine.model_client import ModelClient
+from ddscope.engine.client.model_client import ModelClient
 from ddscope.mock import MockBehavior, MockServerProcess
 
 MESSAGES = [{"role": "user", "content": "write one sentence about topic a"}]

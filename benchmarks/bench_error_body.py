@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ddscope.engine.scrub import scrub_error_text, sent_texts
+from ddscope.engine.client.scrub import scrub_error_text, sent_texts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from error_body_support import measure

@@ -27,8 +27,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from ddscope.engine.output import DiscardingRowWriter
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, ListSink, RunHeader
 from ddscope.mock.server import MockServer

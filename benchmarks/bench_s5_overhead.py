@@ -100,8 +100,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from ddscope.engine.output import DiscardingRowWriter
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus, EventSink
 from ddscope.exporters.otel.setup import build_otel_sink

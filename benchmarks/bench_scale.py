@@ -29,7 +29,7 @@ from typing import Any
 
 from bench_s5_overhead import COLUMNS, chain3, expected_spans, start_receiver, stop_receiver
 
-from ddscope.engine.output import DiscardingRowWriter
+from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import Event, EventBus, EventSink, RunHeader
 from ddscope.exporters.otel.setup import build_otel_sink

@@ -39,7 +39,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ddscope.engine.output import DiscardingRowWriter
+from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import Event, EventBus, EventSink, RunHeader
 from ddscope.exporters.otel.direct import DirectSpans

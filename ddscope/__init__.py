@@ -47,8 +47,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
     __version__ = "0.0.0+unknown"
 
 if TYPE_CHECKING:
-    from ddscope.engine.output import DiscardingRowWriter, JsonlRowWriter, RowWriter
     from ddscope.engine.pipeline import Pipeline
+    from ddscope.engine.rows.output import DiscardingRowWriter, JsonlRowWriter, RowWriter
     from ddscope.engine.scheduler import RunSummary, run_pipeline
     from ddscope.exporters.health import HealthReport, analyze
     from ddscope.exporters.trace.perfetto import export_perfetto
@@ -60,9 +60,9 @@ _LAZY: dict[str, str] = {
     "Pipeline": "ddscope.engine.pipeline",
     "run_pipeline": "ddscope.engine.scheduler",
     "RunSummary": "ddscope.engine.scheduler",
-    "RowWriter": "ddscope.engine.output",
-    "JsonlRowWriter": "ddscope.engine.output",
-    "DiscardingRowWriter": "ddscope.engine.output",
+    "RowWriter": "ddscope.engine.rows.output",
+    "JsonlRowWriter": "ddscope.engine.rows.output",
+    "DiscardingRowWriter": "ddscope.engine.rows.output",
     "JsonlRecorder": "ddscope.record.jsonl",
     "RunReader": "ddscope.record.jsonl",
     "analyze": "ddscope.exporters.health",

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from ddscope import __version__
 from ddscope.cli.main import cli
-from ddscope.engine.output import read_rows
+from ddscope.engine.rows.output import read_rows
 from ddscope.mock import MockBehavior, MockServer
 from ddscope.record.jsonl import RunReader
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from ddscope.engine.fair_queue import FairQueue
+from ddscope.engine.scheduling.fair_queue import FairQueue
 
 
 def drain(queue: FairQueue[str], n: int) -> list[str]:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from scheduler_support import MemoryWriter, as_dicts, chain3
 
-from ddscope.engine.output import JsonlRowWriter, OutputWriteError, read_rows
-from ddscope.engine.row_groups import MAX_GROUP_ROWS, AdmissionTarget
+from ddscope.engine.rows.output import JsonlRowWriter, OutputWriteError, read_rows
+from ddscope.engine.rows.row_groups import MAX_GROUP_ROWS, AdmissionTarget
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus, ListSink
 from ddscope.mock import MockServer

@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result
 from engine_records import EngineSpec, write_engine_record
 from fault_support import pipeline_dict, write_pipeline
 
+from ddscope.cli.console.progress import ProgressSink
 from ddscope.cli.main import cli
-from ddscope.cli.progress import ProgressSink
 from ddscope.events import RowDropped
 from ddscope.mock import MockServer
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from ddscope.engine.output import JsonlRowWriter
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.rows.output import JsonlRowWriter
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus
 from ddscope.exporters.health import analyze

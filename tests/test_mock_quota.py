@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from ddscope.engine.model_client import ModelClient
+from ddscope.engine.client.model_client import ModelClient
 from ddscope.errors import ConfigError, RateLimited, ServerError
 from ddscope.mock import MockBehavior, MockServer
 from ddscope.mock.behavior import MockState

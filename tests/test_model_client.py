@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ddscope.engine.admission.retry_after import retry_after_from_headers
-from ddscope.engine.model_client import (
+from ddscope.engine.client.model_client import (
     MAX_DETAIL_CHARS,
     ChatResult,
     ModelClient,

@@ -6,7 +6,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ddscope.engine.output import JsonlRowWriter, read_rows
+from ddscope.engine.rows.output import JsonlRowWriter, read_rows
 
 
 def test_rows_are_written_in_order_with_the_row_index_first(tmp_path: Path) -> None:
@@ -57,7 +57,7 @@ def test_a_non_integer_row_index_is_refused(tmp_path: Path) -> None:
 
 
 def test_discarding_writer_counts_rows_and_keeps_none() -> None:
-    from ddscope.engine.output import DiscardingRowWriter
+    from ddscope.engine.rows.output import DiscardingRowWriter
 
     writer = DiscardingRowWriter()
     writer.write_rows([{"a": 1}, {"a": 2}])

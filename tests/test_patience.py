@@ -5,7 +5,7 @@ from __future__ import annotations
 from scheduler_support import plain_pipeline
 
 from ddscope.engine.admission.patience import counts_against_budget, failure_budget, keeps_waiting
-from ddscope.engine.tasks import ModelTask, plan_columns
+from ddscope.engine.scheduling.tasks import ModelTask, plan_columns
 from ddscope.events import RETRYABLE_KINDS
 
 

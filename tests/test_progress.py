@@ -4,8 +4,8 @@ import io
 from pathlib import Path
 
 from ddscope import events as ev
-from ddscope.cli.progress import ProgressSink, RunTally, status_line
-from ddscope.cli.summary import exit_code_of, summary_paragraph
+from ddscope.cli.console.progress import ProgressSink, RunTally, status_line
+from ddscope.cli.console.summary import exit_code_of, summary_paragraph
 from ddscope.engine.scheduler import RunSummary
 
 S = 1_000_000_000

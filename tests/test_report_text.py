@@ -17,8 +17,8 @@ from perfetto_support import write_record
 from report_support import demo_record
 
 from ddscope import events as ev
-from ddscope.cli.next_steps import next_commands
-from ddscope.cli.progress import DomainView, RunTally, status_line
+from ddscope.cli.console.next_steps import next_commands
+from ddscope.cli.console.progress import DomainView, RunTally, status_line
 from ddscope.exporters.health import analyze, render
 
 

@@ -6,13 +6,13 @@ from scheduler_support import MemoryWriter, plain_pipeline
 
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.row_groups import (
+from ddscope.engine.rows.row_groups import (
     AdmissionTarget,
     Checkpointer,
     row_group_bounds,
     row_group_count,
 )
-from ddscope.engine.tasks import RowGroup, plan_columns
+from ddscope.engine.scheduling.tasks import RowGroup, plan_columns
 from ddscope.events import EventBus, ListSink
 
 

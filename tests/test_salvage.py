@@ -6,13 +6,13 @@ from scheduler_support import plain_pipeline
 
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.salvage import (
+from ddscope.engine.scheduling.salvage import (
     PATIENT_MIN_PAUSE_S,
     SalvageRound,
     exhausted_message,
     pause_before_round,
 )
-from ddscope.engine.tasks import ModelTask, plan_columns
+from ddscope.engine.scheduling.tasks import ModelTask, plan_columns
 from ddscope.events import EventBus, ListSink
 
 

@@ -6,7 +6,7 @@ from ddscope.engine.admission.gate import AdmissionSettings, RequestGate
 from ddscope.engine.admission.saturation import SaturationClock, SaturationWatch, saturated_message
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.shutdown import StopReason
+from ddscope.engine.scheduling.shutdown import StopReason
 from ddscope.events import AttemptOutcome, EventBus, ListSink
 
 

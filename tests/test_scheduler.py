@@ -17,8 +17,8 @@ from scheduler_support import (
     unpaired_intervals,
 )
 
-from ddscope.engine.output import JsonlRowWriter, read_rows
 from ddscope.engine.pipeline.samplers import sample_cell
+from ddscope.engine.rows.output import JsonlRowWriter, read_rows
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus, ListSink
 from ddscope.mock.server import MockServer

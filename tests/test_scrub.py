@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ddscope.engine.scrub import (
+from ddscope.engine.client.scrub import (
     ERROR_TEXT_LIMIT,
     MIN_QUOTE_CHARS,
     cut_notice_text,

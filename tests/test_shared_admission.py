@@ -28,7 +28,7 @@ from ddscope.engine.admission.shared.url import AdmissionUrl
 from ddscope.engine.admission.types import AdmissionSettings
 from ddscope.engine.clock import MonotonicClock
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.shards import Shard
+from ddscope.engine.rows.shards import Shard
 from ddscope.errors import AdmissionTimeout, ConfigError
 from ddscope.events import EventBus, ListSink
 

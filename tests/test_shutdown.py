@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddscope.engine.shutdown import ErrorRateWindow
+from ddscope.engine.scheduling.shutdown import ErrorRateWindow
 from ddscope.errors import ConfigError
 
 

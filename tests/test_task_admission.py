@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from ddscope.engine.task_admission import TaskAdmission
+from ddscope.engine.scheduling.task_admission import TaskAdmission
 
 
 def test_lease_is_all_or_nothing():

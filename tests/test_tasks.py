@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ddscope.engine.pipeline.model import Pipeline
-from ddscope.engine.tasks import ColumnPlan, RowGroup, plan_columns
+from ddscope.engine.scheduling.tasks import ColumnPlan, RowGroup, plan_columns
 
 
 def pipeline() -> Pipeline:

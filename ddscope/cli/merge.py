@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from ddscope.cli.common import handle_errors, warn
-from ddscope.engine.row_groups import engine_group_rows, row_group_count
-from ddscope.engine.shards import Shard
+from ddscope.engine.rows.row_groups import engine_group_rows, row_group_count
+from ddscope.engine.rows.shards import Shard
 from ddscope.errors import ConfigError
 from ddscope.record.jsonl import RunReader
 from ddscope.record.merge import MergeResult, merge_data, merge_records

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ddscope.cli.common import handle_errors, warn
-from ddscope.cli.next_steps import invoked_as
+from ddscope.cli.console.next_steps import invoked_as
 
 
 def default_out(records: tuple[Path, ...]) -> Path:

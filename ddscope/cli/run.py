@@ -26,21 +26,21 @@ from typing import TYPE_CHECKING
 import click
 
 from ddscope.cli.common import handle_errors, warn
+from ddscope.cli.console.progress import ProgressSink
+from ddscope.cli.console.summary import exit_code_of, summary_paragraph
 from ddscope.cli.otel_options import otel_options
 from ddscope.cli.out_dir import claim_out_dir
 from ddscope.cli.preflight import check_api_keys, check_endpoints, check_otlp_endpoint
-from ddscope.cli.progress import ProgressSink
 from ddscope.cli.stop_signals import run_until_stopped
-from ddscope.cli.summary import exit_code_of, summary_paragraph
-from ddscope.engine.output import JsonlRowWriter
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.rows.output import JsonlRowWriter
 from ddscope.events import EventBus, EventSink
 from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.record.jsonl import JsonlRecorder, segment_path
 
 if TYPE_CHECKING:
     from ddscope.engine.admission.shared.session import SharedAdmission
-    from ddscope.engine.resume import ResumePoint
+    from ddscope.engine.rows.resume import ResumePoint
 
 DEFAULT_OUT = Path("ddscope-out")
 DATA_FILE = "data.jsonl"
@@ -142,7 +142,7 @@ def execute(
 
 
 def _plan_resume(pipeline: Pipeline, run_dir: Path) -> ResumePoint:
-    from ddscope.engine.resume import plan_resume
+    from ddscope.engine.rows.resume import plan_resume
 
     return plan_resume(pipeline, run_dir / RECORD_FILE, run_dir / DATA_FILE)
 

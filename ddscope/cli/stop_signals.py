@@ -8,13 +8,13 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING
 
-from ddscope.engine.output import RowWriter
 from ddscope.engine.pipeline.model import Pipeline
+from ddscope.engine.rows.output import RowWriter
 from ddscope.events import EventBus
 
 if TYPE_CHECKING:
     from ddscope.engine.admission.shared.session import SharedAdmission
-    from ddscope.engine.resume import ResumePoint
+    from ddscope.engine.rows.resume import ResumePoint
     from ddscope.engine.scheduler import RunSummary
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

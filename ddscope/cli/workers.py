@@ -31,14 +31,14 @@ from typing import Any
 
 import click
 
-from ddscope.cli.job_progress import JobProgress
+from ddscope.cli.console.job_progress import JobProgress
+from ddscope.cli.console.next_steps import next_commands
 from ddscope.cli.merge import WORKERS_DIR, merge_job
-from ddscope.cli.next_steps import next_commands
 from ddscope.cli.out_dir import claim_out_dir
 from ddscope.engine.admission.shared.session import COUNTERS_FILE, SharedAdmission
 from ddscope.engine.admission.shared.url import AdmissionUrl
 from ddscope.engine.pipeline.model import Pipeline
-from ddscope.engine.shards import Shard
+from ddscope.engine.rows.shards import Shard
 from ddscope.errors import ConfigError
 from ddscope.record.jsonl import RunReader
 

@@ -4,9 +4,11 @@ click or HTML code (tests/test_layering.py keeps it so).
 * :mod:`~ddscope.engine.pipeline` — config models, loading, the column DAG, templates, samplers;
 * :mod:`~ddscope.engine.admission` — per provider/model request admission: AIMD, cooldowns,
   ramp, waiters, circuit breaker;
-* :mod:`~ddscope.engine.scheduler` — the run loop (:func:`run_pipeline`), with row groups,
-  the fair ready queue, task leases, workers, salvage, shutdown and output beside it;
-* :mod:`~ddscope.engine.model_client` — the OpenAI-compatible client and error classification.
+* :mod:`~ddscope.engine.scheduler` — the run loop (:func:`run_pipeline`);
+* :mod:`~ddscope.engine.scheduling` — cells as tasks, the fair ready queue, task leases, the
+  dispatcher and workers, the main pass, salvage rounds, early shutdown;
+* :mod:`~ddscope.engine.rows` — row groups, row writers, ``--resume``, shards;
+* :mod:`~ddscope.engine.client` — the OpenAI-compatible client, error classification, scrub.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ddscope.engine.admission.gate import AdmissionSettings
-from ddscope.engine.model_client import ModelClient
+from ddscope.engine.client.model_client import ModelClient
 from ddscope.engine.pipeline.model import ModelAlias, Pipeline, Provider
 
 ClientFactory = Callable[[Provider, ModelAlias], Any]

@@ -51,19 +51,19 @@ from ddscope.engine.admission.gate import AdmissionSettings, RequestAdmission
 from ddscope.engine.admission.patience import failure_budget
 from ddscope.engine.admission.saturation import SaturationWatch
 from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
-from ddscope.engine.dispatch import Dispatcher
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.output import OutputWriteError, RowWriter, open_output
-from ddscope.engine.passes import RunPasses
 from ddscope.engine.pipeline.model import Pipeline
-from ddscope.engine.resume import ResumePoint, pipeline_fingerprint
+from ddscope.engine.rows.output import OutputWriteError, RowWriter, open_output
+from ddscope.engine.rows.resume import ResumePoint, pipeline_fingerprint
 from ddscope.engine.run_setup import (
     ClientFactory,
     admission_settings,
     default_client,
     open_clients,
 )
-from ddscope.engine.shutdown import (
+from ddscope.engine.scheduling.dispatch import Dispatcher
+from ddscope.engine.scheduling.passes import RunPasses
+from ddscope.engine.scheduling.shutdown import (
     ErrorRateWindow,
     StopReason,
     breaker_open_message,
@@ -71,7 +71,7 @@ from ddscope.engine.shutdown import (
     cancel_when,
     cancelled_by_us,
 )
-from ddscope.engine.worker import WorkerContext
+from ddscope.engine.scheduling.worker import WorkerContext
 
 MAX_SHUTDOWN_GRACE_S = 10.0  # requests on the wire get this long to finish after a stop
 

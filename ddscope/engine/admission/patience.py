@@ -20,7 +20,7 @@ Pure: no asyncio, no clock.
 
 from __future__ import annotations
 
-from ddscope.engine.tasks import ModelTask
+from ddscope.engine.scheduling.tasks import ModelTask
 
 # Failure kinds that mean "the endpoint is full", not "the request or the endpoint is broken".
 PUSHBACK_KINDS: frozenset[str] = frozenset({"rate_limited", "admission_timeout", "breaker_open"})

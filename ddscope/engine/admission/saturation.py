@@ -23,7 +23,7 @@ from ddscope import events
 from ddscope.engine.admission.deadline_timer import DeadlineTimer
 from ddscope.engine.admission.gate import RequestGate
 from ddscope.engine.clock import Clock
-from ddscope.engine.shutdown import StopReason
+from ddscope.engine.scheduling.shutdown import StopReason
 
 _EPSILON_S = 1e-9
 

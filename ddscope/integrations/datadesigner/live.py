@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ddscope import __version__
-from ddscope.engine.scrub import scrub_error_text
+from ddscope.engine.client.scrub import scrub_error_text
 from ddscope.events import EventBus, EventSink, event_adapter
 from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.integrations.datadesigner.layout import RunLayout

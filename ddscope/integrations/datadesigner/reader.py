@@ -31,7 +31,7 @@ import orjson
 from pydantic import ValidationError
 
 from ddscope import __version__
-from ddscope.engine.scrub import scrub_error_text
+from ddscope.engine.client.scrub import scrub_error_text
 from ddscope.errors import RecordError
 from ddscope.events import Event, event_adapter
 from ddscope.integrations.datadesigner.layout import RunLayout, dependencies_from_config

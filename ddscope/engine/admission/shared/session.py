@@ -35,8 +35,8 @@ from ddscope.engine.admission.shared.store import (
 from ddscope.engine.admission.shared.url import AdmissionUrl
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.pipeline.model import Pipeline
-from ddscope.engine.row_groups import engine_group_rows, row_group_bounds
-from ddscope.engine.shards import Shard
+from ddscope.engine.rows.row_groups import engine_group_rows, row_group_bounds
+from ddscope.engine.rows.shards import Shard
 
 COUNTERS_FILE = "admission.json"  # the worker's Redis round trips, beside its record
 

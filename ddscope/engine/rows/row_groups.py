@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Literal
 
 from ddscope import events
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.tasks import RowGroup
+from ddscope.engine.scheduling.tasks import RowGroup
 
 if TYPE_CHECKING:
-    from ddscope.engine.output import RowWriter
+    from ddscope.engine.rows.output import RowWriter
 
 # Rows per engine row group at most (see "Slices"): 1,000 rows keep a group's memory to a few MB
 # and its stop (one drop event per unfinished row) well under a second.
@@ -129,7 +129,7 @@ class Checkpointer:
 
     def _write(self, group: RowGroup, abandoned: bool) -> bool:
         """Writes one group; False (and ``failure`` set, the run told) when the write failed."""
-        from ddscope.engine.output import OutputWriteError
+        from ddscope.engine.rows.output import OutputWriteError
 
         rows = [{**values, "_row": row} for row, values in group.completed_rows()]
         if rows:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import httpx
 
-from ddscope.engine.aiohttp_post import BODY_CUT, ERROR_BODY_BYTES
+from ddscope.engine.client.aiohttp_post import BODY_CUT, ERROR_BODY_BYTES
 
 __all__ = ["HttpxPoster"]
 

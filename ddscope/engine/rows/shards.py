@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ddscope.engine.row_groups import engine_group_rows, row_group_count
+from ddscope.engine.rows.row_groups import engine_group_rows, row_group_count
 from ddscope.errors import ConfigError
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

@@ -17,11 +17,16 @@ from collections.abc import Mapping
 from ddscope.engine.admission.gate import RequestAdmission, RequestGate
 from ddscope.engine.admission.patience import keeps_waiting
 from ddscope.engine.clock import Clock
-from ddscope.engine.dispatch import Dispatcher
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.pipeline.model import RunSettings
-from ddscope.engine.salvage import EXHAUSTED, SalvageRound, exhausted_message, pause_before_round
-from ddscope.engine.shutdown import StopReason
+from ddscope.engine.scheduling.dispatch import Dispatcher
+from ddscope.engine.scheduling.salvage import (
+    EXHAUSTED,
+    SalvageRound,
+    exhausted_message,
+    pause_before_round,
+)
+from ddscope.engine.scheduling.shutdown import StopReason
 
 
 class RunPasses:

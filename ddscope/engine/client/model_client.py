@@ -1,7 +1,7 @@
 """The model client: OpenAI-compatible ``POST {base_url}/chat/completions`` and the one place where
 every way a call can fail becomes exactly one :class:`~ddscope.errors.ModelError` (``classify``).
 
-By default it sends with aiohttp directly (:mod:`~ddscope.engine.aiohttp_post`): httpx's own
+By default it sends with aiohttp directly (:mod:`~ddscope.engine.client.aiohttp_post`): httpx's own
 async pool costs several times more CPU per request under concurrency (DESIGN §3,
 ``benchmarks/bench_client.py``), and httpx in front of aiohttp still ~200 µs per request more
 than aiohttp alone (issue 17). ``transport="httpx"`` keeps the plain httpx transport. Either way a
@@ -29,9 +29,9 @@ an invalid request or URL (ours)               ClientError
 =============================================  ================================================
 
 Secrets: the API key lives in a pydantic ``SecretStr`` and travels only in the Authorization
-header. Error messages go through :func:`ddscope.engine.scrub.scrub_error_text`: one line, the
-key redacted should a server echo it back, the request's own messages masked where the server
-quotes them, control characters escaped, cut to ``ERROR_TEXT_LIMIT``.
+header. Error messages go through :func:`ddscope.engine.client.scrub.scrub_error_text`: one
+line, the key redacted should a server echo it back, the request's own messages masked where the
+server quotes them, control characters escaped, cut to ``ERROR_TEXT_LIMIT``.
 
 Bodies are read with a bound, so a huge answer cannot exhaust memory: a success body over
 ``max_response_bytes`` (default 8 MiB) is a BadResponse; of an error body only the first
@@ -57,10 +57,9 @@ from ddscope.engine.admission.quota import (
     ratelimit_from_raw,
 )
 from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
-from ddscope.engine.aiohttp_post import BODY_CUT, AiohttpPoster, RawAnswer
-from ddscope.engine.httpx_post import HttpxPoster
-from ddscope.engine.pipeline.parts import ModelAlias
-from ddscope.engine.scrub import (
+from ddscope.engine.client.aiohttp_post import BODY_CUT, AiohttpPoster, RawAnswer
+from ddscope.engine.client.httpx_post import HttpxPoster
+from ddscope.engine.client.scrub import (
     ERROR_TEXT_LIMIT,
     MIN_QUOTE_CHARS,
     SentText,
@@ -68,6 +67,7 @@ from ddscope.engine.scrub import (
     scrub_error_text,
     sent_texts,
 )
+from ddscope.engine.pipeline.parts import ModelAlias
 from ddscope.errors import (
     BadResponse,
     ClientError,
@@ -159,7 +159,7 @@ def classify(
 ) -> ModelError:
     """The one error for a failed call: an exception raised while calling, or a response that
     is not a chat completion. ``secrets`` are redacted from the message and ``sent`` (what the
-    request carried, see :func:`~ddscope.engine.scrub.sent_texts`) masked; ``timeout_s`` only
+    request carried, see :func:`~ddscope.engine.client.scrub.sent_texts`) masked; ``timeout_s`` only
     words a timeout's message. An exception outside :data:`EXCEPTION_CLASSES` is a bug, not an
     endpoint failure: TypeError."""
     if isinstance(failure, httpx.Response):

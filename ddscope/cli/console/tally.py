@@ -1,6 +1,7 @@
 """The running figures of one run as ``ddtrace run`` shows them: :class:`RunTally` folds events
 into rows, drops by reason, requests, 429s and each domain's limit / in-flight / cooldown
-(:class:`DomainView`). Cheap per event; no printing (that is :mod:`ddscope.cli.progress`)."""
+(:class:`DomainView`). Cheap per event; no printing (that is
+:mod:`ddscope.cli.console.progress`)."""
 
 from __future__ import annotations
 

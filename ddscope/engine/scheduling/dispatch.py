@@ -29,19 +29,19 @@ from collections.abc import Callable, Mapping
 from ddscope import events
 from ddscope.engine.admission.gate import RequestGate
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.fair_queue import FairQueue
-from ddscope.engine.output import RowWriter
 from ddscope.engine.pipeline.model import Pipeline
-from ddscope.engine.row_groups import (
+from ddscope.engine.rows.output import RowWriter
+from ddscope.engine.rows.row_groups import (
     AdmissionTarget,
     Checkpointer,
     engine_group_rows,
     row_group_bounds,
     row_group_count,
 )
-from ddscope.engine.task_admission import Lease, TaskAdmission
-from ddscope.engine.tasks import ModelTask, RowGroup, Settled, plan_columns
-from ddscope.engine.worker import TaskResult, Worker, WorkerContext
+from ddscope.engine.scheduling.fair_queue import FairQueue
+from ddscope.engine.scheduling.task_admission import Lease, TaskAdmission
+from ddscope.engine.scheduling.tasks import ModelTask, RowGroup, Settled, plan_columns
+from ddscope.engine.scheduling.worker import TaskResult, Worker, WorkerContext
 
 log = logging.getLogger(__name__)
 LLM_WAIT = "llm_wait"

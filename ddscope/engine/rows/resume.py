@@ -37,9 +37,9 @@ from typing import Any
 
 import orjson
 
-from ddscope.engine.output import journal_path, read_journal
 from ddscope.engine.pipeline.model import LlmTextColumn, Pipeline
-from ddscope.engine.row_groups import engine_group_rows, row_group_bounds, row_group_count
+from ddscope.engine.rows.output import journal_path, read_journal
+from ddscope.engine.rows.row_groups import engine_group_rows, row_group_bounds, row_group_count
 from ddscope.errors import ConfigError, RecordError
 from ddscope.record.jsonl import RunReader, record_parts
 

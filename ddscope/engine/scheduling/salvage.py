@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ddscope import events
 from ddscope.engine.emitter import Emitter
-from ddscope.engine.tasks import ModelTask
+from ddscope.engine.scheduling.tasks import ModelTask
 
 EXHAUSTED = "retries_exhausted"
 # Rounds past salvage_rounds (breaker_policy wait) may repeat for many minutes: this floor keeps

@@ -36,11 +36,11 @@ from ddscope.engine.admission.breaker import is_pushback
 from ddscope.engine.admission.gate import Permit, RequestGate
 from ddscope.engine.admission.patience import counts_against_budget
 from ddscope.engine.admission.quota import RateLimitHeaders
+from ddscope.engine.client.scrub import scrub_error_text, sent_texts
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.pipeline.model import LlmTextColumn
 from ddscope.engine.pipeline.templates import render
-from ddscope.engine.scrub import scrub_error_text, sent_texts
-from ddscope.engine.tasks import ModelTask
+from ddscope.engine.scheduling.tasks import ModelTask
 from ddscope.errors import AdmissionTimeout, BreakerOpen, ModelError, TemplateError
 
 ResultOutcome = Literal["ok", "dropped", "deferred", "cancelled"]

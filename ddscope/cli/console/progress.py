@@ -1,11 +1,11 @@
 """What ``ddtrace run`` shows while a run goes, and the paragraph it ends with.
 
-:class:`~ddscope.cli.tally.RunTally` folds events into the figures people ask for (rows, drops
-by reason, requests, 429s, each domain's limit, in flight, cooldown). :class:`ProgressSink` is the
-event sink that prints them: on a terminal one status line redrawn at most ten times a second;
-otherwise plain lines, one per row-group checkpoint and one per health event. The engine emits
-health at least every few seconds, so a stalled endpoint never leaves the user without output.
-Breaker, shutdown and salvage events are printed at once in both modes.
+:class:`~ddscope.cli.console.tally.RunTally` folds events into the figures people ask for (rows,
+drops by reason, requests, 429s, each domain's limit, in flight, cooldown). :class:`ProgressSink`
+is the event sink that prints them: on a terminal one status line redrawn at most ten times a
+second; otherwise plain lines, one per row-group checkpoint and one per health event. The engine
+emits health at least every few seconds, so a stalled endpoint never leaves the user without
+output. Breaker, shutdown and salvage events are printed at once in both modes.
 
 Nothing printed here carries prompt or completion text, error bodies or secrets: only counts,
 names, and the engine's own reason sentences.
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ddscope import events
-from ddscope.cli.tally import DomainView, RunTally
-from ddscope.engine.scrub import escape_controls
+from ddscope.cli.console.tally import DomainView, RunTally
+from ddscope.engine.client.scrub import escape_controls
 
 __all__ = [
     "DomainView",
