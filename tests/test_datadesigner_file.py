@@ -207,6 +207,8 @@ def test_fixture_healthy_run_is_healthy() -> None:
     assert doc["totals"]["rows_completed"] == 30 and doc["totals"]["row_groups_finished"] == 3
     assert doc["scheduler"]["leases_by_outcome"] == {"ok": 93}
     assert any("no per-request events" in w for w in doc["record"]["warnings"])
+    # with no attempts on record, idle capacity is unknown: no finding may blame the row groups
+    assert [f.code for f in report.findings] == []
 
 
 def test_fixture_s1_is_an_interrupted_rate_limited_run_with_its_deferrals_counted() -> None:

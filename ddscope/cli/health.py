@@ -71,10 +71,10 @@ def health_command(
         sys.stdout.buffer.write(b"\n")
         sys.stdout.flush()
     else:
-        from ddscope.exporters.health.render import render
+        from ddscope.exporters.health.render import clip, render
 
-        click.echo(render(report, color=sys.stdout.isatty()))
+        click.echo(render(report, color=sys.stdout.isatty(), warnings=False))
         for line in report.record.warnings:
-            warn(line)
+            warn(clip(line, 1000))  # escaped; a warning names file:line, so it gets more room
     if fail_on is not None and verdict_rank(report.verdict) >= verdict_rank(fail_on):
         sys.exit(EXIT_FAILED)

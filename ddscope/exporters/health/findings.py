@@ -354,7 +354,9 @@ def _starved_finding(
     header: RunHeader, d: DomainReport, totals: Totals, th: Thresholds
 ) -> Finding | None:
     cap, none = d.idle.capacity_slot_s, d.idle.no_ready_work
-    if cap <= 0 or none.total_slot_s / cap < th.starved_share:
+    # No attempt seen at all: either nothing was sent, or the record has no request-level events
+    # (a DataDesigner scheduler file) — idle capacity is then unknown, not idle.
+    if cap <= 0 or d.attempts_total == 0 or none.total_slot_s / cap < th.starved_share:
         return None
     return Finding(
         "no_ready_work",

@@ -57,7 +57,10 @@ def seconds(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
-def render(report: HealthReport, *, color: bool = False) -> str:
+def render(report: HealthReport, *, color: bool = False, warnings: bool = True) -> str:
+    """The report as text; ``warnings=False`` leaves out the record's warnings (the CLI prints
+    them to stderr instead, once)."""
+
     def paint(text: str, level: str, bold: bool = False) -> str:
         return _style(text, COLOURS.get(level), bold) if color else text
 
@@ -76,7 +79,8 @@ def render(report: HealthReport, *, color: bool = False) -> str:
     lines += ["", "scheduler", "  " + no_progress_line(report), *_scheduler(report.scheduler)]
     if report.engine_health is not None:
         lines.append("  " + _engine_line("engine's last health event", report.engine_health))
-    lines += [f"warning: {clip(w)}" for w in report.record.warnings]
+    if warnings:
+        lines += [f"warning: {clip(w)}" for w in report.record.warnings]
     return "\n".join(lines)
 
 
