@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from ddscope.exporters.otel.histograms import fast_histogram
 from ddscope.exporters.otel.metrics import DomainState, Tally
 
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
@@ -88,7 +89,7 @@ class GenAiMetrics:
         # Tallies exist in every mode (the sink zeroes them per domain); observed only if new.
         self.input_usage = Tally()
         self.output_usage = Tally()
-        histogram = meter.create_histogram
+        histogram = fast_histogram(meter)
         if chosen.old:
             self._old_duration = histogram(
                 "gen_ai.client.operation.duration",
@@ -106,7 +107,7 @@ class GenAiMetrics:
             self._new_instruments(meter, observer)
 
     def _new_instruments(self, meter: Meter, observer: Callable[[_Callback], _Callback]) -> None:
-        histogram = meter.create_histogram
+        histogram = fast_histogram(meter)
         self._duration = histogram(
             "gen_ai.client.inference.duration",
             "s",
