@@ -21,7 +21,6 @@ it); a retryable one defers the task for salvage. A row group is checkpointed wh
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -112,7 +111,11 @@ class Dispatcher:
         self.checkpointer = Checkpointer(
             output, emitter, self._on_write_failure, first_index=groups_done, rows_before=rows_done
         )
-        self.workers: dict[asyncio.Task[TaskResult], Worker] = {}
+        self.workers: dict[asyncio.Task[TaskResult], Worker] = {}  # runner → its current cell
+        self._leases: dict[asyncio.Task[TaskResult], Lease] = {}  # runner → its current lease
+        # While a finishing runner dispatches: that runner, and the first lease it adopts.
+        self._adopter: asyncio.Task[TaskResult] | None = None
+        self._handoff: tuple[Worker, Lease] | None = None
         self.deferred: list[ModelTask] = []
         self.drops_by_reason: Counter[str] = Counter()
         self.wake = asyncio.Event()  # set whenever the loop may have something new to do
@@ -229,29 +232,55 @@ class Dispatcher:
         )
         group = self.groups[task.row_group]
         worker = Worker(self._ctx, task, lease.lease_id, group.values[task.row - group.first_row])
+        adopter = self._adopter
+        if adopter is not None and self._handoff is None:
+            # The runner that freed this slot runs the new lease itself, after the dispatch:
+            # no new asyncio task, no loop turn before it starts (issue 17).
+            self._handoff = (worker, lease)
+            self.workers[adopter] = worker
+            self._leases[adopter] = lease
+            return
         runner = asyncio.create_task(self._run_worker(worker, lease), name=task.task_id)
         self.workers[runner] = worker
+        self._leases[runner] = lease
         # A done-callback as well as the worker's own finish: a task cancelled before its
-        # first step never runs its body, and its lease must still be finished and released.
-        runner.add_done_callback(functools.partial(self._worker_done, worker, lease))
+        # first step never runs its body (or is cancelled in a lease it adopted), and its
+        # lease must still be finished and released.
+        runner.add_done_callback(self._worker_done)
 
     async def _run_worker(self, worker: Worker, lease: Lease) -> TaskResult:
+        """Runs ``worker``, then, while the dispatch hands it one, the next lease (bounded by
+        the run's tasks): a runner serves one slot for as long as there is ready work."""
+        runner = asyncio.current_task()
+        assert runner is not None
+        while True:
+            result = await self._run_one(runner, worker)
+            if self.workers.pop(runner, None) is None:
+                return result  # finished by the done-callback's path (cannot happen today)
+            self._leases.pop(runner, None)
+            self._finish(worker, lease, result)
+            if self._pumping is None or self.stopping or self.crash is not None:
+                return result
+            # Finished and the freed slot leased again in this same step, not two event-loop
+            # turns later (done-callback, then the pump's wake): on a busy loop a turn is
+            # ~1 ms, an idle request slot for each (issue 17).
+            self._adopter, self._handoff = runner, None
+            try:
+                self._dispatch_guarded(self._pumping)
+            finally:
+                handoff, self._adopter, self._handoff = self._handoff, None, None
+            if handoff is None:
+                return result
+            worker, lease = handoff
+
+    async def _run_one(self, runner: asyncio.Task[TaskResult], worker: Worker) -> TaskResult:
         try:
-            result = await worker.run()
+            return await worker.run()
         except Exception as exc:  # a bug, not an endpoint failure: stop the run, say why
             log.exception("worker for %s failed", worker.task.task_id)
             self.crash = self.crash or exc
             self.wake.set()
             return TaskResult("cancelled")
-        # Finished and the freed slot leased again in this same step, not two event-loop turns
-        # later (done-callback, then the pump's wake): on a busy loop a turn is ~1 ms, an idle
-        # request slot for each (issue 17).
-        runner = asyncio.current_task()
-        if runner is not None and self.workers.pop(runner, None) is not None:
-            self._finish(worker, lease, result)
-            if self._pumping is not None and not self.stopping and self.crash is None:
-                self._dispatch_guarded(self._pumping)
-        return result
 
     def _dispatch_guarded(self, admit_groups: bool) -> None:
         try:
@@ -261,9 +290,11 @@ class Dispatcher:
             self.crash = self.crash or exc
             self.wake.set()
 
-    def _worker_done(self, worker: Worker, lease: Lease, runner: asyncio.Task[TaskResult]) -> None:
-        if self.workers.pop(runner, None) is None:
-            return  # finished by the worker itself (_run_worker)
+    def _worker_done(self, runner: asyncio.Task[TaskResult]) -> None:
+        worker = self.workers.pop(runner, None)
+        lease = self._leases.pop(runner, None)
+        if worker is None or lease is None:
+            return  # its last lease finished by the runner itself (_run_worker)
         failed = runner.cancelled() or runner.exception() is not None
         self._finish(worker, lease, TaskResult("cancelled") if failed else runner.result())
 
