@@ -179,14 +179,28 @@ class Dispatcher:
 
     def _lease_ready(self) -> None:
         blocked: set[str] = set()
-        while (candidate := self._queue.select(blocked)) is not None:
+        while (
+            len(blocked) < len(self._needs)
+            and (candidate := self._queue.select(blocked)) is not None
+        ):
             need = self._needs[candidate.group]
             if not self._admission.can_admit(need):
-                blocked.add(candidate.group)
+                # Every column needing a resource this one found full is blocked as well: one
+                # refused select per wake, not one per column (all share ``llm_wait``).
+                blocked.update(self._sharing_full_resource(need))
                 continue
             lease = self._admission.try_acquire(need, self._emitter.next_id())
             assert lease is not None  # can_admit said yes, nothing ran in between
             self._spawn(self._queue.commit(candidate), lease)
+
+    def _sharing_full_resource(self, need: Mapping[str, int]) -> list[str]:
+        room = {name: self._admission.room(name) for name in need}
+        full = {name: left for name, left in room.items() if left < need[name]}
+        return [
+            group
+            for group, other in self._needs.items()
+            if any(other.get(name, 0) > left for name, left in full.items())
+        ]
 
     def idle_model_slots(self) -> int:
         free = sum(self._admission.room(request_resource(d)) for d in self._gates)
@@ -226,7 +240,7 @@ class Dispatcher:
                 row_group=task.row_group,
                 column=task.plan.name,
                 row=task.row,
-                resources=dict(lease.resources),
+                resources=lease.resources,  # copied by the event's validation
                 salvage_round=task.salvage_round,
             )
         )

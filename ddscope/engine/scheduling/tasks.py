@@ -77,10 +77,11 @@ class ModelTask:
     salvage_round: int | None = None  # None in the main pass
     rounds: int = 0  # salvage rounds this task has been in (a round may run mid-main-pass)
     succeeded: bool = False
+    # "column:row", built once: every event of the task carries it (plan and row never change)
+    task_id: str = field(init=False, repr=False)
 
-    @property
-    def task_id(self) -> str:
-        return f"{self.plan.name}:{self.row}"
+    def __post_init__(self) -> None:
+        self.task_id = f"{self.plan.name}:{self.row}"
 
     @property
     def domain(self) -> str:
