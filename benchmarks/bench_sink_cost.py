@@ -14,6 +14,8 @@ thread included) is divided by the tasks:
   collected once at the end;
 * ``otel_start_span``  — the same, with finished spans made by ``start_span`` + ``end`` instead
   of handed to the processors (``otel/direct.py``: what a provider without the internals gets);
+* ``otel_plain_histograms`` — the same, with every histogram measurement made by the SDK's
+  ``Histogram.record`` instead of ``otel/histograms.py``'s ``FastHistogram`` (before issue 17);
 * ``otel_new_genai`` / ``otel_both_genai`` — ``otel`` with the current / both GenAI namings.
 
 Usage::
@@ -44,6 +46,7 @@ from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import Event, EventBus, EventSink, RunHeader
 from ddscope.exporters.otel.direct import DirectSpans
 from ddscope.exporters.otel.genai import Conventions
+from ddscope.exporters.otel.histograms import FastHistogram
 from ddscope.exporters.otel.sdk import meter_provider, tracer_provider
 from ddscope.exporters.otel.sink import OtelSink
 from ddscope.mock import MockServer
@@ -89,6 +92,16 @@ def otel_with_start_span() -> tuple[EventSink, Finish]:
         DirectSpans.of = original  # type: ignore[method-assign]
 
 
+def otel_with_plain_histograms() -> tuple[EventSink, Finish]:
+    sink, finish = otel_sink()
+    assert isinstance(sink, OtelSink)
+    for owner in (sink.instruments, sink.genai):
+        for value in vars(owner).values():
+            if isinstance(value, FastHistogram):
+                value._consumer = None  # as when the SDK's internals are not recognised
+    return sink, finish
+
+
 def cpu_per_task(
     make: Callable[[], tuple[EventSink, Finish]],
     header: RunHeader,
@@ -122,6 +135,7 @@ def main() -> None:
             "record": lambda: (JsonlRecorder(workdir / "replayed.jsonl"), lambda: None),
             "otel": otel_sink,
             "otel_start_span": otel_with_start_span,
+            "otel_plain_histograms": otel_with_plain_histograms,
             "otel_new_genai": lambda: otel_sink(Conventions(old=False, new=True)),
             "otel_both_genai": lambda: otel_sink(Conventions(old=True, new=True)),
         }
@@ -133,7 +147,7 @@ def main() -> None:
                 "min_us": round(min(runs), 1),
             }
             median, least = figures[name]["median_us"], figures[name]["min_us"]
-            print(f"{name:16s} {median:6.1f} µs CPU/task (median; min {least:.1f})", flush=True)
+            print(f"{name:21s} {median:6.1f} µs CPU/task (median; min {least:.1f})", flush=True)
     tasks = sum(1 for e in events if e.kind == "lease_started")
     print(f"{len(events)} events, {tasks} tasks")
     line = {
