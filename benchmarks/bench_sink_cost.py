@@ -16,7 +16,10 @@ thread included) is divided by the tasks:
   of handed to the processors (``otel/direct.py``: what a provider without the internals gets);
 * ``otel_plain_histograms`` — the same, with every histogram measurement made by the SDK's
   ``Histogram.record`` instead of ``otel/histograms.py``'s ``FastHistogram`` (before issue 17);
-* ``otel_new_genai`` / ``otel_both_genai`` — ``otel`` with the current / both GenAI namings.
+* ``otel_new_genai`` / ``otel_both_genai`` — ``otel`` with the current / both GenAI namings;
+* ``otel_otlp``        — the sink ``ddtrace run`` builds (``build_otel_sink``) exporting over
+  OTLP/gRPC to a receiver in a child process (the encoding and the gRPC client included; the
+  receiver's CPU is not), flushed and shut down at the end.
 
 Usage::
 
@@ -36,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_s5_overhead import chain3
+from bench_s5_overhead import chain3, start_receiver
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -48,6 +51,7 @@ from ddscope.exporters.otel.direct import DirectSpans
 from ddscope.exporters.otel.genai import Conventions
 from ddscope.exporters.otel.histograms import FastHistogram
 from ddscope.exporters.otel.sdk import meter_provider, tracer_provider
+from ddscope.exporters.otel.setup import build_otel_sink
 from ddscope.exporters.otel.sink import OtelSink
 from ddscope.mock import MockServer
 from ddscope.record.jsonl import JsonlRecorder, RunReader
@@ -81,6 +85,17 @@ def otel_sink(genai: Conventions | None = None) -> tuple[EventSink, Finish]:
         assert exporter.get_finished_spans()
 
     return sink, finish
+
+
+def otlp_sink(endpoint: str) -> tuple[EventSink, Finish]:
+    sink, finish = build_otel_sink(endpoint, "grpc", None)
+    assert sink is not None
+
+    def finish_and_check() -> None:
+        warnings = finish()
+        assert not warnings, warnings
+
+    return sink, finish_and_check
 
 
 def otel_with_start_span() -> tuple[EventSink, Finish]:
@@ -128,9 +143,19 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    receiver, endpoint = start_receiver()
+    try:
+        measure(args.records, args.repeats, endpoint)
+    finally:
+        assert receiver.stdin is not None
+        receiver.stdin.close()
+        receiver.wait(timeout=30)
+
+
+def measure(records: int, repeats: int, endpoint: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        header, events = recorded_stream(args.records, workdir)
+        header, events = recorded_stream(records, workdir)
         variants: dict[str, Callable[[], tuple[EventSink, Finish]]] = {
             "record": lambda: (JsonlRecorder(workdir / "replayed.jsonl"), lambda: None),
             "otel": otel_sink,
@@ -138,10 +163,11 @@ def main() -> None:
             "otel_plain_histograms": otel_with_plain_histograms,
             "otel_new_genai": lambda: otel_sink(Conventions(old=False, new=True)),
             "otel_both_genai": lambda: otel_sink(Conventions(old=True, new=True)),
+            "otel_otlp": lambda: otlp_sink(endpoint),
         }
         figures: dict[str, Any] = {}
         for name, make in variants.items():
-            runs = cpu_per_task(make, header, events, args.repeats)
+            runs = cpu_per_task(make, header, events, repeats)
             figures[name] = {
                 "median_us": round(statistics.median(runs), 1),
                 "min_us": round(min(runs), 1),
@@ -152,8 +178,8 @@ def main() -> None:
     print(f"{len(events)} events, {tasks} tasks")
     line = {
         "benchmark": "bench_sink_cost",
-        "records": args.records,
-        "repeats": args.repeats,
+        "records": records,
+        "repeats": repeats,
         "events": len(events),
         "tasks": tasks,
         "cpu_us_per_task": figures,
