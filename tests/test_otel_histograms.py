@@ -7,7 +7,11 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+)
 from opentelemetry.sdk.metrics.view import View
 
 from ddscope.exporters.otel.histograms import FastHistogram
@@ -25,6 +29,7 @@ def points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for p in metric.data.data_points:
+                    assert isinstance(p, HistogramDataPoint)
                     series = tuple(sorted((p.attributes or {}).items()))
                     out.append((metric.name, series, p.count, p.sum, p.min, p.max,
                                 tuple(p.bucket_counts)))  # fmt: skip
@@ -76,9 +81,14 @@ def test_fast_path_is_taken_after_the_first_value() -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     fast = FastHistogram(provider.get_meter("t").create_histogram("h"))
-    calls = []
+    calls: list[float] = []
     real = fast.histogram.record
-    fast.histogram.record = lambda *a, **k: (calls.append(a), real(*a, **k))  # type: ignore[method-assign]
+
+    def counted(amount: float, attributes: Any = None, context: Any = None) -> None:
+        calls.append(amount)
+        real(amount, attributes, context)
+
+    fast.histogram.record = counted  # type: ignore[method-assign]
     for value in VALUES:
         fast.record(value, OK)
     assert len(calls) == 1  # the first value only: the SDK created the aggregation
