@@ -92,6 +92,10 @@ class Dispatcher:
             for name, p in self._plans.items()
             if p.domain
         }
+        self._columns_needing: dict[str, list[str]] = {}
+        for name, need in self._needs.items():
+            for resource in need:
+                self._columns_needing.setdefault(resource, []).append(name)
         self._target = AdmissionTarget.from_settings(
             run.row_groups_in_flight, run.max_row_groups_in_flight
         )
@@ -194,13 +198,13 @@ class Dispatcher:
             self._spawn(self._queue.commit(candidate), lease)
 
     def _sharing_full_resource(self, need: Mapping[str, int]) -> list[str]:
-        room = {name: self._admission.room(name) for name in need}
-        full = {name: left for name, left in room.items() if left < need[name]}
-        return [
-            group
-            for group, other in self._needs.items()
-            if any(other.get(name, 0) > left for name, left in full.items())
-        ]
+        """The columns that cannot be leased now: every need is one unit of each resource, so
+        a column needing a resource with less room than ``need`` asks cannot fit either."""
+        blocked: list[str] = []
+        for name, amount in need.items():
+            if self._admission.room(name) < amount:
+                blocked += self._columns_needing[name]
+        return blocked
 
     def idle_model_slots(self) -> int:
         free = sum(self._admission.room(request_resource(d)) for d in self._gates)
@@ -268,9 +272,12 @@ class Dispatcher:
         runner = asyncio.current_task()
         assert runner is not None
         while True:
-            result = await self._run_one(runner, worker)
+            try:
+                result = await worker.run()
+            except Exception as exc:  # a bug, not an endpoint failure: stop the run, say why
+                result = self._worker_crashed(worker, exc)
             if self.workers.pop(runner, None) is None:
-                return result  # finished by the done-callback's path (cannot happen today)
+                return result  # defensive: nothing else takes a running runner's cell
             self._leases.pop(runner, None)
             self._finish(worker, lease, result)
             if self._pumping is None or self.stopping or self.crash is not None:
@@ -287,14 +294,11 @@ class Dispatcher:
                 return result
             worker, lease = handoff
 
-    async def _run_one(self, runner: asyncio.Task[TaskResult], worker: Worker) -> TaskResult:
-        try:
-            return await worker.run()
-        except Exception as exc:  # a bug, not an endpoint failure: stop the run, say why
-            log.exception("worker for %s failed", worker.task.task_id)
-            self.crash = self.crash or exc
-            self.wake.set()
-            return TaskResult("cancelled")
+    def _worker_crashed(self, worker: Worker, exc: Exception) -> TaskResult:
+        log.exception("worker for %s failed", worker.task.task_id)
+        self.crash = self.crash or exc
+        self.wake.set()
+        return TaskResult("cancelled")
 
     def _dispatch_guarded(self, admit_groups: bool) -> None:
         try:
