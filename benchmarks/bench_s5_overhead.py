@@ -71,6 +71,19 @@ lease and leases the freed slot in its own last step (``dispatch.py``), 30.7 of 
 wall over the bare client's, same session: 1.24× before issue 17's changes, 1.07× with the
 direct aiohttp client, 1.02–1.04× with the dispatch change too.
 
+**Runners** (issue 17, after the above): a runner that finishes a cell runs the next lease it
+frees itself, so S5's 3,000 cells run in 32 asyncio tasks, not 3,000, and in 3,695 event-loop
+turns instead of 5,211 (cProfile); a refused lease blocks every column needing the full resource
+(one ``select`` per wake instead of one per column). Engine-only A/B (the same chain-3 with a
+client that sleeps 1 ms instead of sending HTTP, CPU per cell, medians of 5, interleaved): 90 and
+82 µs before, 81 and 80 µs after — a few µs, below what S5 itself can resolve on this shared
+machine. S5 ``--repeats 3``, no sinks: 339 µs a task before (bare client 213 µs a request, load
+0.65), 360 and 397 µs after in two runs (bare client 203 and 233 µs, load 0.7–1.2); no sinks ÷
+bare client CPU run by run 1.69–1.84 before, 1.70–1.89 after: no change beyond the noise. The
+≤ 350 µs goal is met on a quiet machine, not reliably: the engine's 125–165 µs a task over the
+bare client has no hot spot left (events' validation ≈ 9 µs, the rest spread over dispatch,
+gate and worker).
+
 The instruments, replayed without the network
 (``bench_sink_cost.py``, CPU per task): run.jsonl 9.4 µs; OTel 108 µs with ``start_span`` for
 every span (before issue 17) → 53 µs, of which the 3 histogram measurements per attempt are
