@@ -105,9 +105,8 @@ def test_waiting_events_go_out_on_a_tick_while_datadesigner_is_quiet(tmp_path: P
     bridge, sink, _ = _bridge(tmp_path, reorder_s=1.0)
     s = _scheduler_events(time.monotonic())
     bridge.emit_scheduler_event(s["scheduler_job_started"])
-    bridge.emit_scheduler_event(
-        dict(s["row_group_admitted"], captured_at_monotonic=time.monotonic())
-    )
+    # its own capture time (1 ms after the job's start): never "late", and younger than reorder_s
+    bridge.emit_scheduler_event(s["row_group_admitted"])
     assert not sink.of_kind("row_group_started")  # younger than reorder_s: still waiting
     deadline = time.monotonic() + 5
     while not sink.of_kind("row_group_started") and time.monotonic() < deadline:
