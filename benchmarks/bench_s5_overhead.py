@@ -78,11 +78,11 @@ turns instead of 5,211 (cProfile); a refused lease blocks every column needing t
 client that sleeps 1 ms instead of sending HTTP, CPU per cell, medians of 5, interleaved): 90 and
 82 µs before, 81 and 80 µs after — a few µs, below what S5 itself can resolve on this shared
 machine. S5 ``--repeats 3``, no sinks: 339 µs a task before (bare client 213 µs a request, load
-0.65), 360 and 397 µs after in two runs (bare client 203 and 233 µs, load 0.7–1.2); no sinks ÷
-bare client CPU run by run 1.69–1.84 before, 1.70–1.89 after: no change beyond the noise. The
-≤ 350 µs goal is met on a quiet machine, not reliably: the engine's 125–165 µs a task over the
-bare client has no hot spot left (events' validation ≈ 9 µs, the rest spread over dispatch,
-gate and worker).
+0.65), 360, 397 and 411 µs after in three runs (bare client 203, 233 and 213 µs; load 0.1–1.2);
+no sinks ÷ bare client CPU run by run 1.69–1.84 before, 1.70–1.92 after: no gain S5 can show,
+and none beyond its noise either way. The ≤ 350 µs goal is not met reliably (once before, never
+after): the engine's 125–200 µs a task over the bare client has no hot spot left (events'
+validation ≈ 9 µs, the rest spread over dispatch, gate and worker).
 
 The instruments, replayed without the network
 (``bench_sink_cost.py``, CPU per task): run.jsonl 9.4 µs; OTel 108 µs with ``start_span`` for
