@@ -95,16 +95,20 @@ def _findings(findings: Sequence[Finding], paint: Callable[[str, str], str]) -> 
     return out
 
 
-def _totals(t: Totals) -> list[str]:
+def run_state(t: Totals, limit: int = MESSAGE_CHARS) -> str:
+    """How the run ended (or that it had not, or that its end is missing), with its message
+    clipped to ``limit``: the one sentence the text report and the HTML report both show."""
     if t.state == "finished":
         reason = f" ({t.reason})" if t.reason else ""
-        run = f"run: {t.outcome}{reason} after {t.duration_s:.1f} s"
-        if t.message:
-            run += f": {clip(t.message)}"
-    elif t.state == "running":
-        run = f"run: still running at {t.duration_s:.1f} s"
-    else:
-        run = f"run: no run_finished; the record stops at {t.duration_s:.1f} s (crashed?)"
+        run = f"{t.outcome}{reason} after {t.duration_s:.1f} s"
+        return f"{run}: {clip(t.message, limit)}" if t.message else run
+    if t.state == "running":
+        return f"still running at {t.duration_s:.1f} s"
+    return f"no run_finished: the record stops at {t.duration_s:.1f} s (crashed or killed?)"
+
+
+def _totals(t: Totals) -> list[str]:
+    run = f"run: {run_state(t)}"
     drops = ", ".join(f"{r} ×{n}" for r, n in sorted(t.drops_by_reason.items()))
     rows = (
         f"rows: {t.rows_completed}/{t.num_records} completed, {t.rows_dropped} dropped"

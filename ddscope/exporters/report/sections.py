@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from ddscope.exporters.health.render import clip, count, no_progress_line
+from ddscope.exporters.health.render import clip, count, no_progress_line, run_state
 from ddscope.exporters.health.report import DomainReport, HealthReport, Totals
 from ddscope.exporters.health.stats import Quantiles
 
@@ -50,17 +50,8 @@ def verdict_section(report: HealthReport) -> str:
 
 
 def totals_section(t: Totals) -> str:
-    if t.state == "finished":
-        reason = f" ({t.reason})" if t.reason else ""
-        run = f"{t.outcome}{reason} after {t.duration_s:.1f} s"
-        if t.message:
-            run += f": {clip(t.message, MESSAGE_CHARS)}"
-    elif t.state == "running":
-        run = f"still running at {t.duration_s:.1f} s"
-    else:
-        run = f"no run_finished: the record stops at {t.duration_s:.1f} s (crashed or killed?)"
     rows = [
-        ("run", esc(run)),
+        ("run", esc(run_state(t, MESSAGE_CHARS))),
         ("rows", esc(f"{t.rows_completed}/{t.num_records} completed, {t.rows_dropped} dropped")),
         ("throughput", esc(f"{t.rows_per_s:.2f} rows/s, {t.requests_per_s:.1f} requests/s")),
         ("requests", esc(count(t.requests, "request"))),
