@@ -100,6 +100,18 @@ class ReadStats:
     def unknown_total(self) -> int:
         return sum(self.unknown_kinds.values())
 
+    def bad_line(self, where: str, reason: str, *, last: bool, lenient: bool) -> None:
+        """A line that cannot be read (``where`` is ``file:line``): a cut-off last line (a killed
+        writer) is a warning; any other is a RecordError, or with ``lenient`` a warning."""
+        if last:
+            self.truncated_last_line = True
+            self.warnings.append(f"{where}: truncated last line skipped (writer stopped?)")
+            return
+        if not lenient:
+            raise RecordError(f"{where}: {reason}")
+        self.corrupt_lines += 1
+        self.warnings.append(f"{where}: corrupt line skipped: {reason}")
+
 
 def _open_part(path: Path) -> IO[bytes]:
     try:
@@ -273,15 +285,7 @@ class RunReader:
         return data
 
     def _bad_line(self, line_no: int, reason: str, *, last: bool) -> None:
-        where = f"{self.path}:{line_no}"
-        if last:
-            self.stats.truncated_last_line = True
-            self.stats.warnings.append(f"{where}: truncated last line skipped (writer stopped?)")
-            return
-        if not self.lenient:
-            raise RecordError(f"{where}: {reason}")
-        self.stats.corrupt_lines += 1
-        self.stats.warnings.append(f"{where}: corrupt line skipped: {reason}")
+        self.stats.bad_line(f"{self.path}:{line_no}", reason, last=last, lenient=self.lenient)
 
     def finish_warnings(self) -> list[str]:
         """All warnings, including one line summarising skipped unknown kinds."""

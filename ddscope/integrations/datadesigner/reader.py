@@ -189,15 +189,7 @@ class DataDesignerReader:
         return data
 
     def _bad_line(self, line_no: int, reason: str, *, cut: bool) -> None:
-        where = f"{self.path}:{line_no}"
-        if cut:
-            self.stats.truncated_last_line = True
-            self.stats.warnings.append(f"{where}: truncated last line skipped (writer stopped?)")
-        elif not self.lenient:
-            raise RecordError(f"{where}: {reason}")
-        else:
-            self.stats.corrupt_lines += 1
-            self.stats.warnings.append(f"{where}: corrupt line skipped: {reason}")
+        self.stats.bad_line(f"{self.path}:{line_no}", reason, last=cut, lenient=self.lenient)
 
     def finish_warnings(self) -> list[str]:
         out = list(self.stats.warnings)
