@@ -9,6 +9,7 @@ classes and keep them, thread-safely, for assertions.
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import socket
 import threading
@@ -48,6 +49,15 @@ class _Store:
         self._lock = threading.Lock()
         self.trace_requests: list[Any] = []
         self.metric_requests: list[Any] = []
+        # OTLP/HTTP only: every request's body (gzip undone) and headers (lower-case names), as
+        # sent — for tests that scan the bytes on the wire
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+
+    def add_raw(self, body: bytes, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.bodies.append(body)
+            self.headers.append(headers)
 
     def add_traces(self, request: Any) -> None:
         with self._lock:
@@ -148,6 +158,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.store.add_raw(body, {k.lower(): v for k, v in self.headers.items()})
         if self.path == "/v1/traces":
             request: Any = TraceRequest()
             request.ParseFromString(body)

@@ -25,20 +25,17 @@ Secrets: nowhere (the OTLP token and password may only reach the receiver's requ
 from __future__ import annotations
 
 import contextlib
-import gzip
-import http.server
 import os
 import re
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
+from otlp_receiver import HttpReceiver
 
 from ddscope.engine.admission.shared.local_redis import LocalRedis, RedisServerMissing
 from ddscope.mock import MockBehavior, MockServerProcess
@@ -78,45 +75,6 @@ run: {{num_records: 24, buffer_size: 8, salvage_rounds: 3, seed: 3}}
 """
 
 
-class RawOtlpReceiver:
-    """OTLP/HTTP on 127.0.0.1 that keeps every request's raw body and headers, answering 200."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-        self.headers: list[dict[str, str]] = []
-        lock = threading.Lock()
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                with lock:
-                    receiver.bodies.append(body)
-                    receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> RawOtlpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-
 def _ddtrace(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, bytes, bytes]:
     proc = subprocess.run(
         [sys.executable, "-m", "ddscope.cli.main", *args],
@@ -154,7 +112,7 @@ def _write_pipeline(path: Path, endpoints: tuple[MockServerProcess, MockServerPr
 def _outputs(
     tmp_path: Path,
     endpoints: tuple[MockServerProcess, MockServerProcess],
-    receiver: RawOtlpReceiver,
+    receiver: HttpReceiver,
     record_text: bool,
     admission: str | None = None,
 ) -> dict[str, bytes]:
@@ -235,7 +193,7 @@ def test_nothing_leaves_except_what_was_opted_into(
     before = [e.stats() for e in mock_endpoints]
     with contextlib.ExitStack() as stack:
         admission = _shared_admission(stack) if shared else None
-        receiver = stack.enter_context(RawOtlpReceiver())
+        receiver = stack.enter_context(HttpReceiver())
         outputs = _outputs(tmp_path, mock_endpoints, receiver, record_text, admission)
     after = [e.stats() for e in mock_endpoints]
 
