@@ -16,6 +16,7 @@ import click
 
 from ddscope.cli.common import handle_errors, warn
 from ddscope.errors import ConfigError, DdscopeError
+from ddscope.exporters.otel.setup import PROTOCOLS
 from ddscope.exporters.result import ExportResult
 from ddscope.record.jsonl import record_parts
 
@@ -40,7 +41,7 @@ from ddscope.record.jsonl import record_parts
 )
 @click.option(
     "--otlp-protocol",
-    type=click.Choice(["grpc", "http/protobuf"]),
+    type=click.Choice(PROTOCOLS),
     default=None,
     help="OTLP protocol (else OTEL_EXPORTER_OTLP_PROTOCOL, else grpc).",
 )
