@@ -116,10 +116,9 @@ class Dispatcher:
             output, emitter, self._on_write_failure, first_index=groups_done, rows_before=rows_done
         )
         self.workers: dict[asyncio.Task[TaskResult], Worker] = {}  # runner → its current cell
-        self._leases: dict[asyncio.Task[TaskResult], Lease] = {}  # runner → its current lease
-        # While a finishing runner dispatches: that runner, and the first lease it adopts.
+        # While a finishing runner dispatches: that runner, and the first worker it adopts.
         self._adopter: asyncio.Task[TaskResult] | None = None
-        self._handoff: tuple[Worker, Lease] | None = None
+        self._handoff: Worker | None = None
         self.deferred: list[ModelTask] = []
         self.drops_by_reason: Counter[str] = Counter()
         self.wake = asyncio.Event()  # set whenever the loop may have something new to do
@@ -249,24 +248,22 @@ class Dispatcher:
             )
         )
         group = self.groups[task.row_group]
-        worker = Worker(self._ctx, task, lease.lease_id, group.values[task.row - group.first_row])
+        worker = Worker(self._ctx, task, lease, group.values[task.row - group.first_row])
         adopter = self._adopter
         if adopter is not None and self._handoff is None:
             # The runner that freed this slot runs the new lease itself, after the dispatch:
             # no new asyncio task, no loop turn before it starts (issue 17).
-            self._handoff = (worker, lease)
+            self._handoff = worker
             self.workers[adopter] = worker
-            self._leases[adopter] = lease
             return
-        runner = asyncio.create_task(self._run_worker(worker, lease), name=task.task_id)
+        runner = asyncio.create_task(self._run_worker(worker), name=task.task_id)
         self.workers[runner] = worker
-        self._leases[runner] = lease
         # A done-callback as well as the worker's own finish: a task cancelled before its
         # first step never runs its body (or is cancelled in a lease it adopted), and its
         # lease must still be finished and released.
         runner.add_done_callback(self._worker_done)
 
-    async def _run_worker(self, worker: Worker, lease: Lease) -> TaskResult:
+    async def _run_worker(self, worker: Worker) -> TaskResult:
         """Runs ``worker``, then, while the dispatch hands it one, the next lease (bounded by
         the run's tasks): a runner serves one slot for as long as there is ready work."""
         runner = asyncio.current_task()
@@ -278,8 +275,7 @@ class Dispatcher:
                 result = self._worker_crashed(worker, exc)
             if self.workers.pop(runner, None) is None:
                 return result  # defensive: nothing else takes a running runner's cell
-            self._leases.pop(runner, None)
-            self._finish(worker, lease, result)
+            self._finish(worker, result)
             if self._pumping is None or self.stopping or self.crash is not None:
                 return result
             # Finished and the freed slot leased again in this same step, not two event-loop
@@ -292,7 +288,7 @@ class Dispatcher:
                 handoff, self._adopter, self._handoff = self._handoff, None, None
             if handoff is None:
                 return result
-            worker, lease = handoff
+            worker = handoff
 
     def _worker_crashed(self, worker: Worker, exc: Exception) -> TaskResult:
         log.exception("worker for %s failed", worker.task.task_id)
@@ -310,15 +306,14 @@ class Dispatcher:
 
     def _worker_done(self, runner: asyncio.Task[TaskResult]) -> None:
         worker = self.workers.pop(runner, None)
-        lease = self._leases.pop(runner, None)
-        if worker is None or lease is None:
+        if worker is None:
             return  # its last lease finished by the runner itself (_run_worker)
         failed = runner.cancelled() or runner.exception() is not None
-        self._finish(worker, lease, TaskResult("cancelled") if failed else runner.result())
+        self._finish(worker, TaskResult("cancelled") if failed else runner.result())
 
-    def _finish(self, worker: Worker, lease: Lease, result: TaskResult) -> None:
+    def _finish(self, worker: Worker, result: TaskResult) -> None:
         """The lease finished and released, the result applied, the pump woken."""
-        task = worker.task
+        task, lease = worker.task, worker.lease
         self._emitter.emit(
             events.LeaseFinished(
                 t_ns=self._emitter.t_ns(),

@@ -40,6 +40,7 @@ from ddscope.engine.client.scrub import scrub_error_text, sent_texts
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.pipeline.model import LlmTextColumn
 from ddscope.engine.pipeline.templates import render
+from ddscope.engine.scheduling.task_admission import Lease
 from ddscope.engine.scheduling.tasks import ModelTask
 from ddscope.errors import AdmissionTimeout, BreakerOpen, ModelError, TemplateError
 
@@ -111,11 +112,12 @@ class Worker:
     (a shutdown lets those finish, and cancels the others at once)."""
 
     def __init__(
-        self, ctx: WorkerContext, task: ModelTask, lease_id: int, row_values: Mapping[str, object]
+        self, ctx: WorkerContext, task: ModelTask, lease: Lease, row_values: Mapping[str, object]
     ) -> None:
         self.ctx = ctx
         self.task = task
-        self.lease_id = lease_id
+        self.lease = lease  # what the dispatcher finishes and releases when the task ends
+        self.lease_id = lease.lease_id
         self.phase: Phase = "starting"
         self._row = row_values
         assert task.plan.alias is not None
