@@ -11,7 +11,7 @@ from engine_records import EngineSpec, engine_events, write_engine_record
 
 from ddscope.errors import RecordError
 from ddscope.events import Event, EventBus, RunHeader
-from ddscope.record.jsonl import JsonlRecorder, RunReader, read_events
+from ddscope.record.jsonl import JsonlRecorder, RecordWriteError, RunReader, read_events
 
 SPEC = EngineSpec(rows=9, buffer_size=3, rate_limit_every=4, defer_every=5, drop_rows=(1,))
 
@@ -261,7 +261,7 @@ def test_the_buffer_is_bounded_when_the_disk_stalls(
     from ddscope.record import recorder as writer_module
 
     monkeypatch.setattr(writer_module, "STALL_S", 0.2)
-    recorder = JsonlRecorder(tmp_path / "run.jsonl", max_buffer_bytes=2000)
+    recorder = JsonlRecorder(tmp_path / "run.jsonl", max_buffer_events=3)
     recorder.open(_run()[0])
     stalled = writer_module.threading.Event()
     monkeypatch.setattr(recorder, "_write", lambda lines: stalled.wait(5))
@@ -271,3 +271,34 @@ def test_the_buffer_is_bounded_when_the_disk_stalls(
             recorder.handle(event)
     assert recorder.events_written < len(events) * 50  # it stopped taking events
     stalled.set()
+
+
+def test_events_are_written_by_the_flusher_in_order_and_a_failed_serialisation_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """handle() only queues (issue 17): the flusher writes the queued events within its
+    interval, in order; an event it cannot serialise fails the recorder like a disk error."""
+    path = tmp_path / "run.jsonl"
+    header, events = _run()
+    recorder = JsonlRecorder(path, flush_interval_s=0.01)
+    recorder.open(header)
+    for event in events[:5]:
+        recorder.handle(event)
+    deadline = time.monotonic() + 5
+    while path.read_text().count("\n") < 6 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lines = path.read_text().splitlines()[1:]
+    assert [json.loads(line)["t_ns"] for line in lines] == [e.t_ns for e in events[:5]]
+
+    broken = events[5]
+    monkeypatch.setattr(
+        type(broken), "model_dump_json", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad"))
+    )
+    recorder.handle(broken)
+    while recorder.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(RecordWriteError, match=r"run\.jsonl: cannot serialise an event: bad"):
+        recorder.handle(events[6])
+    with pytest.raises(RecordWriteError):
+        recorder.close()
+    assert path.read_text().count("\n") == 6  # what was written stays, whole lines

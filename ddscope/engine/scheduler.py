@@ -52,6 +52,7 @@ from ddscope.engine.admission.patience import failure_budget
 from ddscope.engine.admission.saturation import SaturationWatch
 from ddscope.engine.clock import Clock, MonotonicClock, TimerHandle
 from ddscope.engine.emitter import Emitter
+from ddscope.engine.gc_pacing import fewer_young_collections
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.rows.output import OutputWriteError, RowWriter, open_output
 from ddscope.engine.rows.resume import ResumePoint, pipeline_fingerprint
@@ -119,6 +120,7 @@ async def run_pipeline(
     run_id = resume.run_id if resume else (run_id or uuid.uuid4().hex[:16])
     try:
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(fewer_young_collections())  # why: engine.gc_pacing
             # Clients first: a missing API key is a ConfigError before any file is replaced.
             clients = await open_clients(pipeline, client_factory or default_client, stack)
             settings = admission_settings(pipeline)

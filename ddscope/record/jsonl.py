@@ -1,15 +1,15 @@
 """The run record: ``run.jsonl`` writer (an event sink) and a tolerant streaming reader.
 
 **Writer** (:class:`JsonlRecorder`, in ``record.recorder``): header first, then one event per
-line. ``handle()`` only appends the serialised line to an in-memory buffer; a background thread
-swaps the buffer out (under a lock held for a pointer swap, never for I/O) and writes it at
-least every ``flush_interval_s`` (100 ms), so a process killed mid-run leaves a readable file
-that lost at most the last interval, and the engine never waits on the disk. The buffer is
-bounded: past ``max_buffer_bytes`` the flusher is woken at once, and if the disk cannot drain it
-within ``STALL_S`` the recorder fails. A failure (disk full, I/O error, a stalled disk) is kept
-and raised by the next ``handle()`` (and by ``close()``) as :class:`RecordWriteError`; the
-recorder is an *essential* sink, so the bus reports it to the engine, which stops the run with
-outcome ``failed`` (a run without its record is not a run).
+line. ``handle()`` only appends the (frozen) event to an in-memory buffer; a background thread
+swaps the buffer out (under a lock held for a pointer swap, never for I/O), serialises the
+batch and writes it at least every ``flush_interval_s`` (100 ms), so a process killed mid-run
+leaves a readable file that lost at most the last interval, and the engine never waits on the
+disk. The buffer is bounded: past ``max_buffer_events`` the flusher is woken at once, and if the
+disk cannot drain it within ``STALL_S`` the recorder fails. A failure (disk full, I/O error, a
+stalled disk) is kept and raised by the next ``handle()`` (and by ``close()``) as
+:class:`RecordWriteError`; the recorder is an *essential* sink, so the bus reports it to the
+engine, which stops the run with outcome ``failed`` (a run without its record is not a run).
 
 **Segments** (resume, several writers; ``record.segments``): a run's record may span several
 files read as one run — ``run.jsonl`` (segment 0), then ``run.1.jsonl``, ``run.2.jsonl`` …
@@ -52,7 +52,7 @@ from ddscope.events import EVENT_KINDS, EVENT_TYPES, SCHEMA, Event, RunHeader, e
 # ``ddscope.record.jsonl`` stays the one place to import the record's API from.
 from ddscope.record.recorder import (
     FLUSH_INTERVAL_S,
-    MAX_BUFFER_BYTES,
+    MAX_BUFFER_EVENTS,
     STALL_S,
     JsonlRecorder,
     RecordWriteError,
@@ -61,7 +61,7 @@ from ddscope.record.segments import record_parts, segment_path
 
 __all__ = [
     "FLUSH_INTERVAL_S",
-    "MAX_BUFFER_BYTES",
+    "MAX_BUFFER_EVENTS",
     "REQUIRED_FIELDS",
     "STALL_S",
     "JsonlRecorder",
