@@ -9,10 +9,11 @@ from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    ExponentialHistogramDataPoint,
     HistogramDataPoint,
     InMemoryMetricReader,
 )
-from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 
 from ddscope.exporters.otel.histograms import FastHistogram
 
@@ -29,10 +30,13 @@ def points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for p in metric.data.data_points:
-                    assert isinstance(p, HistogramDataPoint)
                     series = tuple(sorted((p.attributes or {}).items()))
-                    out.append((metric.name, series, p.count, p.sum, p.min, p.max,
-                                tuple(p.bucket_counts)))  # fmt: skip
+                    if isinstance(p, ExponentialHistogramDataPoint):
+                        buckets = (p.scale, p.positive.offset, tuple(p.positive.bucket_counts))
+                    else:
+                        assert isinstance(p, HistogramDataPoint)
+                        buckets = tuple(p.bucket_counts)
+                    out.append((metric.name, series, p.count, p.sum, p.min, p.max, buckets))
     return sorted(out)
 
 
@@ -41,7 +45,8 @@ def record_all(fast: bool, reader: InMemoryMetricReader, views: list[View]) -> l
     histogram = provider.get_meter("t").create_histogram(
         "h", "s", explicit_bucket_boundaries_advisory=(0.01, 0.1, 1, 10)
     )
-    record = FastHistogram(histogram).record if fast else histogram.record
+    fast_histogram = FastHistogram(histogram)
+    record = fast_histogram.record if fast else histogram.record
     collected = []
     for round_ in range(3):  # values, a collection, more values: nothing lost or doubled
         for value in VALUES:
@@ -49,6 +54,7 @@ def record_all(fast: bool, reader: InMemoryMetricReader, views: list[View]) -> l
             record(value * 2, FAILED)
         record(-1.0, OK)  # rejected by the SDK either way
         record(float("inf"), FAILED)  # rejected by SDK 1.45, kept by 1.43: the same here
+        fast_histogram.fold()  # what the sink does after each batch of events
         collected.append(points(reader))
     provider.shutdown()
     return collected
@@ -63,8 +69,12 @@ def record_all(fast: bool, reader: InMemoryMetricReader, views: list[View]) -> l
             AggregationTemporality.CUMULATIVE,
             [View(instrument_name="h", attribute_keys={"ddscope.outcome"})],
         ),
+        (
+            AggregationTemporality.CUMULATIVE,
+            [View(instrument_name="h", aggregation=ExponentialBucketHistogramAggregation())],
+        ),
     ],
-    ids=["cumulative", "delta", "view_keeps_one_key"],
+    ids=["cumulative", "delta", "view_keeps_one_key", "exponential_buckets"],
 )
 def test_fast_histogram_collects_what_record_collects(
     temporality: AggregationTemporality, views: list[View]
@@ -92,4 +102,7 @@ def test_fast_path_is_taken_after_the_first_value() -> None:
     for value in VALUES:
         fast.record(value, OK)
     assert len(calls) == 1  # the first value only: the SDK created the aggregation
+    assert points(reader)[0][2] == 1  # the others wait for the fold
+    fast.fold()
     assert points(reader)[0][2] == len(VALUES)
+    assert len(calls) == 1

@@ -41,9 +41,13 @@ class EventBatcher:
         process: Callable[[Any], None],
         batch_events: int = BATCH_EVENTS,
         max_delay_s: float = MAX_DELAY_S,
+        after_batch: Callable[[], None] | None = None,
     ) -> None:
+        """``after_batch``: called (holding :attr:`lock`) once the queue is drained, for work
+        done once per batch (the sink folds its histograms' queued values)."""
         self.lock = threading.Lock()  # held while a batch is made
         self._process = process
+        self._after_batch = after_batch
         self._batch_events = batch_events
         self._max_delay_s = max_delay_s
         self._events: deque[Any] = deque()
@@ -73,6 +77,8 @@ class EventBatcher:
         self._no_loop = False
         while events:
             process(events.popleft())
+        if self._after_batch is not None:
+            self._after_batch()
 
     def flush_for_reader(self) -> None:
         """Called by a metric reader's thread before it observes: queued events first."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from ddscope.exporters.otel.histograms import fast_histogram
+from ddscope.exporters.otel.histograms import FastHistogram, fast_histogram
 from ddscope.exporters.otel.metrics import DomainState, Tally
 
 _Callback = Callable[[CallbackOptions], Iterable[Observation]]
@@ -86,10 +86,11 @@ class GenAiMetrics:
         """``observer`` wraps a counter's callback (``RunInstruments.observer``: queued events
         are processed before a reader observes)."""
         self.conventions = chosen
+        self.histograms: list[FastHistogram] = []  # folded by the sink after each batch
         # Tallies exist in every mode (the sink zeroes them per domain); observed only if new.
         self.input_usage = Tally()
         self.output_usage = Tally()
-        histogram = fast_histogram(meter)
+        histogram = fast_histogram(meter, self.histograms)
         if chosen.old:
             self._old_duration = histogram(
                 "gen_ai.client.operation.duration",
@@ -107,7 +108,7 @@ class GenAiMetrics:
             self._new_instruments(meter, observer)
 
     def _new_instruments(self, meter: Meter, observer: Callable[[_Callback], _Callback]) -> None:
-        histogram = fast_histogram(meter)
+        histogram = fast_histogram(meter, self.histograms)
         self._duration = histogram(
             "gen_ai.client.inference.duration",
             "s",

@@ -8,23 +8,28 @@ of what the OTel sink costs when replayed. The sink records with a few long-live
 (built once per domain and outcome, ``DomainState``), so the lookup always finds the same
 aggregations: :class:`FastHistogram` records the *first* value of each attribute dict through
 ``record`` (the SDK validates, creates the aggregations, applies views and cardinality limits),
-remembers the aggregation objects that value went to, and hands every later value of that dict
-straight to them (``aggregate``, as the SDK's own path ends). Every value reaches the histogram:
-what a reader collects (counts, buckets, sum, min, max) is the same, which a test checks against
-plain ``record`` on both SDK versions.
+remembers the aggregation objects that value went to, and queues every later value of that dict;
+:meth:`FastHistogram.fold`, called once per batch of events (``otel/batch.py``), adds a whole
+attribute set's queued values to its explicit-bucket aggregation in place (counts, sum, min,
+max: what ``aggregate`` does per value, under its lock once instead of per value; other
+aggregations get ``aggregate`` per value). Every value reaches the histogram: what a reader
+collects (counts, buckets, sum, min, max) is the same, which a test checks against plain
+``record`` on both SDK versions; the sink folds before a reader collects.
 
 This needs internals of the SDK (from 1.43 to 1.45: the instrument's ``_measurement_consumer``,
 its ``_reader_storages`` and ``_sdk_config``, the storages' view matches and their
-``_attributes_aggregation``); anything not as expected — a delta reader that drops aggregations
-on collect, an attribute set that fell into the cardinality overflow, a view that filters
-attributes into a set found twice, a disabled meter, a value the SDK would reject, an exemplar
-the filter would sample — means plain ``record`` for that value, attribute set or histogram.
+``_attributes_aggregation``, the explicit-bucket aggregation's fields); anything not as expected
+— a delta reader that drops aggregations on collect, an attribute set that fell into the
+cardinality overflow, a view that filters attributes into a set found twice, a disabled meter, a
+value the SDK would reject, an exemplar the filter would sample — means plain ``record`` for
+that value, attribute set or histogram.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from time import time_ns
 from typing import Any
@@ -33,46 +38,85 @@ from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.sdk.metrics._internal.measurement import Measurement
 
+try:  # the aggregation whose counts ``fold`` adds to in place; absent: value by value
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation as _ExplicitBuckets,
+    )
+except ImportError:  # pragma: no cover - an SDK that moved it
+    _ExplicitBuckets = None  # type: ignore[assignment,misc]
+_IN_PLACE_FIELDS = (
+    *("_lock", "_value", "_sum", "_min", "_max", "_boundaries", "_record_min_max"),
+    "_get_empty_bucket_counts",
+)
+
 _logger = logging.getLogger(__name__)
 _NO_CONTEXT = Context()
 
 
 class FastHistogram:
     """``record(value, attributes)`` of ``histogram``; ``attributes`` should be a long-lived
-    dict (it is keyed by identity and kept alive here), never mutated after its first use."""
+    dict (it is keyed by identity and kept alive here), never mutated after its first use.
 
-    __slots__ = ("_consumer", "_targets", "histogram")
+    A value on the fast path is only queued; :meth:`fold` (the sink calls it after each batch
+    of events, before a reader collects, and at the end) adds the queued values to their
+    aggregations, a whole attribute set at a time under one lock."""
+
+    __slots__ = ("_consumer", "_queued", "_targets", "histogram")
 
     def __init__(self, histogram: Histogram) -> None:
         self.histogram = histogram
         self._consumer = _consumer_of(histogram)
-        # id(attributes) → (attributes, aggregations), or (attributes, None): use ``record``
-        self._targets: dict[int, tuple[Mapping[str, Any], list[Any] | None]] = {}
+        # id(attributes) → (attributes, [(aggregation, fold in place?)]), or (attributes,
+        # None): use ``record``
+        self._targets: dict[int, tuple[Mapping[str, Any], list[tuple[Any, bool]] | None]] = {}
+        # id(attributes) → values not yet folded into the aggregations of ``_targets``
+        self._queued: dict[int, list[float]] = {}
 
     def record(self, value: float, attributes: Mapping[str, Any]) -> None:
-        target = self._targets.get(id(attributes))
-        aggregations = None if target is None else target[1]
-        if aggregations is None or not self._fast_ok(value):
-            self.histogram.record(value, attributes)
-            if target is None and self._consumer is not None:
-                self._targets[id(attributes)] = (attributes, self._find(attributes))
+        key = id(attributes)
+        queued = self._queued.get(key)
+        if queued is not None and value >= 0 and math.isfinite(value):
+            queued.append(value)
             return
-        instrument: Any = self.histogram
-        measurement = Measurement(value, time_ns(), instrument, _NO_CONTEXT)
-        for aggregation in aggregations:
-            aggregation.aggregate(measurement, False)
+        target = self._targets.get(key)
+        if target is not None and target[1] is not None and value >= 0 and math.isfinite(value):
+            self._queued[key] = [value]
+            return
+        self.histogram.record(value, attributes)  # the SDK warns about or drops bad values
+        if target is None and self._consumer is not None:
+            self._targets[key] = (attributes, self._find(attributes))
 
-    def _fast_ok(self, value: float) -> bool:
+    def fold(self) -> None:
+        """Adds every queued value to its aggregations (or records it through the SDK when
+        the meter is disabled or the exemplar filter would sample it)."""
+        if not self._queued:
+            return
+        batches, self._queued = self._queued, {}
         histogram: Any = self.histogram
-        consumer: Any = self._consumer
-        if not (math.isfinite(value) and value >= 0 and histogram._is_enabled()):
-            return False  # the SDK warns or drops
-        # An exemplar the filter would take (e.g. a sampled span is current): the SDK's path.
-        sample = consumer._sdk_config.exemplar_filter.should_sample
-        return not sample(value, 0, None, get_current())
+        if not histogram._is_enabled():
+            return  # a disabled meter drops measurements
+        sample = self._consumer._sdk_config.exemplar_filter.should_sample
+        context = get_current()
+        for key, values in batches.items():
+            attributes, aggregations = self._targets[key]
+            sampled = [v for v in values if sample(v, 0, None, context)]
+            if sampled:  # an exemplar the filter would take (a sampled span is current)
+                for value in sampled:
+                    histogram.record(value, attributes, context)
+                values = [v for v in values if not sample(v, 0, None, context)]
+                if not values:
+                    continue
+            for aggregation, in_place in aggregations or ():
+                if in_place:
+                    _add(aggregation, values)
+                else:  # value by value, as the SDK's own path ends
+                    for value in values:
+                        measurement = Measurement(value, time_ns(), histogram, _NO_CONTEXT)
+                        aggregation.aggregate(measurement, False)
 
-    def _find(self, attributes: Mapping[str, Any]) -> list[Any] | None:
-        """The aggregation of ``attributes`` in each reader's view matches, or None."""
+    def _find(self, attributes: Mapping[str, Any]) -> list[tuple[Any, bool]] | None:
+        """The aggregation of ``attributes`` in each reader's view matches (and whether
+        :func:`_add` can fold into it), or None."""
         try:
             found = []
             storages = self._consumer._reader_storages.values()
@@ -81,12 +125,41 @@ class FastHistogram:
                     aggregation = _aggregation_of(match, attributes)
                     if aggregation is None:
                         return None
-                    found.append(aggregation)
+                    found.append((aggregation, _foldable(aggregation)))
             return found
         except Exception as exc:  # an SDK whose internals moved: plain record, said once
             _logger.debug("histogram fast path unavailable (%r)", exc)
             self._consumer = None
             return None
+
+
+def _foldable(aggregation: Any) -> bool:
+    """An explicit-bucket histogram aggregation with the fields :func:`_add` updates (any
+    other, e.g. exponential buckets, gets its values one ``aggregate`` call at a time)."""
+    return (
+        _ExplicitBuckets is not None
+        and type(aggregation) is _ExplicitBuckets
+        and all(hasattr(aggregation, field) for field in _IN_PLACE_FIELDS)
+    )
+
+
+def _add(aggregation: Any, values: list[float]) -> None:
+    """``values`` into an explicit-bucket histogram aggregation: its counts, sum, min and max
+    updated in place as its ``aggregate`` does one value at a time, in the same order (the
+    same float sum)."""
+    boundaries = aggregation._boundaries
+    with aggregation._lock:
+        counts = aggregation._value
+        if counts is None:
+            counts = aggregation._value = aggregation._get_empty_bucket_counts()
+        total = aggregation._sum
+        for value in values:
+            total += value
+            counts[bisect_left(boundaries, value)] += 1
+        aggregation._sum = total
+        if aggregation._record_min_max:
+            aggregation._min = min(aggregation._min, *values)
+            aggregation._max = max(aggregation._max, *values)
 
 
 def _consumer_of(histogram: Histogram) -> Any:
@@ -117,10 +190,13 @@ def _aggregation_of(match: Any, attributes: Mapping[str, Any]) -> Any:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def fast_histogram(meter: Meter) -> Callable[..., FastHistogram]:
-    """``meter.create_histogram`` (same arguments), wrapped in :class:`FastHistogram`."""
+def fast_histogram(meter: Meter, made: list[FastHistogram]) -> Callable[..., FastHistogram]:
+    """``meter.create_histogram`` (same arguments), wrapped in :class:`FastHistogram` and
+    added to ``made`` (its owner folds them after each batch)."""
 
     def create(*args: Any, **kwargs: Any) -> FastHistogram:
-        return FastHistogram(meter.create_histogram(*args, **kwargs))
+        fast = FastHistogram(meter.create_histogram(*args, **kwargs))
+        made.append(fast)
+        return fast
 
     return create

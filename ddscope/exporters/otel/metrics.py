@@ -26,7 +26,7 @@ from typing import Any, get_args
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from ddscope.events import AttemptOutcome, DomainInfo, split_domain
-from ddscope.exporters.otel.histograms import fast_histogram
+from ddscope.exporters.otel.histograms import FastHistogram, fast_histogram
 
 ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(AttemptOutcome)
 # The reasons a row can be dropped for (dispatch.drop_row's callers): a non-retryable attempt
@@ -172,6 +172,7 @@ class RunInstruments:
     def __init__(self, meter: Meter, gauges: RunGauges) -> None:
         self._gauges = gauges
         self.before_collect: Callable[[], None] = _nothing
+        self.histograms: list[FastHistogram] = []  # folded by the sink after each batch
         self._observable_gauges(meter)
         self._observable_counters(meter)
         self._histograms(meter)
@@ -240,7 +241,7 @@ class RunInstruments:
         return attrs
 
     def _histograms(self, meter: Meter) -> None:
-        histogram = fast_histogram(meter)
+        histogram = fast_histogram(meter, self.histograms)
         self.wait_duration = histogram(
             "ddscope.request.wait.duration",
             "s",

@@ -45,11 +45,17 @@ from ddscope import events as ev
 from ddscope.exporters.otel.batch import EventBatcher
 from ddscope.exporters.otel.direct import DirectSpans
 from ddscope.exporters.otel.genai import Conventions, GenAiMetrics, conventions
+from ddscope.exporters.otel.histograms import FastHistogram
 from ddscope.exporters.otel.metrics import DomainState, RunGauges, RunInstruments
 from ddscope.exporters.otel.requests import RequestSpans
 from ddscope.exporters.otel.spans import SpanBook, present, set_error
 
 SCOPE = "ddscope"
+
+
+def _fold(histograms: list[FastHistogram]) -> None:
+    for histogram in histograms:
+        histogram.fold()
 
 
 class OtelSink:
@@ -82,7 +88,8 @@ class OtelSink:
         self._requests = RequestSpans(self._book, self.instruments, self.genai)
         self._record_text = record_text
         self._closed = False
-        self._batcher = EventBatcher(self._process)
+        histograms = [*self.instruments.histograms, *self.genai.histograms]
+        self._batcher = EventBatcher(self._process, after_batch=lambda: _fold(histograms))
         self.instruments.before_collect = self._batcher.flush_for_reader
         self._handlers: dict[str, Callable[[Any], None]] = {
             "run_started": self._run_started,
