@@ -132,6 +132,36 @@ def test_the_bytes_equal_the_sdk_encoders_for_every_kind_of_field() -> None:
     assert [s.scope.name for s in resource_spans.scope_spans] == ["scope-a", "scope-b"]
 
 
+def test_dropped_attributes_and_only_dropped_events_are_counted_as_the_sdk_does() -> None:
+    """The counts the SDK keeps in its bounded containers (read from the span's fields on the
+    fast path), also when every event was dropped; and a span class of its own (read through
+    the properties) encodes the same."""
+    limits = SpanLimits(max_attributes=2, max_events=0, max_links=0)
+    provider, exporter = _provider(Resource({"service.name": "svc"}), limits)
+    span = provider.get_tracer("t").start_span(
+        "limited", context=Context(), attributes={"a": 1, "b": "x", "c": True}, start_time=1
+    )
+    span.add_event("gone", timestamp=2)
+    span.end(end_time=3)
+    (limited,) = _recorded(provider, exporter)
+    assert (limited.dropped_attributes, limited.dropped_events, limited.events) == (1, 1, ())
+    _assert_same_bytes([limited])
+
+    class OwnSpan(ReadableSpan):
+        pass
+
+    own = OwnSpan(
+        name="own",
+        context=limited.context,
+        attributes=dict(limited.attributes or {}),
+        start_time=1,
+        end_time=3,
+        resource=limited.resource,
+        instrumentation_scope=limited.instrumentation_scope,
+    )
+    _assert_same_bytes([own, limited])
+
+
 def test_an_int_outside_int64_is_left_out_as_the_sdk_does(caplog: pytest.LogCaptureFixture) -> None:
     provider, exporter = _provider(Resource({"service.name": "svc"}))
     tracer = provider.get_tracer("t")

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import SpanKind
 
 _logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ _INT64 = range(-(2**63), 2**63)
 _LOCAL_FLAGS = b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE)
 _REMOTE_FLAGS = b"\x85\x01" + struct.pack("<I", _HAS_IS_REMOTE | _IS_REMOTE)
 _PAIR_CACHE_SIZE = 4096  # encoded (key, str/bool value) pairs; cleared when full
+_SDK_SPAN_TYPES = (ReadableSpan, SdkSpan)  # whose fields ``_fields`` reads directly
 _fixed64 = struct.Struct("<Q").pack
 _fixed32 = struct.Struct("<I").pack
 _double = struct.Struct("<d").pack
@@ -110,6 +112,8 @@ class SpanEncoder:
         self._names: dict[tuple[str, SpanKind], bytes] = {}
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id → (object kept alive, bytes)
         self._scopes: dict[int, tuple[Any, bytes]] = {}
+        self._trace_id = -1
+        self._trace_bytes = b""
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` of ``spans``."""
@@ -145,26 +149,28 @@ class SpanEncoder:
 
     def span(self, span: ReadableSpan) -> bytes:
         """The body of one ``Span`` message."""
-        context = span.context
-        parent = span.parent
-        parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big")]
-        parts += [b"\x12\x08", context.span_id.to_bytes(8, "big")]
+        context, parent, name, kind, start, end, attributes, dropped, status, extra = _fields(span)
+        trace_id = context.trace_id
+        if trace_id != self._trace_id:  # a run's spans share one trace: its bytes once
+            self._trace_id, self._trace_bytes = trace_id, trace_id.to_bytes(16, "big")
+        parts = [b"\x0a\x10", self._trace_bytes, b"\x12\x08", context.span_id.to_bytes(8, "big")]
         state = context.trace_state
         if state:
             trace_state = ",".join(f"{k}={v}" for k, v in state.items())
             parts.append(_field(b"\x1a", trace_state.encode()))
         if parent is not None:
             parts += [b"\x22\x08", parent.span_id.to_bytes(8, "big")]
-        parts.append(self._name_and_kind(span.name, span.kind))
-        if span.start_time:
-            parts += [b"\x39", _fixed64(span.start_time)]
-        if span.end_time:
-            parts += [b"\x41", _fixed64(span.end_time)]
-        self._attributes(parts, b"\x4a", span.attributes)
-        if span.dropped_attributes:
-            parts += [b"\x50", _varint(span.dropped_attributes)]
-        self._events_and_links(parts, span)
-        parts.append(self._status(span.status))
+        parts.append(self._name_and_kind(name, kind))
+        if start:
+            parts += [b"\x39", _fixed64(start)]
+        if end:
+            parts += [b"\x41", _fixed64(end)]
+        self._attributes(parts, b"\x4a", attributes)
+        if dropped:
+            parts += [b"\x50", _varint(dropped)]
+        if extra:
+            self._events_and_links(parts, span)
+        parts.append(self._status(status))
         parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
         return b"".join(parts)
 
@@ -264,6 +270,26 @@ class SpanEncoder:
                 self._attributes(parts, b"\x1a", scope.attributes)
             cached = self._scopes[id(scope)] = (scope, b"".join(parts))
         return cached[1]
+
+
+def _fields(span: ReadableSpan) -> tuple[Any, ...]:
+    """(context, parent, name, kind, start, end, attributes, dropped attributes, status,
+    whether there are events or links to encode) of ``span``. An SDK span's are read from its
+    fields: its properties copy or wrap them on every read (``attributes`` in a new
+    ``MappingProxyType``, ``events`` and ``links`` into tuples). Any other span class: through
+    the properties."""
+    fields = getattr(span, "__dict__", None) if type(span) in _SDK_SPAN_TYPES else None
+    if fields is not None and "_attributes" in fields and "_events" in fields:
+        attributes, events, links = fields["_attributes"], fields["_events"], fields["_links"]
+        extra = bool(
+            events or links or getattr(events, "dropped", 0) or getattr(links, "dropped", 0)
+        )
+        return (fields["_context"], fields["_parent"], fields["_name"], fields["_kind"],
+                fields["_start_time"], fields["_end_time"], attributes,
+                getattr(attributes, "dropped", 0), fields["_status"], extra)  # fmt: skip
+    extra = bool(span.events or span.links or span.dropped_events or span.dropped_links)
+    return (span.context, span.parent, span.name, span.kind, span.start_time, span.end_time,
+            span.attributes, span.dropped_attributes, span.status, extra)  # fmt: skip
 
 
 def _members(
