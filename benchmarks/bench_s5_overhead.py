@@ -94,6 +94,34 @@ garbage collection is ≈ 11 µs of the difference (31 → 42 µs per task with 
 every event to the end of the run costs the same, so the rest is the same code running colder.
 That cost did not shrink with the client's, so as a ratio it grew: record + OTLP costs 127–143 µs
 a task over no sinks, 1.36–1.41× its CPU (1.31× when no sinks cost 714 µs a task).
+
+**The sinks, live, found** (issue 17, a later session; load average 0.5–0.8). Timing each part
+inside live runs (``time.thread_time`` around the batch, the writer's flush and the encoder):
+OTel's batch 39 µs a task on the engine's thread, the encoder 21 µs on the span processor's,
+the record's ``model_dump_json`` 30 µs on the engine's (≈ 7 µs an event against 1.4 µs in a
+tight loop). A sink that only *keeps* each event in a list (no thread, no serialising) already
+cost ≈ 14 µs a task, and gc callbacks showed why: kept events cross the young generation's
+700-allocation threshold 40–55 times a run, at ≈ 0.5 ms a collection (record: 40 collections,
+23 ms; record + OTLP: 55 and 35–80 ms, sometimes one full collection of 35–43 ms; no sinks: 5,
+1 ms). ``gc.freeze()`` did not help (the cost is the young objects); a young threshold of 20,000
+during the run left 0–1 collections and took record + OTLP from 1.33–1.40× to ≈ 1.23× in the
+same experiment — ``engine/gc_pacing.py`` now does that for every run. Then: the record's
+``handle`` only queues the (frozen) event and its writer thread serialises each batch (the
+engine's thread no longer pays; the writer ≈ 16 µs a task); histogram values are queued and
+folded into the aggregation once per batch (replayed OTel 32 → 20 µs a task); the encoder reads
+an SDK span's fields (8.5 → 7.7 µs a span). Live after all four, one run: OTel's batch 26 µs a
+task, the encoder 17, the record's writer 14, the rest (gRPC, event hand-off) ≈ 20 — ≈ 80 µs a
+task over no sinks; ``--repeats 5``: record + OTLP 1.18× CPU, 1.01× wall.
+
+Tried and not kept: serialising events with orjson from ``__dict__`` (byte-identical, but
+2.9 µs an event against pydantic's 1.4); serialising the record in 256-event batches on the
+engine's thread (no difference S5 can resolve); uvloop for the engine (no sinks −13 µs a task,
+not worth a loop whose timers round to milliseconds); caching the scrubbed response-model name
+(0.5 µs). No sinks is still 341–379 µs a task in today's runs: an engine-only run (a client
+that sleeps 1 ms, no HTTP) costs 84 µs a cell, spread over ~40 functions at 1–3 µs each (the
+events' validation ≈ 10 µs a task, the largest), and ``bench_client.py`` puts the model client
+at 235 µs a request against the bare client's 204 (the overall ``asyncio.timeout`` ≈ 4 µs, the
+quota-header parse, the result object).
 """
 
 from __future__ import annotations
