@@ -302,3 +302,34 @@ def test_events_are_written_by_the_flusher_in_order_and_a_failed_serialisation_s
     with pytest.raises(RecordWriteError):
         recorder.close()
     assert path.read_text().count("\n") == 6  # what was written stays, whole lines
+
+
+def test_concurrent_flushes_keep_the_events_in_order(tmp_path: Path) -> None:
+    """A flush owns the file from its swap to its write: flushes racing the writer thread (and
+    each other) cannot put a later batch before an earlier one."""
+    import threading
+
+    path = tmp_path / "run.jsonl"
+    header, events = _run()
+    recorder = JsonlRecorder(path, flush_interval_s=0.001)
+    recorder.open(header)
+    stop = threading.Event()
+
+    def flush_often() -> None:
+        for _ in range(100_000):  # bounded; ends when the events are all handed over
+            if stop.is_set():
+                return
+            recorder.flush()
+
+    flushers = [threading.Thread(target=flush_often) for _ in range(3)]
+    for thread in flushers:
+        thread.start()
+    for _ in range(5):
+        for event in events:
+            recorder.handle(event)
+    stop.set()
+    for thread in flushers:
+        thread.join(timeout=10)
+    recorder.close()
+    written = [json.loads(line)["t_ns"] for line in path.read_text().splitlines()[1:]]
+    assert written == [e.t_ns for e in events] * 5

@@ -68,7 +68,8 @@ class JsonlRecorder:
                     stale.unlink()
         except OSError as exc:
             raise RecordWriteError(f"{self.path}: cannot create: {_why(exc)}") from exc
-        self._write([line])
+        with self._io_lock:
+            self._write([line])
         self._raise_if_failed()
         self._flusher = threading.Thread(target=self._flush_loop, name="ddscope-jsonl", daemon=True)
         self._flusher.start()
@@ -108,35 +109,36 @@ class JsonlRecorder:
             raise RecordWriteError(self.error)
 
     def flush(self) -> None:
-        """Writes what is buffered (the flusher does this on its own; close calls it last)."""
-        with self._lock:
-            events, self._buffer = self._buffer, []
-            self._drained.notify_all()
-        if not events:
-            return
-        try:
-            lines = [event.model_dump_json(exclude_none=True).encode() for event in events]
-        except Exception as exc:  # a bug, not the disk: the run still must not go unrecorded
-            self.error = f"{self.path}: cannot serialise an event: {exc}"
-            return
-        self._write(lines)
-
-    def _write(self, lines: list[bytes]) -> None:
-        """Writes outside the buffer lock; a failure cuts the file back to whole lines."""
-        payload = b"\n".join(lines) + b"\n"
+        """Writes what is buffered (the flusher does this on its own; close calls it last).
+        One flush at a time, from the swap to the write, so batches reach the file in order."""
         with self._io_lock:
-            if self._fd is None or self.error is not None:
+            with self._lock:
+                events, self._buffer = self._buffer, []
+                self._drained.notify_all()
+            if not events:
                 return
             try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-                self._offset += len(payload)
-            except OSError as exc:
-                self.error = f"{self.path}: cannot write: {_why(exc)}"
-                # the disk may be gone; the reader forgives a cut last line anyway
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._offset)
+                lines = [event.model_dump_json(exclude_none=True).encode() for event in events]
+            except Exception as exc:  # a bug, not the disk: the run must not go unrecorded
+                self.error = f"{self.path}: cannot serialise an event: {exc}"
+                return
+            self._write(lines)
+
+    def _write(self, lines: list[bytes]) -> None:
+        """Writes (the caller holds ``_io_lock``); a failure cuts the file back to whole lines."""
+        payload = b"\n".join(lines) + b"\n"
+        if self._fd is None or self.error is not None:
+            return
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self._offset += len(payload)
+        except OSError as exc:
+            self.error = f"{self.path}: cannot write: {_why(exc)}"
+            # the disk may be gone; the reader forgives a cut last line anyway
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._offset)
         with self._lock:
             self._drained.notify_all()
 
