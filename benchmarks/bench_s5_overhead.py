@@ -113,15 +113,15 @@ an SDK span's fields (8.5 → 7.7 µs a span). Live after all four, one run: OTe
 task, the encoder 17, the record's writer 14, the rest (gRPC, event hand-off) ≈ 20 — ≈ 80 µs a
 task over no sinks; ``--repeats 5``: record + OTLP 1.18× CPU, 1.01× wall.
 
-Tried and not kept: serialising events with orjson from ``__dict__`` (byte-identical, but
-2.9 µs an event against pydantic's 1.4); serialising the record in 256-event batches on the
-engine's thread (no difference S5 can resolve); uvloop for the engine (no sinks −13 µs a task,
-not worth a loop whose timers round to milliseconds); caching the scrubbed response-model name
-(0.5 µs). No sinks is still 341–379 µs a task in today's runs: an engine-only run (a client
-that sleeps 1 ms, no HTTP) costs 84 µs a cell, spread over ~40 functions at 1–3 µs each (the
-events' validation ≈ 10 µs a task, the largest), and ``bench_client.py`` puts the model client
-at 235 µs a request against the bare client's 204 (the overall ``asyncio.timeout`` ≈ 4 µs, the
-quota-header parse, the result object).
+Tried and not kept: serialising events with orjson from ``__dict__`` (byte-identical, but 2.9 µs
+an event against pydantic's 1.4); serialising the record in 256-event batches on the engine's
+thread (no difference S5 can resolve); uvloop for the engine (no sinks −13 µs a task, not worth
+a loop whose timers round to milliseconds); caching the scrubbed response-model name (0.5 µs).
+No sinks is still 341–379 µs a task in today's runs: an engine-only run
+(``bench_engine_only.py``: a client that sleeps 1 ms, no HTTP) costs 84–88 µs a cell, spread
+over ~40 functions at 1–3 µs each (the events' validation ≈ 10 µs a task, the largest), and
+``bench_client.py`` puts the model client at 235 µs a request against the bare client's 204 (the
+overall ``asyncio.timeout`` ≈ 4 µs, the quota-header parse, the result object).
 """
 
 from __future__ import annotations
