@@ -14,9 +14,10 @@ child process (50 ms latency). Variants, run round-robin ``--repeats`` times in 
 Prints per variant the median wall and CPU (``time.process_time``: this process, all threads —
 the endpoint and the receiver run elsewhere), the ratios the goals are stated in (issue 17: no
 sinks ÷ bare client ≤ 1.05 wall and ≤ 350 µs CPU per model task; full instrumentation ÷ no sinks
-≤ 1.10 wall, ≤ 1.20 CPU), CPU µs per task,
-run.jsonl bytes per task, the spans the receiver got against those the records imply, then
-one ``JSON`` line. Usage::
+≤ 1.10 wall, ≤ 1.20 CPU) both as a ratio of medians and paired by round (each variant over the
+no-sinks run of its own round, then the median: robust to the machine's drift over minutes), CPU
+µs per task, run.jsonl bytes per task, the spans the receiver got against those the records
+imply, then one ``JSON`` line. Usage::
 
     .venv/bin/python benchmarks/bench_s5_overhead.py [--records 1000] [--repeats 3]
 
@@ -328,6 +329,22 @@ def ratios(figures: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {k: round(v, 3) for k, v in out.items()}
 
 
+def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    """The same ratios taken round by round (each variant over no sinks *of the same round*,
+    seconds apart), then the median: the machine's speed drifts over minutes, and a ratio of
+    medians taken from different rounds carries that drift; a paired ratio does not."""
+
+    def paired(name: str, base: str, key: str) -> float:
+        pairs = zip(runs[name], runs[base], strict=True)
+        return round(statistics.median(a[key] / b[key] for a, b in pairs), 3)
+
+    out = {"no_sinks_wall_vs_bare": paired("no_sinks", "bare_aiohttp", "wall_s")}
+    for name in ("record", "otel_memory", "otel_otlp"):
+        out[f"{name}_wall_vs_no_sinks"] = paired(name, "no_sinks", "wall_s")
+        out[f"{name}_cpu_vs_no_sinks"] = paired(name, "no_sinks", "cpu_s")
+    return out
+
+
 def measure(url: str, records: int, repeats: int, otlp: str) -> dict[str, list[dict[str, Any]]]:
     """Every variant ``repeats`` times, round-robin, so drift on this noisy machine is shared."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
@@ -357,7 +374,7 @@ def main() -> None:
     finally:
         received = stop_receiver(receiver)
     received["expected_spans"] = sum(r["spans"] for r in runs.get("otel_otlp", []))
-    report(args, summarize(runs), received)
+    report(args, summarize(runs), paired_ratios(runs), received)
 
 
 def stop_receiver(receiver: subprocess.Popen[str]) -> dict[str, Any]:
@@ -370,7 +387,10 @@ def stop_receiver(receiver: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 def report(
-    args: argparse.Namespace, figures: dict[str, dict[str, Any]], received: dict[str, Any]
+    args: argparse.Namespace,
+    figures: dict[str, dict[str, Any]],
+    paired: dict[str, float],
+    received: dict[str, Any],
 ) -> None:
     ideal = args.records * len(COLUMNS) * LATENCY_MS / 1000 / PARALLEL
     print(f"\nS5: chain-3, {args.records} records, {PARALLEL} parallel, {LATENCY_MS:g} ms endpoint")
@@ -387,7 +407,9 @@ def report(
     print(f"no sinks CPU per task: {figures['no_sinks']['cpu_us_per_task']:.0f} µs  (goal ≤ 350)")
     for name in ("record", "otel_memory", "otel_otlp"):
         wall, cpu = r[f"{name}_wall_vs_no_sinks"], r[f"{name}_cpu_vs_no_sinks"]
-        print(f"{name:13s} / no sinks: wall {wall:.3f}  CPU {cpu:.3f}")
+        pw, pc = paired[f"{name}_wall_vs_no_sinks"], paired[f"{name}_cpu_vs_no_sinks"]
+        print(f"{name:13s} / no sinks: wall {wall:.3f}  CPU {cpu:.3f}", end="")
+        print(f"   (paired by round: wall {pw:.3f}  CPU {pc:.3f})")
     print("goal, full instrumentation over no sinks: wall ≤ 1.10, CPU ≤ 1.20; ≤ 1 KB/task")
     got, expected = received.get("spans"), received.get("expected_spans")
     verdict = "every span delivered" if got == expected else "SPANS MISSING"
@@ -402,6 +424,7 @@ def report(
         "ideal_s": round(ideal, 3),
         "variants": figures,
         "ratios": r,
+        "paired_ratios": paired,
         "received": received,
     }
     print("JSON " + json.dumps(line))
