@@ -342,3 +342,20 @@ def test_a_line_is_byte_for_byte_what_model_dump_json_gives() -> None:
     assert len({e.kind for e in events}) >= 12  # cooldowns, limits, salvage, health …
     for event in events:
         assert _line(event) == event.model_dump_json(exclude_none=True).encode()
+
+
+def test_a_cut_gzip_record_is_one_error_naming_the_file(tmp_path: Path) -> None:
+    """Reading straight from the (gzip) file's own iterator keeps the one-line error."""
+    import gzip
+
+    plain = tmp_path / "run.jsonl"
+    write_engine_record(plain, EngineSpec(rows=60))
+    packed = gzip.compress(plain.read_bytes())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[: len(packed) * 6 // 10])
+    reader = RunReader(cut)
+    with pytest.raises(RecordError, match=r"cut\.jsonl\.gz: cannot read: Compressed file ended"):
+        for _ in reader.iter_dicts():
+            pass
+    whole = RunReader(plain)
+    assert sum(1 for _ in whole.iter_dicts()) > 100  # the whole one reads

@@ -191,8 +191,11 @@ class RunReader:
         the line is still checked to be a JSON object with a known ``kind``, a ``t_ns`` and the
         kind's required fields.
         """
-        last_t = 0
         try:
+            if len(self.parts) == 1:  # the usual case: nothing to shift, no extra step a line
+                yield from self._iter_part(self._file, self.parts[0])
+                return
+            last_t = 0
             for index, path in enumerate(self.parts):
                 if index == 0:
                     handle, offset = self._file, 0
@@ -229,7 +232,7 @@ class RunReader:
         pending_no = line_no = 1
         fast = 0  # events yielded by the fast path (added to stats even if the caller stops)
         try:
-            for raw in _lines(handle, path):
+            for raw in handle:  # the file's own iterator: no generator between (S6)
                 line_no += 1
                 if pending is not None:
                     try:
@@ -253,6 +256,8 @@ class RunReader:
                 data = self._parse(pending, pending_no, last=True)
                 if data is not None:
                     yield pending_no, data
+        except (OSError, EOFError) as exc:  # only reading the file raises these here
+            raise RecordError(f"{path}: cannot read: {exc}") from exc
         finally:
             self._line_no = line_no
             self.stats.events += fast
@@ -300,14 +305,6 @@ class RunReader:
 
     def close(self) -> None:
         self._file.close()
-
-
-def _lines(handle: IO[bytes], path: Path) -> Iterator[bytes]:
-    """The part's lines; a damaged gzip stream is one error naming the file."""
-    try:
-        yield from handle
-    except (OSError, EOFError) as exc:
-        raise RecordError(f"{path}: cannot read: {exc}") from exc
 
 
 def _first_error(exc: ValidationError) -> str:
