@@ -23,7 +23,7 @@ from typing import Any
 
 from bench_s5_overhead import COLUMNS, PARALLEL, chain3
 
-from ddscope.engine.client.model_client import ChatResult
+from ddscope.engine.client.answers import ChatResult
 from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import EventBus

@@ -6,7 +6,7 @@
     ├── ConfigError            bad pipeline / option; names the field (exit 2)
     ├── RecordError            unreadable run record; names file:line (exit 2)
     └── TaskError              one task failed; ``kind`` is an events.ErrorKind
-        ├── ModelError         the model endpoint failed (see model_client.classify)
+        ├── ModelError         the model endpoint failed (see engine.client.answers.classify)
         │   ├── RateLimited        429; ``retry_after_s`` parsed from Retry-After
         │   ├── ServerError        5xx
         │   ├── ClientError        other 4xx (not retryable)

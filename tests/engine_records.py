@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ddscope.engine.client.model_client import ChatResult
+from ddscope.engine.client.answers import ChatResult
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.pipeline.model import Pipeline, SamplerColumn
 from ddscope.engine.pipeline.samplers import sample_cell

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from scheduler_support import MemoryWriter, chain3, of_kind, unpaired_intervals
 
-from ddscope.engine.client.model_client import ChatResult
+from ddscope.engine.client.answers import ChatResult
 from ddscope.engine.scheduler import RunSummary, run_pipeline
 from ddscope.events import EventBus, ListSink
 from ddscope.mock.server import MockServer

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from error_body_support import measure
 
-from ddscope.engine.client.model_client import MAX_DETAIL_CHARS, ModelClient, parse_chat_completion
+from ddscope.engine.client.answers import MAX_DETAIL_CHARS, parse_chat_completion
+from ddscope.engine.client.model_client import ModelClient
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.run_setup import default_client
 from ddscope.errors import BadResponse, ConfigError, ModelError, ServerError

@@ -14,16 +14,15 @@ import aiohttp
 import httpx
 import pytest
 
-from ddscope.engine.admission.retry_after import retry_after_from_headers
-from ddscope.engine.client.model_client import (
+from ddscope.engine.admission.retry_after import parse_retry_after, retry_after_from_headers
+from ddscope.engine.client.answers import (
     MAX_DETAIL_CHARS,
     ChatResult,
-    ModelClient,
     classify,
     error_class_for_exception,
     error_class_for_status,
-    parse_retry_after,
 )
+from ddscope.engine.client.model_client import ModelClient
 from ddscope.errors import (
     BadResponse,
     ClientError,

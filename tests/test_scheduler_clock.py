@@ -10,7 +10,7 @@ from typing import Any
 
 from scheduler_support import MemoryWriter, chain3, max_concurrency, of_kind, unpaired_intervals
 
-from ddscope.engine.client.model_client import ChatResult
+from ddscope.engine.client.answers import ChatResult
 from ddscope.engine.clock import FakeClock
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.scheduler import RunSummary, run_pipeline
