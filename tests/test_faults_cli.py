@@ -78,7 +78,10 @@ def test_a_full_disk_fails_the_run_loudly_and_keeps_whole_rows(
     assert "No space left on device" in result.stdout
     assert str(out) in result.stdout  # the file is named
     rows = _rows_are_whole(out / "data.jsonl")
-    assert rows == list(range(len(rows))) and len(rows) < 2000
+    # In row order, each row once. Not always contiguous: when the record's write fails first,
+    # the stop writes the groups in flight with the rows they had completed (outcome
+    # abandoned), so a row still on the wire in an earlier group leaves a gap.
+    assert rows == sorted(set(rows)) and len(rows) < 2000
     assert srv.stats().requests < 2000  # stopped promptly, not after sending everything
 
 
