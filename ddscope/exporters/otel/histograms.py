@@ -74,13 +74,9 @@ class FastHistogram:
 
     def record(self, value: float, attributes: Mapping[str, Any]) -> None:
         key = id(attributes)
-        queued = self._queued.get(key)
-        if queued is not None and value >= 0 and math.isfinite(value):
-            queued.append(value)
-            return
         target = self._targets.get(key)
         if target is not None and target[1] is not None and value >= 0 and math.isfinite(value):
-            self._queued[key] = [value]
+            self._queued.setdefault(key, []).append(value)
             return
         self.histogram.record(value, attributes)  # the SDK warns about or drops bad values
         if target is None and self._consumer is not None:
@@ -99,18 +95,19 @@ class FastHistogram:
         context = get_current()
         for key, values in batches.items():
             attributes, aggregations = self._targets[key]
-            sampled = [v for v in values if sample(v, 0, None, context)]
-            if sampled:  # an exemplar the filter would take (a sampled span is current)
-                for value in sampled:
+            kept = []
+            for value in values:
+                if sample(value, 0, None, context):  # an exemplar the filter would take
                     histogram.record(value, attributes, context)
-                values = [v for v in values if not sample(v, 0, None, context)]
-                if not values:
-                    continue
+                else:
+                    kept.append(value)
+            if not kept:
+                continue
             for aggregation, in_place in aggregations or ():
                 if in_place:
-                    _add(aggregation, values)
+                    _add(aggregation, kept)
                 else:  # value by value, as the SDK's own path ends
-                    for value in values:
+                    for value in kept:
                         measurement = Measurement(value, time_ns(), histogram, _NO_CONTEXT)
                         aggregation.aggregate(measurement, False)
 
