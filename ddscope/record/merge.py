@@ -40,6 +40,7 @@ import orjson
 
 from ddscope.events import RunHeader
 from ddscope.record.jsonl import RunReader
+from ddscope.record.recorder import header_line
 
 ID_FIELDS = ("lease_id", "request_id", "cooldown_id")
 _OUTCOME_RANK = {"complete": 0, "shutdown": 1, "cancelled": 2, "failed": 3}
@@ -83,7 +84,7 @@ def merge_records(
     result = MergeResult(parts=len(parts))
     tmp = out.with_name(out.name + ".merging")
     with tmp.open("wb") as handle:
-        handle.write(header.model_dump_json(by_alias=True, exclude_none=True).encode() + b"\n")
+        handle.write(header_line(header) + b"\n")
         last_t = 0
         first = True
         for t_ns, _, _, event in heapq.merge(*(_events(p, len(parts)) for p in merged)):

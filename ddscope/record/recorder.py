@@ -54,7 +54,7 @@ class JsonlRecorder:
         self.events_written = 0
 
     def open(self, header: RunHeader) -> None:
-        line = header.model_dump_json(by_alias=True, exclude_none=True).encode()
+        line = header_line(header)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # A record holding prompts and completions is a private file (issue 19); fchmod
@@ -163,6 +163,12 @@ class JsonlRecorder:
             self._hurry.wait(self._interval)
             self._hurry.clear()
             self.flush()
+
+
+def header_line(header: RunHeader) -> bytes:
+    """The record's first line (without its newline): the header by its field aliases
+    (``schema``), without ``None`` fields."""
+    return header.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
 def _line(event: Event) -> bytes:
