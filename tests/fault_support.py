@@ -3,14 +3,17 @@ subprocess (signals, locks and kills need a process of their own)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 DEADLINE_S = 60.0
@@ -78,3 +81,24 @@ def line_count(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount_point: Path, options: str, why_root: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``mount_point`` with ``options`` (e.g. ``size=200k``) while inside,
+    unmounted after; the test is skipped (``why_root`` says why it needs root) where mounting
+    is not possible."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip(why_root)
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

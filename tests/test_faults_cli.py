@@ -5,11 +5,8 @@ subprocess."""
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +17,7 @@ import pytest
 from fault_support import (
     ddtrace,
     line_count,
+    mounted_tmpfs,
     pipeline_dict,
     run_ddtrace,
     wait_until,
@@ -45,21 +43,9 @@ def _rows_are_whole(data: Path) -> list[int]:
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root (and mount(8))")
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    why = "mounting a small tmpfs needs root (and mount(8))"
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=200k", why) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 @pytest.mark.parametrize("prefill_kib", [0, 150])

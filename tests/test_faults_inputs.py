@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from engine_records import EngineSpec, write_engine_record
-from fault_support import pipeline_dict, write_pipeline
+from fault_support import mounted_tmpfs, pipeline_dict, write_pipeline
 
 from ddscope.cli.console.progress import ProgressSink
 from ddscope.cli.main import cli
@@ -84,21 +81,9 @@ def test_out_under_a_file_is_one_line_exit_2(srv: MockServer, tmp_path: Path) ->
 
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a read-only file system needs root to mount (and as root, modes do not bind)")
-    mount_point = tmp_path / "ro"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    why = "a read-only file system needs root to mount (and as root, modes do not bind)"
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k", why) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_out_on_a_read_only_file_system_is_one_line_exit_2(
