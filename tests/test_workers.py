@@ -99,6 +99,24 @@ def run_job(
     )
 
 
+def start_job(pipeline: Path, out: Path, workers: int, url: str) -> subprocess.Popen[str]:
+    """``ddtrace run --workers N --admission URL`` started quietly, for a test to act on mid-run."""
+    command = ddtrace("run", str(pipeline), "--workers", str(workers), "-o", str(out), "-q")
+    return subprocess.Popen(
+        [*command, "--admission", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_rows(data: Path) -> None:
+    """Until a shard's ``data.jsonl`` holds a row (bounded: 60 s)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (data.exists() and data.stat().st_size > 0):
+        time.sleep(0.02)
+
+
 def data_rows(out: Path) -> list[int]:
     with (out / "data.jsonl").open("rb") as handle:
         return [orjson.loads(line)["_row"] for line in handle]
@@ -224,19 +242,8 @@ def test_a_worker_killed_mid_run_is_taken_over_and_every_row_is_made_once(
     with MockServer(MockBehavior(latency_ms=40)) as server:
         pipeline = pipeline_file(tmp_path, server, 240)
         out = tmp_path / "out"
-        command = ddtrace("run", str(pipeline), "--workers", "3", "-o", str(out), "-q")
-        with subprocess.Popen(
-            [*command, "--admission", redis_server.url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as job:
-            victim_data = out / "workers" / "shard-1-of-3" / "data.jsonl"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (
-                victim_data.exists() and victim_data.stat().st_size > 0
-            ):
-                time.sleep(0.02)
+        with start_job(pipeline, out, 3, redis_server.url) as job:
+            wait_for_rows(out / "workers" / "shard-1-of-3" / "data.jsonl")
             victims = [p for p, cmd in child_pids(job.pid).items() if "--shard 1/3" in cmd]
             assert victims, "the worker of shard 1/3 was not found running"
             os.kill(victims[0], signal.SIGKILL)
@@ -318,17 +325,8 @@ def test_redis_lost_mid_run_stops_the_workers_with_a_stated_reason(tmp_path: Pat
     with MockServer(MockBehavior(latency_ms=40)) as server:
         pipeline = pipeline_file(tmp_path, server, 300)
         out = tmp_path / "out"
-        command = ddtrace("run", str(pipeline), "--workers", "2", "-o", str(out), "-q")
-        with subprocess.Popen(
-            [*command, "--admission", redis.url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as job:
-            first = out / "workers" / "shard-0-of-2" / "data.jsonl"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (first.exists() and first.stat().st_size):
-                time.sleep(0.02)
+        with start_job(pipeline, out, 2, redis.url) as job:
+            wait_for_rows(out / "workers" / "shard-0-of-2" / "data.jsonl")
             redis.stop()
             stdout, stderr = job.communicate(timeout=120)
     assert job.returncode == 1, stderr + stdout
@@ -397,17 +395,8 @@ def test_sigterm_to_the_coordinator_stops_every_worker_and_keeps_one_run(
     with MockServer(MockBehavior(latency_ms=40)) as server:
         pipeline = pipeline_file(tmp_path, server, 600)
         out = tmp_path / "out"
-        command = ddtrace("run", str(pipeline), "--workers", "2", "-o", str(out), "-q")
-        with subprocess.Popen(
-            [*command, "--admission", redis_server.url],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as job:
-            first = out / "workers" / "shard-0-of-2" / "data.jsonl"
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not (first.exists() and first.stat().st_size):
-                time.sleep(0.02)
+        with start_job(pipeline, out, 2, redis_server.url) as job:
+            wait_for_rows(out / "workers" / "shard-0-of-2" / "data.jsonl")
             job.send_signal(signal.SIGTERM)
             stdout, stderr = job.communicate(timeout=120)
     assert job.returncode == 1, stderr + stdout
