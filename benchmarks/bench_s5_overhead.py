@@ -142,6 +142,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ddscope.engine import event_loop
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import run_pipeline
@@ -226,8 +227,12 @@ def in_memory_otel() -> tuple[OtelSink, Callable[[], list[str]]]:
     return OtelSink(traces, metrics), finish
 
 
-def run_variant(name: str, url: str, records: int, workdir: Path, otlp: str) -> dict[str, Any]:
-    """One run of one variant: wall, CPU, record size, tasks, warnings."""
+def run_variant(
+    name: str, url: str, records: int, workdir: Path, otlp: str, loop: str
+) -> dict[str, Any]:
+    """One run of one variant: wall, CPU, record size, tasks, warnings. ddscope runs on ``loop``
+    (``event_loop.run``, as ``ddtrace run``); the bare client on asyncio's own loop, what a plain
+    aiohttp script gets, and ``bare_uvloop`` the same client on uvloop, for comparison."""
     record = workdir / f"{name}.jsonl"
     sinks: list[EventSink] = []
     finish: Callable[[], list[str]] = list
@@ -243,9 +248,12 @@ def run_variant(name: str, url: str, records: int, workdir: Path, otlp: str) -> 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if name == "bare_aiohttp":
         asyncio.run(bare_client(url, records * len(COLUMNS)))
+    elif name == "bare_uvloop":
+        event_loop.run(bare_client(url, records * len(COLUMNS)), "uvloop")
     else:
         pipeline = chain3(url, records)
-        asyncio.run(run_pipeline(pipeline, bus=EventBus(sinks), output=DiscardingRowWriter()))
+        bus = EventBus(sinks)
+        event_loop.run(run_pipeline(pipeline, bus=bus, output=DiscardingRowWriter()), loop)
     warnings = finish()  # inside the measurement: the flush at the end is part of the cost
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     size = record.stat().st_size if record.exists() else 0
@@ -303,7 +311,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, floa
     # Task leases, counted in a record; the same workload in every ddscope variant.
     tasks = max(r["tasks"] for results in runs.values() for r in results) or None
     for name, results in runs.items():
-        engine = name != "bare_aiohttp"
+        engine = not name.startswith("bare_")
         wall = statistics.median(r["wall_s"] for r in results)
         cpu = statistics.median(r["cpu_s"] for r in results)
         out[name] = {
@@ -345,14 +353,17 @@ def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     return out
 
 
-def measure(url: str, records: int, repeats: int, otlp: str) -> dict[str, list[dict[str, Any]]]:
+def measure(
+    url: str, records: int, repeats: int, otlp: str, loop: str
+) -> dict[str, list[dict[str, Any]]]:
     """Every variant ``repeats`` times, round-robin, so drift on this noisy machine is shared."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    variants = VARIANTS if loop == "asyncio" else (VARIANTS[0], "bare_uvloop", *VARIANTS[1:])
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     asyncio.run(bare_client(url, PARALLEL * 4))  # warm-up: connections, lazy imports
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
-            for name in VARIANTS:
-                r = run_variant(name, url, records, Path(tmp), otlp)
+            for name in variants:
+                r = run_variant(name, url, records, Path(tmp), otlp, loop)
                 runs[name].append(r)
                 line = f"wall {r['wall_s']:6.2f} s  CPU {r['cpu_s']:6.2f} s"
                 print(f"  run {repeat + 1} {name:12s} {line}", flush=True)
@@ -363,14 +374,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="ddscope's event loop (default: as ddtrace run, uvloop where installed)",
+    )
     parser.add_argument("--serve-otlp-receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_otlp_receiver:
         return serve_receiver()
+    args.loop, _ = event_loop.chosen_loop(args.loop)
     receiver, otlp = start_receiver()
     try:
         with MockServerProcess(MockBehavior(latency_ms=LATENCY_MS)) as server:
-            runs = measure(server.base_url, args.records, args.repeats, otlp)
+            runs = measure(server.base_url, args.records, args.repeats, otlp, args.loop)
     finally:
         received = stop_receiver(receiver)
     received["expected_spans"] = sum(r["spans"] for r in runs.get("otel_otlp", []))
@@ -394,7 +412,7 @@ def report(
 ) -> None:
     ideal = args.records * len(COLUMNS) * LATENCY_MS / 1000 / PARALLEL
     print(f"\nS5: chain-3, {args.records} records, {PARALLEL} parallel, {LATENCY_MS:g} ms endpoint")
-    print(f"ideal {ideal:.2f} s; medians of {args.repeats} runs")
+    print(f"ideal {ideal:.2f} s; medians of {args.repeats} runs; ddscope on {args.loop}")
     for name, f in figures.items():
         line = f"{name:13s} wall {f['wall_s']:6.2f} s  CPU {f['cpu_s']:6.2f} s"
         if f["cpu_us_per_task"]:
@@ -421,6 +439,7 @@ def report(
         "parallel": PARALLEL,
         "latency_ms": LATENCY_MS,
         "repeats": args.repeats,
+        "loop": args.loop,
         "ideal_s": round(ideal, 3),
         "variants": figures,
         "ratios": r,

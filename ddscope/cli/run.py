@@ -14,7 +14,6 @@ themselves are replaced only once the engine has started. ``--resume`` continues
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sys
 import time
@@ -32,6 +31,7 @@ from ddscope.cli.otel_options import otel_options
 from ddscope.cli.out_dir import claim_out_dir
 from ddscope.cli.preflight import check_api_keys, check_endpoints, check_otlp_endpoint
 from ddscope.cli.stop_signals import run_until_stopped
+from ddscope.engine import event_loop
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.rows.output import JsonlRowWriter
 from ddscope.events import EventBus, EventSink
@@ -106,6 +106,7 @@ def execute(
     """Runs ``pipeline`` writing into ``run_dir``, prints the summary, returns the exit code.
     ``shared``: request admission shared through Redis, maybe one shard (``cli.workers``)."""
     check_otlp_endpoint(otlp_endpoint)
+    event_loop.chosen_loop()  # a bad DDSCOPE_EVENT_LOOP: one line, exit 2, nothing touched
     check_api_keys(pipeline)
     check_endpoints(pipeline)
     if shared is not None:
@@ -123,7 +124,7 @@ def execute(
             carried=point.carried if point else None,
         )
         try:
-            summary = asyncio.run(run_until_stopped(pipeline, bus, writer, point, shared))
+            summary = event_loop.run(run_until_stopped(pipeline, bus, writer, point, shared))
         finally:
             writer.close()
             if shared is not None:

@@ -31,8 +31,22 @@ class Clock(Protocol):
     async def sleep(self, delay: float) -> None: ...
 
 
+# uvloop (and any loop not built on asyncio's own) keeps time in whole milliseconds and rounds a
+# delay to the nearest one: a timer can fire up to ~1.5 ms before it is due on time.monotonic().
+# A cooldown must not end before a server's Retry-After, so such loops' timers are set this much
+# later. asyncio's own loops use time.monotonic() itself and are never early.
+COARSE_LOOP_MARGIN_S = 0.002
+
+
+def _timer_delay(loop: asyncio.AbstractEventLoop, delay: float) -> float:
+    if delay <= 0.0:
+        return 0.0  # due already: nothing to be early for
+    return delay if isinstance(loop, asyncio.BaseEventLoop) else delay + COARSE_LOOP_MARGIN_S
+
+
 class MonotonicClock:
-    """The real clock: ``time.monotonic`` and the running asyncio loop's timers."""
+    """The real clock: ``time.monotonic`` and the running loop's timers, which never fire before
+    they are due on ``time.monotonic`` (on uvloop too: see ``COARSE_LOOP_MARGIN_S``)."""
 
     def now(self) -> float:
         return time.monotonic()
@@ -41,10 +55,11 @@ class MonotonicClock:
         return time.monotonic_ns()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
-        return asyncio.get_running_loop().call_later(max(0.0, delay), callback)
+        loop = asyncio.get_running_loop()
+        return loop.call_later(_timer_delay(loop, delay), callback)
 
     async def sleep(self, delay: float) -> None:
-        await asyncio.sleep(max(0.0, delay))
+        await asyncio.sleep(_timer_delay(asyncio.get_running_loop(), delay))
 
 
 class _FakeTimer:
