@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ddscope import events
 from ddscope.engine.admission.gate import RequestGate
@@ -181,29 +181,26 @@ class Dispatcher:
             self._admission.set_limit(request_resource(domain), capacity)
 
     def _lease_ready(self) -> None:
+        # Every need is one unit of each of its resources, so a column is blocked exactly when
+        # one of its resources has no room: known before selecting (and after each lease)
+        # from the resources' room, not found by selecting a candidate that cannot be leased.
         blocked: set[str] = set()
+        self._block_full(blocked, self._columns_needing)
         while (
             len(blocked) < len(self._needs)
             and (candidate := self._queue.select(blocked)) is not None
         ):
             need = self._needs[candidate.group]
-            if not self._admission.can_admit(need):
-                # Every column needing a resource this one found full is blocked as well: one
-                # refused select per wake, not one per column (all share ``llm_wait``).
-                blocked.update(self._sharing_full_resource(need))
-                continue
             lease = self._admission.try_acquire(need, self._emitter.next_id())
-            assert lease is not None  # can_admit said yes, nothing ran in between
+            assert lease is not None  # none of its resources is full, nothing ran in between
             self._spawn(self._queue.commit(candidate), lease)
+            self._block_full(blocked, need)
 
-    def _sharing_full_resource(self, need: Mapping[str, int]) -> list[str]:
-        """The columns that cannot be leased now: every need is one unit of each resource, so
-        a column needing a resource with less room than ``need`` asks cannot fit either."""
-        blocked: list[str] = []
-        for name, amount in need.items():
-            if self._admission.room(name) < amount:
-                blocked += self._columns_needing[name]
-        return blocked
+    def _block_full(self, blocked: set[str], resources: Iterable[str]) -> None:
+        """Adds to ``blocked`` the columns needing any of ``resources`` that has no room."""
+        for name in resources:
+            if self._admission.room(name) < 1:
+                blocked.update(self._columns_needing[name])
 
     def idle_model_slots(self) -> int:
         free = sum(self._admission.room(request_resource(d)) for d in self._gates)
