@@ -372,10 +372,10 @@ class _Run(RunPasses):
 
     def _verdict(self) -> tuple[events.RunOutcome, StopReason | None]:
         d = self._dispatcher
-        if d.rows_dropped and not d.rows_completed:
+        if d.rows.dropped and not d.rows.completed:
             return "failed", StopReason(
                 "all_rows_dropped",
-                f"all {d.rows_dropped} rows were dropped ({_reasons(d.drops_by_reason)})",
+                f"all {d.rows.dropped} rows were dropped ({_reasons(d.rows.drops_by_reason)})",
             )
         return "complete", None
 
@@ -388,8 +388,8 @@ class _Run(RunPasses):
         d = self._dispatcher
         if stop is not None:
             reason = "shutdown" if outcome == "shutdown" else stop.reason
-            d.finalize(reason, stop.reason)
-        if d.write_failure is not None and outcome != "failed":
+            d.rows.finalize(reason, stop.reason)
+        if d.rows.write_failure is not None and outcome != "failed":
             # a write failed (perhaps in this very finalize): nothing may claim completion
             outcome, stop = "failed", self._stop
             assert stop is not None  # set by _on_write_failure
@@ -401,8 +401,8 @@ class _Run(RunPasses):
                 outcome=outcome,
                 reason=stop.reason if stop else None,
                 message=stop.message if stop else None,
-                rows_completed=d.checkpointer.rows_written,
-                rows_dropped=d.rows_dropped,
+                rows_completed=d.rows.checkpointer.rows_written,
+                rows_dropped=d.rows.dropped,
             )
         )
         return RunSummary(
@@ -410,9 +410,9 @@ class _Run(RunPasses):
             outcome=outcome,
             reason=stop.reason if stop else None,
             message=stop.message if stop else None,
-            rows_completed=d.checkpointer.rows_written,
-            rows_dropped=d.rows_dropped,
-            drops_by_reason=dict(d.drops_by_reason),
+            rows_completed=d.rows.checkpointer.rows_written,
+            rows_dropped=d.rows.dropped,
+            drops_by_reason=dict(d.rows.drops_by_reason),
             duration_s=self._clock.now() - self._started,
             requests=self._ctx.requests,
             rate_limited=self._ctx.rate_limited,

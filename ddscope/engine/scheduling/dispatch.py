@@ -1,4 +1,4 @@
-"""The dispatcher: row groups in memory, the ready queue, task leases and the workers.
+"""The dispatcher: the ready queue, task leases, row-group admission and the workers.
 
 One loop (:meth:`Dispatcher.pump`), woken by an ``asyncio.Event`` — set when a worker finishes,
 when a gate's capacity may have grown (gate listener), by the health tick, and on a stop — never
@@ -13,16 +13,16 @@ by a polling sleep. Each wake it
 3. admits another row group if the target allows (fixed, or adaptive: see ``row_groups``), and
    repeats from 2 for the new ready work.
 
-Worker results are applied in one place (:meth:`Dispatcher._apply`): a done cell may make more
-cells ready; a non-retryable failure drops the row (its other queued and deferred tasks go with
-it); a retryable one defers the task for salvage. A row group is checkpointed when resolved.
+Worker results are applied in one place (``RowBook.apply``, ``row_book.py``, which keeps the
+admitted groups' rows): a done cell may make more cells ready; a non-retryable failure drops the
+row (its other queued and deferred tasks go with it); a retryable one defers the task for
+salvage. A row group is checkpointed when resolved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
 from ddscope import events
@@ -30,16 +30,11 @@ from ddscope.engine.admission.gate import RequestGate
 from ddscope.engine.emitter import Emitter
 from ddscope.engine.pipeline.model import Pipeline
 from ddscope.engine.rows.output import RowWriter
-from ddscope.engine.rows.row_groups import (
-    AdmissionTarget,
-    Checkpointer,
-    engine_group_rows,
-    row_group_bounds,
-    row_group_count,
-)
+from ddscope.engine.rows.row_groups import AdmissionTarget, engine_group_rows, row_group_count
 from ddscope.engine.scheduling.fair_queue import FairQueue
+from ddscope.engine.scheduling.row_book import RowBook
 from ddscope.engine.scheduling.task_admission import Lease, TaskAdmission
-from ddscope.engine.scheduling.tasks import ModelTask, RowGroup, Settled, plan_columns
+from ddscope.engine.scheduling.tasks import ModelTask, plan_columns
 from ddscope.engine.scheduling.worker import TaskResult, Worker, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -81,9 +76,7 @@ class Dispatcher:
         self._emitter = emitter
         self._gates = gates
         self._ctx = ctx
-        self._num_records = run.num_records
         self._buffer_size = engine_group_rows(run.buffer_size)
-        self._seed = run.seed
         self._plans = plan_columns(pipeline)
         self._queue: FairQueue[ModelTask] = FairQueue()
         self._admission = task_resources(gates)
@@ -102,25 +95,24 @@ class Dispatcher:
         self.row_group_total = row_group_count(run.num_records, self._buffer_size)
         if stop_group is not None:
             self.row_group_total = min(self.row_group_total, stop_group)
-        groups_done, rows_done = resume_from
-        self.next_group = groups_done
-        self.groups: dict[int, RowGroup] = {}  # admitted and not yet written
-        self._abandoned: set[int] = set()
-        self.write_failure: str | None = None  # set by the checkpointer: the run must stop
-        self._carried = dict(carried or {})
-        # the writer's journal of finished rows not yet in data.jsonl (resume needs no request
-        # again for them); optional, see output.JsonlRowWriter.note_row
-        self._note_row = getattr(output, "note_row", None)
+        self.next_group = resume_from[0]
         self.on_write_failure: Callable[[str], None] | None = None
-        self.checkpointer = Checkpointer(
-            output, emitter, self._on_write_failure, first_index=groups_done, rows_before=rows_done
-        )
         self.workers: dict[asyncio.Task[TaskResult], Worker] = {}  # runner → its current cell
+        self.rows = RowBook(
+            pipeline,
+            self._plans,
+            emitter,
+            output,
+            self._queue,
+            self.workers,
+            buffer_size=self._buffer_size,
+            resume_from=resume_from,
+            carried=carried,
+            on_write_failure=self._on_write_failure,
+        )
         # While a finishing runner dispatches: that runner, and the first worker it adopts.
         self._adopter: asyncio.Task[TaskResult] | None = None
         self._handoff: Worker | None = None
-        self.deferred: list[ModelTask] = []
-        self.drops_by_reason: Counter[str] = Counter()
         self.wake = asyncio.Event()  # set whenever the loop may have something new to do
         self.stopping = False
         self.crash: BaseException | None = None
@@ -160,10 +152,9 @@ class Dispatcher:
 
     @property
     def blocked_on_unwritten(self) -> bool:
-        return len(self.groups) >= self._target.max_unwritten
+        return len(self.rows.groups) >= self._target.max_unwritten
 
     def _on_write_failure(self, message: str) -> None:
-        self.write_failure = self.write_failure or message
         if self.on_write_failure is not None:
             self.on_write_failure(message)
         self.wake.set()
@@ -207,26 +198,13 @@ class Dispatcher:
         return min(free, self._admission.room(LLM_WAIT))
 
     def _admit_group(self) -> bool:
-        if self.main_pass_done or self.blocked_on_unwritten or self.write_failure:
+        if self.main_pass_done or self.blocked_on_unwritten or self.rows.write_failure:
             return False
-        active = sum(1 for g in self.groups.values() if g.active)
+        active = sum(1 for g in self.rows.groups.values() if g.active)
         if not self._target.should_admit(active, self.idle_model_slots(), len(self._queue)):
             return False
-        index = self.next_group
         self.next_group += 1
-        first, size = row_group_bounds(self._num_records, self._buffer_size, index)
-        group = RowGroup(index, first, size, self._plans, self._seed)
-        for row in group.rows:
-            if row in self._carried:
-                group.carry(row, self._carried.pop(row))
-        self.groups[index] = group
-        self._emitter.emit(
-            events.RowGroupStarted(
-                t_ns=self._emitter.t_ns(), row_group=index, first_row=first, rows=size
-            )
-        )
-        self._absorb(group, group.start())
-        self.checkpoint_if_resolved(group)
+        self.rows.admit(self.next_group - 1)
         return True
 
     # -- workers ----------------------------------------------------------------------------
@@ -244,7 +222,7 @@ class Dispatcher:
                 salvage_round=task.salvage_round,
             )
         )
-        group = self.groups[task.row_group]
+        group = self.rows.groups[task.row_group]
         worker = Worker(self._ctx, task, lease, group.values[task.row - group.first_row])
         adopter = self._adopter
         if adopter is not None and self._handoff is None:
@@ -324,7 +302,7 @@ class Dispatcher:
         )
         self._admission.release(lease)
         try:
-            self._apply(task, result)
+            self.rows.apply(task, result)
         except Exception as exc:  # a callback's exception would only reach asyncio's logger
             log.exception("applying the result of %s failed", task.task_id)
             self.crash = self.crash or exc
@@ -342,170 +320,16 @@ class Dispatcher:
         while self.workers:
             await asyncio.gather(*self.workers, return_exceptions=True)
 
-    # -- results ----------------------------------------------------------------------------
-
-    def _apply(self, task: ModelTask, result: TaskResult) -> None:
-        group = self.groups.get(task.row_group)
-        if group is None:  # already written (a stop finalised it): nothing left to update
-            return
-        group.live -= 1
-        if group.is_dropped(task.row):
-            pass
-        elif result.outcome == "ok":
-            task.succeeded = True
-            self._absorb(group, group.complete_cell(task.row, task.plan.name, result.value))
-            values = group.values_if_complete(task.row)
-            if values is not None and self._note_row is not None:
-                self._journal(task.row, values)
-        elif result.outcome == "dropped":
-            message = (
-                f"row {task.row} dropped: column {task.plan.name!r} failed with "
-                f"{result.error_kind}, which is not retryable ({result.message})"
-            )
-            self.drop_row(group, task.row, result.error_kind or "error", message, task)
-        elif result.outcome == "deferred":
-            self._defer(group, task, result)
-        self.checkpoint_if_resolved(group)
-
-    def _journal(self, row: int, values: dict[str, object]) -> None:
-        assert self._note_row is not None
-        if self.write_failure is not None:
-            return
-        try:
-            self._note_row(row, values)
-        except Exception as exc:  # any writer failure stops the run the same way
-            self._on_write_failure(str(exc))
-
-    def _defer(self, group: RowGroup, task: ModelTask, result: TaskResult) -> None:
-        group.deferred += 1
-        self.deferred.append(task)
-        self._emitter.emit(
-            events.TaskDeferred(
-                t_ns=self._emitter.t_ns(),
-                task_id=task.task_id,
-                row_group=task.row_group,
-                column=task.plan.name,
-                row=task.row,
-                error_kind=result.error_kind or "server_error",
-                attempts=task.attempts,
-                message=result.message,
-            )
-        )
-
-    def _absorb(self, group: RowGroup, settled: Settled) -> None:
-        for failure in settled.failures:
-            self.drop_row(
-                group, failure.row, failure.reason, failure.message, None, column=failure.column
-            )
-        for task in settled.tasks:
-            if not group.is_dropped(task.row):
-                group.live += 1
-                self._queue.push(task.plan.name, task, key=task.row)
-
     def requeue(self, tasks: list[ModelTask]) -> None:
         """Puts deferred tasks back into the ready queue (a salvage round)."""
-        for task in tasks:
-            group = self.groups[task.row_group]
-            group.deferred -= 1
-            group.live += 1
-            self._queue.push(task.plan.name, task, key=task.row)
+        self.rows.requeue(tasks)
         self.wake.set()
-
-    def drop_row(
-        self,
-        group: RowGroup,
-        row: int,
-        reason: str,
-        message: str,
-        task: ModelTask | None,
-        *,
-        column: str | None = None,
-    ) -> None:
-        """Drops a row (once): its queued and deferred tasks are discarded, its running
-        workers cancelled (their leases finish ``cancelled``)."""
-        if not group.drop(row, reason):
-            return
-        self.drops_by_reason[reason] += 1
-        self._emitter.emit(
-            events.RowDropped(
-                t_ns=self._emitter.t_ns(),
-                row_group=group.index,
-                row=row,
-                column=task.plan.name if task else column,
-                task_id=task.task_id if task else None,
-                reason=reason,
-                message=message,
-            )
-        )
-        group.live -= self._queue.remove_where(lambda t: t.row == row)
-        kept = [t for t in self.deferred if t.row != row]
-        group.deferred -= len(self.deferred) - len(kept)
-        self.deferred = kept
-        for runner, worker in self.workers.items():
-            if worker.task.row == row:  # its result could no longer be used: free the slot
-                runner.cancel()
-
-    def checkpoint_if_resolved(self, group: RowGroup) -> None:
-        """Writes the group (in order, see ``Checkpointer``) once all its rows are resolved."""
-        if group.resolved:
-            abandoned = group.index in self._abandoned
-            for written in self.checkpointer.finished(group, abandoned=abandoned):
-                self.groups.pop(written.index, None)
-
-    def finalize(self, reason: str, why: str) -> None:
-        """A stopped run: every unfinished row of an admitted group is dropped with ``reason``
-        (``why`` is the stop's reason code, for the sentence); the groups are written with the
-        rows they completed (outcome ``abandoned``)."""
-        for index in sorted(self.groups):
-            group = self.groups.get(index)
-            if group is None or group.resolved:
-                continue
-            self._abandoned.add(index)
-            self._drop_unfinished(group, reason, why)
-            self.checkpoint_if_resolved(group)
-
-    def _drop_unfinished(self, group: RowGroup, reason: str, why: str) -> None:
-        """Drops every unresolved row of ``group`` at once: one pass over the queue, the
-        deferred list and the workers for the whole group, not one per row (a stop of a large
-        group would otherwise take time growing with the square of its size)."""
-        rows = [row for row in group.unresolved_rows() if group.drop(row, reason)]
-        if not rows:
-            return
-        self.drops_by_reason[reason] += len(rows)
-        t_ns = self._emitter.t_ns()
-        for row in rows:
-            self._emitter.emit(
-                events.RowDropped(
-                    t_ns=t_ns,
-                    row_group=group.index,
-                    row=row,
-                    reason=reason,
-                    message=f"row {row} was not finished when the run stopped ({why})",
-                )
-            )
-        index = group.index
-        group.live -= self._queue.remove_where(lambda t: t.row_group == index)
-        kept = [t for t in self.deferred if t.row_group != index]
-        group.deferred -= len(self.deferred) - len(kept)
-        self.deferred = kept
-        for runner, worker in self.workers.items():
-            if worker.task.row_group == index:
-                runner.cancel()
 
     # -- figures ----------------------------------------------------------------------------
 
-    @property
-    def rows_completed(self) -> int:
-        pending = sum(g.completed for g in self.groups.values())
-        return self.checkpointer.rows_written + pending
-
-    @property
-    def rows_dropped(self) -> int:
-        return sum(self.drops_by_reason.values())
-
     def has_work_for(self, domain: str) -> bool:
         """Whether a task of ``domain`` is queued, running or deferred (rows wait on it)."""
-        if any(t.plan.domain == domain for t in self.deferred):
+        if any(t.plan.domain == domain for t in self.rows.deferred):
             return True
         if any(w.task.plan.domain == domain for w in self.workers.values()):
             return True
@@ -517,10 +341,10 @@ class Dispatcher:
             queue_depth=len(self._queue),
             leases=self._admission.leases,
             in_flight=sum(self._ctx.permits.values()),
-            deferred=len(self.deferred),
-            rows_completed=self.rows_completed,
-            rows_dropped=self.rows_dropped,
-            row_groups_in_flight=sum(1 for g in self.groups.values() if not g.resolved),
+            deferred=len(self.rows.deferred),
+            rows_completed=self.rows.completed,
+            rows_dropped=self.rows.dropped,
+            row_groups_in_flight=sum(1 for g in self.rows.groups.values() if not g.resolved),
             domains=[gate.statistics().to_event() for gate in self._gates.values()],
             note=note,
         )

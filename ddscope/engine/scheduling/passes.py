@@ -52,7 +52,7 @@ class RunPasses:
             if self._stop is not None or d.main_pass_done:
                 return
             self._drop_exhausted()
-            if not d.deferred:
+            if not d.rows.deferred:
                 if d.blocked_on_unwritten and not d.workers:
                     raise RuntimeError("main pass blocked on unwritten row groups, none deferred")
                 continue
@@ -67,7 +67,7 @@ class RunPasses:
         d = self._dispatcher
         while self._stop is None:
             self._drop_exhausted()
-            if not d.deferred:
+            if not d.rows.deferred:
                 return
             await self._salvage_round()
 
@@ -77,14 +77,14 @@ class RunPasses:
         self._rounds += 1
         number = self._rounds
         # only tasks past their own rounds (kept waiting on a saturated endpoint) are left
-        patient = all(t.rounds >= self._settings.salvage_rounds for t in d.deferred)
+        patient = all(t.rounds >= self._settings.salvage_rounds for t in d.rows.deferred)
         label = f"salvage round {number}" + (", waiting on the endpoint" if patient else "")
         self._phase = f"{label} (pause)"
         await self._pause(self._pause_before_round(patient))
         if self._stop is not None:
             return
         self._phase = label
-        tasks, d.deferred = d.deferred, []
+        tasks, d.rows.deferred = d.rows.deferred, []
         for task in tasks:
             task.rounds += 1
         salvage_round = SalvageRound(number, tasks, self._emitter)
@@ -92,7 +92,7 @@ class RunPasses:
             d.requeue(tasks)
             await d.pump(admit_groups=False)
         finally:
-            salvage_round.finish(still_deferred=len(d.deferred))
+            salvage_round.finish(still_deferred=len(d.rows.deferred))
 
     async def _pause(self, seconds: float) -> None:
         """Sleeps on the run's clock, but wakes at once for a stop (e.g. the breaker's timer)."""
@@ -112,7 +112,7 @@ class RunPasses:
             timer.cancel()
 
     def _pause_before_round(self, patient: bool) -> float:
-        domains = {t.plan.domain for t in self._dispatcher.deferred}
+        domains = {t.plan.domain for t in self._dispatcher.rows.deferred}
         cooling = [
             gate.statistics().cooldown_remaining_s
             for gate in self._admission.gates()
@@ -124,12 +124,12 @@ class RunPasses:
         """Drops the rows of deferred tasks that had all their rounds and are out of tries
         (all of them under ``fail_fast``)."""
         d = self._dispatcher
-        for task in list(d.deferred):
+        for task in list(d.rows.deferred):
             if task.rounds < self._settings.salvage_rounds:
                 continue
-            group = d.groups.get(task.row_group)
+            group = d.rows.groups.get(task.row_group)
             policy = self._gates[task.domain].settings.breaker_policy
             if group is None or keeps_waiting(task, policy, self._budget):
                 continue
-            d.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, task.rounds), task)
-            d.checkpoint_if_resolved(group)
+            d.rows.drop_row(group, task.row, EXHAUSTED, exhausted_message(task, task.rounds), task)
+            d.rows.checkpoint_if_resolved(group)
