@@ -11,7 +11,8 @@ parallel (46.9 s). Variants, one after the other:
 Memory: this process's resident set (``/proc/self/statm``) is sampled every second; printed at
 10 %, 50 % and 100 % of the run's requests, with the growth from 10 % to the end (flat memory:
 what a run holds does not grow with the records done). CPU is ``time.process_time`` (this
-process, all threads). Usage::
+process, all threads). The engine runs on the loop ``ddtrace run`` uses (``event_loop.run``:
+uvloop where installed; ``DDSCOPE_EVENT_LOOP=asyncio`` for asyncio's own). Usage::
 
     .venv/bin/python benchmarks/bench_scale.py [--records 10000] [--variants no_sinks,full]
 """
@@ -19,7 +20,6 @@ process, all threads). Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import tempfile
@@ -29,6 +29,7 @@ from typing import Any
 
 from bench_s5_overhead import COLUMNS, chain3, expected_spans, start_receiver, stop_receiver
 
+from ddscope.engine import event_loop
 from ddscope.engine.rows.output import DiscardingRowWriter
 from ddscope.engine.scheduler import run_pipeline
 from ddscope.events import Event, EventBus, EventSink, RunHeader
@@ -86,7 +87,7 @@ def run_variant(name: str, url: str, records: int, workdir: Path, otlp: str) -> 
         sinks += [JsonlRecorder(record), otel]
     wall0, cpu0 = time.perf_counter(), time.process_time()
     pipeline = chain3(url, records, parallel=PARALLEL)
-    asyncio.run(run_pipeline(pipeline, bus=EventBus(sinks), output=DiscardingRowWriter()))
+    event_loop.run(run_pipeline(pipeline, bus=EventBus(sinks), output=DiscardingRowWriter()))
     warnings = finish()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     requests = memory.samples[-1][0]
@@ -127,7 +128,8 @@ def main() -> None:
     finally:
         received = stop_receiver(receiver)
     print(f"\nscale: chain-3, {args.records} records, {PARALLEL} parallel, {LATENCY_MS:g} ms")
-    print(f"ideal {ideal:.2f} s (requests × latency ÷ parallel)")
+    loop, _ = event_loop.chosen_loop()
+    print(f"ideal {ideal:.2f} s (requests × latency ÷ parallel); ddscope on {loop}")
     for name, r in results.items():
         print(
             f"{name:9s} wall {r['wall_s']:6.2f} s = {r['wall_s'] / ideal:.3f}× ideal (goal ≤ 1.05)"
@@ -147,6 +149,7 @@ def main() -> None:
         "parallel": PARALLEL,
         "latency_ms": LATENCY_MS,
         "ideal_s": round(ideal, 3),
+        "loop": loop,
         "variants": results,
         "received": received,
     }
