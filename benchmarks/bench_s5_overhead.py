@@ -116,8 +116,25 @@ task over no sinks; ``--repeats 5``: record + OTLP 1.18× CPU, 1.01× wall.
 
 Tried and not kept: serialising events with orjson from ``__dict__`` (byte-identical, but 2.9 µs
 an event against pydantic's 1.4); serialising the record in 256-event batches on the engine's
-thread (no difference S5 can resolve); uvloop for the engine (no sinks −13 µs a task, not worth
-a loop whose timers round to milliseconds); caching the scrubbed response-model name (0.5 µs).
+thread (no difference S5 can resolve); caching the scrubbed response-model name (0.5 µs); fewer
+thread wake-ups (the record's writer every 0.5 s instead of 0.1 s and span batches of 2,048
+instead of 512: record + OTLP over no sinks 1.212× against 1.216×, paired over 4 rounds).
+
+**uvloop** (issue 17, a later session): ``ddtrace run`` now runs on uvloop where it is installed
+(``engine/event_loop.py``), and so do the ddscope variants here (``--loop asyncio`` for asyncio's
+own; ``bare_uvloop`` is the bare client on uvloop, for comparison: it gains nothing there).
+Interleaved, 4 rounds, CPU a task: no sinks 403 → 392 µs, record + OTLP 503 → 468 µs (the
+sinks' share falls most: record + OTLP over no sinks 1.247× → 1.220×). uvloop rounds timers to
+whole milliseconds and can fire one up to ~1.5 ms early; the engine's clock sets timers 2 ms
+later on such loops, so a cooldown never ends before a server's Retry-After
+(``tests/test_event_loop.py``). A column blocked by a full resource is now known before the
+fair queue is asked (``dispatch.py``): engine-only 87 → 83 µs a cell.
+
+On a machine whose speed moves by ±10 % from run to run, three ``--repeats 5`` runs the same
+afternoon gave no sinks 359, 402 and 412 µs a task with the bare client at 207, 250 and 240 µs a
+request (1.73×, 1.61×, 1.72× — the goal of 350 µs was set when the bare client cost 200 µs, i.e.
+1.75×), and record + OTLP over no sinks 1.216×, 1.294× and 1.165× (paired by round 1.217×,
+1.310×, 1.137×).
 No sinks is still 341–379 µs a task in today's runs: an engine-only run
 (``bench_engine_only.py``: a client that sleeps 1 ms, no HTTP) costs 84–88 µs a cell, spread
 over ~40 functions at 1–3 µs each (the events' validation ≈ 10 µs a task, the largest), and
