@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def test_an_unknown_loop_is_a_config_error_naming_the_variable(
     monkeypatch.setenv(event_loop.EVENT_LOOP_ENV, "trio")
     with pytest.raises(ConfigError, match=r"DDSCOPE_EVENT_LOOP must be one of .*'trio'"):
         event_loop.run(loop_module())
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows or PyPy: import fails
+    assert event_loop.chosen_loop("auto") == ("asyncio", None)
+    assert event_loop.run(loop_module()).startswith("asyncio")
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        event_loop.chosen_loop("uvloop")
 
 
 def test_ddtrace_run_refuses_an_unknown_loop_before_touching_the_directory(
