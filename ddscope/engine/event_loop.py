@@ -1,9 +1,10 @@
 """The event loop a run gets: uvloop where it is installed, else asyncio's own.
 
-Why uvloop: the engine's hot path is mostly the event loop's (sockets, callbacks, timers) and
-aiohttp's; on uvloop a model task costs ≈ 6 % less CPU (S5, no sinks: 441 → 414 µs a task,
-``benchmarks/bench_s5_overhead.py --loop``) with the same rows and the same record. It is
-already installed with ``uvicorn[standard]`` (the mock endpoint's server) on CPython off Windows.
+Why uvloop: much of the hot path is the event loop's (sockets, callbacks, timers); on uvloop a
+model task costs less CPU with the same rows and the same record — S5 interleaved over 4 rounds
+(``benchmarks/bench_s5_overhead.py --loop``): no sinks 403 → 392 µs a task, the record + OTLP
+503 → 468 µs (the sinks' threads gain most). It is already installed with ``uvicorn[standard]``
+(the mock endpoint's server) on CPython off Windows.
 
 ``DDSCOPE_EVENT_LOOP`` chooses: ``auto`` (the default: uvloop if it imports), ``uvloop``
 (required: an error if missing), ``asyncio``. Code that embeds :func:`run_pipeline` in its own
