@@ -3,7 +3,7 @@
 Why uvloop: much of the hot path is the event loop's (sockets, callbacks, timers); on uvloop a
 model task costs less CPU with the same rows and the same record — S5 interleaved over 4 rounds
 (``benchmarks/bench_s5_overhead.py --loop``): no sinks 403 → 392 µs a task, the record + OTLP
-503 → 468 µs (the sinks' threads gain most). It is already installed with ``uvicorn[standard]``
+503 → 468 µs (the instrumented run gains most). It is already installed with ``uvicorn[standard]``
 (the mock endpoint's server) on CPython off Windows.
 
 ``DDSCOPE_EVENT_LOOP`` chooses: ``auto`` (the default: uvloop if it imports), ``uvloop``
