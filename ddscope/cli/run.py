@@ -265,7 +265,8 @@ def run_command(
     Writes OUT/data.jsonl (one row per line, "_row" = row index) and OUT/run.jsonl (the run
     record, for `ddtrace health` and `ddtrace export`). Exit codes: 0 complete, 1 failed,
     shut down or cancelled (Ctrl-C, SIGTERM, SIGHUP), 2 bad usage or configuration.
-    --resume continues a stopped run in OUT with the same pipeline.
+    --resume continues a stopped run in OUT with the same pipeline. The engine runs on uvloop
+    where it is installed (env DDSCOPE_EVENT_LOOP=auto|uvloop|asyncio).
     """
     pipeline = Pipeline.load(pipeline_file).with_overrides(
         num_records=records,
