@@ -180,13 +180,7 @@ class RowBook:
                 message=message,
             )
         )
-        group.live -= self._queue.remove_where(lambda t: t.row == row)
-        kept = [t for t in self.deferred if t.row != row]
-        group.deferred -= len(self.deferred) - len(kept)
-        self.deferred = kept
-        for runner, worker in self._workers.items():
-            if worker.task.row == row:  # its result could no longer be used: free the slot
-                runner.cancel()
+        self._discard(group, lambda t: t.row == row)
 
     def checkpoint_if_resolved(self, group: RowGroup) -> None:
         """Writes the group (in order, see ``Checkpointer``) once all its rows are resolved."""
@@ -227,12 +221,18 @@ class RowBook:
                 )
             )
         index = group.index
-        group.live -= self._queue.remove_where(lambda t: t.row_group == index)
-        kept = [t for t in self.deferred if t.row_group != index]
+        self._discard(group, lambda t: t.row_group == index)
+
+    def _discard(self, group: RowGroup, dropped: Callable[[ModelTask], bool]) -> None:
+        """Takes ``group``'s tasks that ``dropped`` picks out of the queue and the deferred
+        list, and cancels their running workers (their results could no longer be used: the
+        slot is freed; the leases finish ``cancelled``)."""
+        group.live -= self._queue.remove_where(dropped)
+        kept = [t for t in self.deferred if not dropped(t)]
         group.deferred -= len(self.deferred) - len(kept)
         self.deferred = kept
         for runner, worker in self._workers.items():
-            if worker.task.row_group == index:
+            if dropped(worker.task):
                 runner.cancel()
 
     @property
