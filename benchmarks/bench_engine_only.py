@@ -5,7 +5,9 @@ S5 (``bench_s5_overhead.py``) moves by ±5 % between runs on a shared machine, m
 changes to the engine's hot path are worth; this one is steady to about ±2 % (no sockets, no
 other process), so it can tell a 3 µs change from noise. Prints the CPU per cell of each run
 (``time.process_time``; the same sleeps without the engine are printed as the floor), the
-median, and one JSON line. With ``--profile``, the top of a cProfile of one more run. Usage::
+median, and one JSON line. With ``--profile``, the top of a cProfile of one more run. It runs on
+asyncio's own loop, not ``ddtrace run``'s uvloop: the engine's code is the same on both, and
+cProfile sees asyncio's callbacks as Python frames. Usage::
 
     .venv/bin/python benchmarks/bench_engine_only.py [--records 1000] [--repeats 5] [--profile]
 """
