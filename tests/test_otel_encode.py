@@ -162,6 +162,41 @@ def test_dropped_attributes_and_only_dropped_events_are_counted_as_the_sdk_does(
     _assert_same_bytes([own, limited])
 
 
+def test_keys_with_many_distinct_values_and_a_cleared_cache_encode_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ids (a new value in every span) stop being cached once a key has shown more distinct
+    values than the limit; repeating values stay cached; a cache cleared when full, statuses
+    that change between spans and ids above two varint bytes: the bytes stay the SDK's."""
+    monkeypatch.setattr("ddscope.exporters.otel.encode._PAIR_CACHE_SIZE", 64)
+    monkeypatch.setattr("ddscope.exporters.otel.encode._DISTINCT_PER_KEY", 16)
+    provider, exporter = _provider(Resource({"service.name": "svc"}))
+    tracer = provider.get_tracer("t")
+    root = tracer.start_span("root", context=Context(), start_time=1)
+    for n in range(300):
+        attributes = {
+            "ddscope.task_id": f"summary:{n}",  # unique
+            "ddscope.lease_id": n * 997,  # unique, past 16,384 soon
+            "ddscope.outcome": "ok" if n % 3 else "dropped",  # repeats
+            "ddscope.attempt": 1 + n % 2,
+            "flag": n % 5 == 0,
+        }
+        child = tracer.start_span(
+            f"task {n % 4}", context=set_span_in_context(root), attributes=attributes
+        )
+        if n % 7 == 0:
+            child.set_status(Status(StatusCode.ERROR, f"failed {n}"))
+        child.end(end_time=10 + n)
+    root.end(end_time=1_000)
+    spans = _recorded(provider, exporter)
+    encoder = SpanEncoder()
+    for start in range(0, len(spans), 40):  # one encoder's caches across batches
+        batch = spans[start : start + 40]
+        assert encoder.encode(batch) == encode_spans(batch).SerializeToString()
+    assert {"ddscope.task_id", "ddscope.lease_id"} <= encoder._busy_keys
+    assert "ddscope.outcome" not in encoder._busy_keys
+
+
 def test_an_int_outside_int64_is_left_out_as_the_sdk_does(caplog: pytest.LogCaptureFixture) -> None:
     provider, exporter = _provider(Resource({"service.name": "svc"}))
     tracer = provider.get_tracer("t")
