@@ -138,6 +138,30 @@ cost 200 µs, i.e. 1.75×), and record + OTLP over no sinks 1.216×, 1.294×, 1.
 validation (an experiment: instances made by ``__new__`` and ``__dict__``) saved 12.4 µs a task
 live (no sinks, paired over 5 rounds) — the largest single item left; not done (a type slip would
 write a record the reader refuses).
+
+**Where the sinks' live cost goes** (issue 17, a later session). Replayed (``bench_sink_cost.py``),
+record + OTLP cost ≈ 44 µs a task; live, 80–100. The OTLP encoder now takes 5.6 µs a span (7.7
+before: int pairs cached too, keys with many distinct values — ids, rows — no longer cached, so
+they stop pushing the repeating pairs out; ids and times packed in one ``struct`` call), replayed
+OTLP 45 → 38 µs a task. Everything else was measured live, interleaved, 6–10 rounds, as the
+paired median over no sinks (µs a task), and not kept: the OTel sink's batch of 4,096 events
+instead of 256 (88 against 84); its batches made on a thread of its own every 0.1 s (97 against
+84); OTLP/HTTP instead of gRPC (101 against 100); no histogram measurement at all (80 against 82:
+the histograms cost nothing S5 can see); span export batches of 64 or 128 instead of 512 (107 and
+93 against 81: each export call costs ≈ 1 ms of CPU); events built without validation (no sinks
+−9, record + OTLP −12: the ratio does not move, 1.255 against 1.265); pydantic's per-instance
+fields-set (2.3 KB of an ``AttemptFinished``'s 2.8) swapped for a shared empty one (no gain); a
+sink that keeps each event until 512 are queued and does nothing else (+0: keeping events alive
+costs nothing). With sampling off (no span reaches a processor) record + OTLP costs 74 against 98:
+the span export path (processors, encoder, gRPC) is ≈ 25 µs a task, the record ≈ 27, the OTel
+sink's own work on the engine's thread the rest. The record, live: its writer thread 15 µs a task
+(serialising 9.5 — 2.4 µs an event against 0.87 in a tight loop —, writing 3), and the engine's
+thread 11–13 µs more than without it, for one locked append an event — the same when the writer
+only serialises at the end of the run (a 30 s interval), so it is not the two threads' interplay.
+``orjson`` from a None-filtered ``__dict__`` is 2.7 µs an event against pydantic's 0.87; leaving
+``exclude_none`` out gains nothing (0.85). No single part left is large enough to bring record +
+OTLP under 1.20× no sinks reliably: the remaining cost is spread over ≈ 40 small steps a task,
+each cheaper replayed than live.
 """
 
 from __future__ import annotations
