@@ -203,9 +203,12 @@ def test_a_429_seen_by_one_worker_holds_every_worker_for_its_retry_after(
     refused = [t for t, outcome in arrivals.times if outcome == "rate_limited_pattern"]
     assert len(refused) >= 2  # the first request and the 101st
     for t429 in refused:
-        # Requests already admitted when the 429 was answered may still land just after it;
-        # after that, nobody sends until the 2 s are over.
-        early = [t - t429 for t, _ in arrivals.times if t429 + 0.1 < t < t429 + 1.95]
+        # Requests admitted before the cooldown reached Redis may still land just after the
+        # 429: on a loaded two-CPU machine a worker process can be off the CPU for ~100 ms
+        # between its admission and its send (seen once in CI: two requests 0.11 s after the
+        # job's first 429). After that grace, nobody sends until the 2 s are over. How fast
+        # the cooldown itself reaches another worker is test_shared_admission's (< 50 ms).
+        early = [t - t429 for t, _ in arrivals.times if t429 + 0.3 < t < t429 + 1.95]
         assert not early, f"requests {early[:3]} s after a 429 with Retry-After 2"
         later = [t for t, _ in arrivals.times if t >= t429 + 1.95]
         assert later or t429 == refused[-1]
