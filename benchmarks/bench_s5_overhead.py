@@ -152,12 +152,14 @@ the histograms cost nothing S5 can see); span export batches of 64 or 128 instea
 −9, record + OTLP −12: the ratio does not move, 1.255 against 1.265); pydantic's per-instance
 fields-set (2.3 KB of an ``AttemptFinished``'s 2.8) swapped for a shared empty one (no gain); a
 sink that keeps each event until 512 are queued and does nothing else (+0: keeping events alive
-costs nothing). With sampling off (no span reaches a processor) record + OTLP costs 74 against 98:
-the span export path (processors, encoder, gRPC) is ≈ 25 µs a task, the record ≈ 27, the OTel
-sink's own work on the engine's thread the rest. The record, live: its writer thread 15 µs a task
-(serialising 9.5 — 2.4 µs an event against 0.87 in a tight loop —, writing 3), and the engine's
-thread 11–13 µs more than without it, for one locked append an event — the same when the writer
-only serialises at the end of the run (a 30 s interval), so it is not the two threads' interplay.
+costs nothing); the record's written events freed on the engine's thread instead of the writer's
+(record −7, record + OTLP +8: noise). With sampling off (no span reaches a processor) record +
+OTLP costs 74 against 98: the span export path (processors, encoder, gRPC) is ≈ 25 µs a task,
+the record ≈ 27, the OTel sink's own work on the engine's thread the rest (its batches: 25 µs a
+task live, ≈ 14 replayed). The record, live: its writer thread 15 µs a task (serialising 9.5 —
+2.4 µs an event against 0.87 in a tight loop —, writing 3), and the engine's thread 11–13 µs
+more than without it, for one locked append an event — the same when the writer only serialises
+at the end of the run (a 30 s interval), so it is not the two threads' interplay.
 ``orjson`` from a None-filtered ``__dict__`` is 2.7 µs an event against pydantic's 0.87; leaving
 ``exclude_none`` out gains nothing (0.85). No single part left is large enough to bring record +
 OTLP under 1.20× no sinks reliably: the remaining cost is spread over ≈ 40 small steps a task,
