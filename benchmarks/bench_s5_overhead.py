@@ -186,7 +186,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import orjson
@@ -431,7 +431,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--loop",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=get_args(event_loop.LoopChoice),
         default="auto",
         help="ddscope's event loop (default: as ddtrace run, uvloop where installed)",
     )
