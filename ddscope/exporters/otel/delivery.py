@@ -96,11 +96,16 @@ class CountingMetricExporter(MetricExporter):
 
 
 class CountingSpanProcessor(SpanProcessor):
-    """Counts ended (sampled) spans in front of ``inner``: ended − delivered − failed = dropped."""
+    """Counts ended (sampled) spans in front of ``inner``: ended − delivered − failed = dropped.
 
-    def __init__(self, inner: SpanProcessor) -> None:
+    ``takes_finished_spans``: set by whoever builds it over exporters that take the sink's
+    ``FinishedSpan`` (ddscope's OTLP exporters); ``direct.DirectSpans`` then hands those over
+    instead of building a ``ReadableSpan`` for each."""
+
+    def __init__(self, inner: SpanProcessor, *, takes_finished_spans: bool = False) -> None:
         self.inner = inner
         self.ended = 0
+        self.takes_finished_spans = takes_finished_spans
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         self.inner.on_start(span, parent_context)

@@ -30,6 +30,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import SpanKind
 
+from ddscope.exporters.otel.direct import FinishedSpan
+
 _logger = logging.getLogger(__name__)
 
 _KIND = {
@@ -132,7 +134,7 @@ class SpanEncoder:
         self._last_status_bytes = b""
         self._trace_bytes = b""
 
-    def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
+    def encode(self, spans: Sequence[ReadableSpan | FinishedSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` of ``spans``."""
         groups = self._group(spans)
         out = []
@@ -150,7 +152,9 @@ class SpanEncoder:
         return b"".join(out)
 
     @staticmethod
-    def _group(spans: Sequence[ReadableSpan]) -> list[tuple[Any, list[tuple[Any, list[Any]]]]]:
+    def _group(
+        spans: Sequence[ReadableSpan | FinishedSpan],
+    ) -> list[tuple[Any, list[tuple[Any, list[Any]]]]]:
         """[(resource, [(scope, spans)])] as the SDK groups them: by equality, first seen
         first. Identity is checked before equality: ``Resource.__hash__`` dumps JSON."""
         groups: list[tuple[Any, list[tuple[Any, list[Any]]]]] = []
@@ -164,7 +168,7 @@ class SpanEncoder:
             last_members.append(span)
         return groups
 
-    def span(self, span: ReadableSpan) -> bytes:
+    def span(self, span: ReadableSpan | FinishedSpan) -> bytes:
         """The body of one ``Span`` message."""
         context, parent, name, kind, start, end, attributes, dropped, status, extra = _fields(span)
         trace_id = context.trace_id
@@ -224,7 +228,8 @@ class SpanEncoder:
         message = _field(b"\x12", description.encode()) if description else b""
         return _field(b"\x7a", message + (b"\x18" + _varint(code) if code else b""))
 
-    def _events_and_links(self, parts: list[bytes], span: ReadableSpan) -> None:
+    def _events_and_links(self, parts: list[bytes], span: Any) -> None:
+        """Fields 11–14 of a span with events or links (an SDK span, or any span class)."""
         for event in span.events:
             body = [b"\x09", _fixed64(event.timestamp)] if event.timestamp else []
             if event.name:
@@ -337,12 +342,15 @@ class SpanEncoder:
         return cached[1]
 
 
-def _fields(span: ReadableSpan) -> tuple[Any, ...]:
+def _fields(span: ReadableSpan | FinishedSpan) -> tuple[Any, ...]:
     """(context, parent, name, kind, start, end, attributes, dropped attributes, status,
-    whether there are events or links to encode) of ``span``. An SDK span's are read from its
-    fields: its properties copy or wrap them on every read (``attributes`` in a new
-    ``MappingProxyType``, ``events`` and ``links`` into tuples). Any other span class: through
-    the properties."""
+    whether there are events or links to encode) of ``span``. A ``FinishedSpan`` has no
+    events, links or dropped attributes. An SDK span's are read from its fields: its
+    properties copy or wrap them on every read (``attributes`` in a new ``MappingProxyType``,
+    ``events`` and ``links`` into tuples). Any other span class: through the properties."""
+    if isinstance(span, FinishedSpan):
+        return (span.context, span.parent, span.name, span.kind, span.start_time,
+                span.end_time, span.attributes, 0, span.status, False)  # fmt: skip
     fields = getattr(span, "__dict__", None) if type(span) in _SDK_SPAN_TYPES else None
     if fields is not None and "_attributes" in fields and "_events" in fields:
         attributes, events, links = fields["_attributes"], fields["_events"], fields["_links"]

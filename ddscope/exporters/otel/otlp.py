@@ -15,6 +15,9 @@ releases, so every step of the fast path is guarded: a shape not recognised at c
 (e.g. the HTTP exporter of SDK 1.43, which encodes inline in ``export``) means the SDK's own
 path from the start, and *any* exception on the fast path switches the exporter to the SDK's
 own path for good (logged once) and hands it the same batch. An upgrade costs speed, never spans.
+
+Both take the sink's ``FinishedSpan`` (``direct.py``) beside the SDK's spans: the encoder reads
+either, and the SDK's own path gets them as ``ReadableSpan``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from ddscope.exporters.otel.direct import readable_spans
 from ddscope.exporters.otel.encode import SpanEncoder
 
 _logger = logging.getLogger(__name__)
@@ -83,7 +87,7 @@ class GrpcSpanExporter(SdkGrpcSpanExporter):
     def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
         if self.fast:
             return self._encoder.encode(data)
-        return super()._translate_data(data)
+        return super()._translate_data(readable_spans(data))
 
     def _use_sdk_path(self, error: BaseException) -> None:
         _logger.warning(FALLBACK_MESSAGE, error)
@@ -113,7 +117,7 @@ class HttpSpanExporter(SdkHttpSpanExporter):
             except Exception as error:  # the SDK's own exporter, for this batch and the rest
                 _logger.warning(FALLBACK_MESSAGE, error)
                 self.fast = False
-        return super().export(spans)
+        return super().export(readable_spans(spans))
 
     def _fast_export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """The SDK 1.45 ``export`` body with the encoder swapped. An exception raised here

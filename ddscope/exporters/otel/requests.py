@@ -189,8 +189,9 @@ class RequestSpans:
             self.book.finish(pending, e.t_ns, present(attrs))
             return
         attrs["error.type"] = e.outcome
-        span = self.book.finish(pending, e.t_ns, present(attrs), Status(StatusCode.ERROR, e.error))
-        context = span.get_span_context()
+        context = self.book.finish(
+            pending, e.t_ns, present(attrs), Status(StatusCode.ERROR, e.error)
+        )
         if context is not None:
             self._remember_failed(key, context)
 

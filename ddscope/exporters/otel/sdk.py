@@ -229,7 +229,8 @@ class OtelSdk:
                 self._span_exporter = CountingSpanExporter(otlp_span_exporter(endpoint, protocol))
                 self._span_exporter.give_up_after_failure = replay
                 processor = batch_processor(self._span_exporter, inline=replay)
-                self._spans = CountingSpanProcessor(processor)
+                # ddscope's OTLP exporters take the sink's FinishedSpans (otel/direct.py).
+                self._spans = CountingSpanProcessor(processor, takes_finished_spans=True)
             if endpoint is not None and metrics:
                 exporter = CountingMetricExporter(otlp_metric_exporter(endpoint, protocol))
                 self._metric_exporter = exporter

@@ -21,7 +21,6 @@ from typing import Any, TypeAlias
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
 
 from ddscope.exporters.otel.direct import DirectSpans
@@ -210,11 +209,12 @@ class SpanBook:
         t_ns: int,
         attributes: dict[str, Any],
         error: Status | None = None,
-    ) -> Span | ReadableSpan:
+    ) -> SpanContext | None:
         """Ends ``pending`` at ``t_ns`` with ``attributes`` (no ``None`` values) added; a span
-        not yet created is created here with all its attributes at once."""
+        not yet created is created here with all its attributes at once. Returns its context
+        (None from a non-recording span)."""
         if pending.span_context is not None and self.direct is not None:
-            return self.direct.end(
+            self.direct.end(
                 pending.name,
                 pending.span_context,
                 span_context_of(pending.parent),
@@ -224,6 +224,7 @@ class SpanBook:
                 self.origin_ns + t_ns,
                 error,
             )
+            return pending.span_context
         interval = pending.interval
         span: Span
         if interval is None:
@@ -240,7 +241,7 @@ class SpanBook:
         if error is not None:
             span.set_status(error)
         span.end(end_time=self.origin_ns + t_ns)
-        return span
+        return span.get_span_context()
 
     def add_domain(self, state: DomainState, t_ns: int, extra: dict[str, Any]) -> None:
         self.gauges.domains[state.name] = state

@@ -1,0 +1,154 @@
+"""ddscope's own OTLP pipeline takes the sink's ``FinishedSpan`` instead of a ``ReadableSpan``
+(issue 17, ``otel/direct.py``): the same spans, the same bytes on the wire, and every other
+span processor, span limit or encoder still gets the SDK's spans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otel_support import replay, run_reference, span_view
+from otlp_receiver import GrpcReceiver, HttpReceiver
+
+from ddscope.exporters.otel.delivery import CountingSpanProcessor
+from ddscope.exporters.otel.direct import FinishedSpan, readable_spans
+from ddscope.exporters.otel.encode import SpanEncoder
+from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
+from ddscope.exporters.otel.sink import OtelSink
+from ddscope.record.jsonl import RunReader
+
+# Spans the sink makes when they end, from one event pair each: leases, waits, attempts.
+REQUEST_PATH_SPANS = ("task ", "request.wait", "chat ")
+
+
+class KeepingExporter(SpanExporter):
+    """Keeps whatever the processor hands over, as it is."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference run: 429s with cooldowns linked to attempts, retries, salvage, drops."""
+    path = tmp_path_factory.mktemp("finished") / "run.jsonl"
+    run_reference(path)
+    return path
+
+
+def ddscope_pipeline(limits: SpanLimits | None = None) -> tuple[TracerProvider, Any, Any]:
+    """A provider whose only processor is marked as ddscope's pipeline, as ``OtelSdk`` does."""
+    exporter = KeepingExporter()
+    counting = CountingSpanProcessor(SimpleSpanProcessor(exporter), takes_finished_spans=True)
+    provider = TracerProvider(span_limits=limits, shutdown_on_exit=False)
+    provider.add_span_processor(counting)
+    return provider, counting, exporter
+
+
+def feed(provider: TracerProvider, record: Path) -> OtelSink:
+    sink = OtelSink(provider, MeterProvider(shutdown_on_exit=False))
+    reader = RunReader(record)
+    try:
+        sink.open(reader.header)
+        for event in reader:
+            sink.handle(event)
+        sink.close()
+    finally:
+        reader.close()
+    return sink
+
+
+def test_the_request_path_spans_arrive_as_finished_spans_equal_to_the_sdks(record: Path) -> None:
+    provider, counting, exporter = ddscope_pipeline()
+    feed(provider, record)
+    finished = [s for s in exporter.spans if type(s) is FinishedSpan]
+    others = [s for s in exporter.spans if type(s) is not FinishedSpan]
+    assert finished and all(s.name.startswith(REQUEST_PATH_SPANS) for s in finished)
+    assert all(isinstance(s, ReadableSpan) for s in others)
+    assert not any(s.name.startswith(REQUEST_PATH_SPANS) for s in others)
+    assert {s.name for s in finished} >= {"request.wait", "chat mock-model"}
+    assert counting.ended == len(exporter.spans)
+    # The same spans as a provider with the SDK's own processor gets (parents, links to
+    # failed attempts, statuses, attributes, times).
+    assert span_view(readable_spans(exporter.spans)) == span_view(replay(record).spans())
+
+
+@pytest.mark.parametrize("batch", [512, 37])
+def test_finished_spans_encode_to_the_sdk_encoders_bytes(record: Path, batch: int) -> None:
+    provider, _, exporter = ddscope_pipeline()
+    feed(provider, record)
+    spans = exporter.spans
+    encoder = SpanEncoder()  # one encoder across batches, as an exporter keeps it
+    for start in range(0, len(spans), batch):
+        part = spans[start : start + batch]
+        expected = encode_spans(readable_spans(part)).SerializeToString()
+        assert encoder.encode(part) == expected
+
+
+def test_a_processor_added_after_the_sink_gets_every_span_as_the_sdks(record: Path) -> None:
+    provider, _, exporter = ddscope_pipeline()
+    sink_before = OtelSink(provider, MeterProvider(shutdown_on_exit=False))
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    del sink_before
+    feed(provider, record)
+    spans = list(memory.get_finished_spans())
+    assert all(type(s) is not FinishedSpan for s in spans)
+    assert all(type(s) is not FinishedSpan for s in exporter.spans)
+    assert span_view(spans) == span_view(replay(record).spans())
+
+
+def test_a_processor_that_is_not_ddscopes_pipeline_gets_readable_spans(record: Path) -> None:
+    exporter = KeepingExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(CountingSpanProcessor(SimpleSpanProcessor(exporter)))
+    feed(provider, record)
+    assert exporter.spans and all(isinstance(s, ReadableSpan) for s in exporter.spans)
+
+
+def test_a_span_limit_that_can_bite_means_the_sdks_spans_with_the_limit_applied(
+    record: Path,
+) -> None:
+    provider, _, exporter = ddscope_pipeline(SpanLimits(max_span_attribute_length=3))
+    feed(provider, record)
+    assert exporter.spans and all(isinstance(s, ReadableSpan) for s in exporter.spans)
+    texts = [v for s in exporter.spans for v in s.attributes.values() if isinstance(v, str)]
+    assert texts and max(len(text) for text in texts) == 3
+
+
+@pytest.mark.parametrize(
+    ("receiver_type", "exporter_type"),
+    [(GrpcReceiver, GrpcSpanExporter), (HttpReceiver, HttpSpanExporter)],
+)
+def test_the_exporters_sdk_path_sends_finished_spans_as_readable_ones(
+    record: Path, receiver_type: type, exporter_type: type
+) -> None:
+    """After the fast path has given up (an SDK that changed under us), finished spans still
+    reach the collector, through the SDK's own encoder, with the same bytes."""
+    provider, _, kept = ddscope_pipeline()
+    feed(provider, record)
+    spans = kept.spans[:200]
+    assert any(type(s) is FinishedSpan for s in spans)
+    with receiver_type() as receiver:
+        suffix = "/v1/traces" if receiver_type is HttpReceiver else ""
+        exporter = exporter_type(endpoint=receiver.endpoint + suffix, timeout=5)
+        exporter.fast = False
+        if exporter_type is GrpcSpanExporter:
+            exporter._use_sdk_path(RuntimeError("as if the SDK changed"))
+        try:
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        (request,) = receiver.trace_requests
+    assert request.SerializeToString() == encode_spans(readable_spans(spans)).SerializeToString()
