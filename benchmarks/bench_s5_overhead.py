@@ -178,6 +178,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import subprocess
@@ -294,6 +295,9 @@ def run_variant(
         otel, finish = build_otel_sink(otlp, "grpc", None)
         assert otel is not None
         sinks.append(otel)
+    # The previous run's garbage (an in-memory exporter's spans, providers in reference
+    # cycles) is collected now, not by a collection that happens to fall in this run.
+    gc.collect()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if name == "bare_aiohttp":
         asyncio.run(bare_client(url, records * len(COLUMNS)))
@@ -411,13 +415,15 @@ def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
 def measure(
     url: str, records: int, repeats: int, otlp: str, loop: str
 ) -> dict[str, list[dict[str, Any]]]:
-    """Every variant ``repeats`` times, round-robin, so drift on this noisy machine is shared."""
+    """Every variant ``repeats`` times, round-robin, so drift on this noisy machine is shared;
+    each round starts one variant later, so no variant always runs after the same one."""
     variants = VARIANTS if loop == "asyncio" else (VARIANTS[0], "bare_uvloop", *VARIANTS[1:])
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     asyncio.run(bare_client(url, PARALLEL * 4))  # warm-up: connections, lazy imports
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
-            for name in variants:
+            shift = repeat % len(variants)
+            for name in (*variants[shift:], *variants[:shift]):
                 r = run_variant(name, url, records, Path(tmp), otlp, loop)
                 runs[name].append(r)
                 line = f"wall {r['wall_s']:6.2f} s  CPU {r['cpu_s']:6.2f} s"
