@@ -12,7 +12,12 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otel_support import replay, run_reference, span_view
 from otlp_receiver import GrpcReceiver, HttpReceiver
@@ -152,3 +157,21 @@ def test_the_exporters_sdk_path_sends_finished_spans_as_readable_ones(
             exporter.shutdown()
         (request,) = receiver.trace_requests
     assert request.SerializeToString() == encode_spans(readable_spans(spans)).SerializeToString()
+
+
+def test_finished_spans_reach_the_sdk_batch_processors_queue_and_are_counted(
+    record: Path,
+) -> None:
+    """``take_finished`` puts a span on a ``BatchSpanProcessor``'s queue directly (the step
+    after its sampling check); every span is exported and counted once."""
+    exporter = KeepingExporter()
+    counting = CountingSpanProcessor(
+        BatchSpanProcessor(exporter, max_queue_size=100_000), takes_finished_spans=True
+    )
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(counting)
+    feed(provider, record)
+    provider.shutdown()
+    assert any(type(s) is FinishedSpan for s in exporter.spans)
+    assert counting.ended == len(exporter.spans)
+    assert span_view(readable_spans(exporter.spans)) == span_view(replay(record).spans())

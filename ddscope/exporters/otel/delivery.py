@@ -10,7 +10,7 @@ a collector that is down costs one export timeout, not one per batch.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
@@ -106,6 +106,16 @@ class CountingSpanProcessor(SpanProcessor):
         self.inner = inner
         self.ended = 0
         self.takes_finished_spans = takes_finished_spans
+        # A sampled finished span goes straight to the SDK batch processor's queue (what its
+        # ``on_end`` does after the sampling check): ~1 µs a span less than two more calls.
+        # Guarded: the queue object is internal (present on SDK 1.43 to 1.45).
+        queue = getattr(getattr(inner, "_batch_processor", None), "emit", None)
+        self._enqueue: Callable[[Any], None] = queue if callable(queue) else inner.on_end
+
+    def take_finished(self, span: Any) -> None:
+        """A finished span whose trace the caller knows is sampled (``direct.DirectSpans``)."""
+        self.ended += 1
+        self._enqueue(span)
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         self.inner.on_start(span, parent_context)

@@ -41,10 +41,11 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status
+from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags
 
 _logger = logging.getLogger(__name__)
 UNSET = Status()
+_SAMPLED = TraceFlags.SAMPLED
 
 
 class FinishedSpan:
@@ -178,7 +179,7 @@ class DirectSpans:
         ):
             finished = FinishedSpan(name, context, parent, kind, attributes, start_ns, end_ns,
                                     status or UNSET, self._resource, self._scope)  # fmt: skip
-            if context.trace_flags.sampled:
+            if context.trace_flags & _SAMPLED:
                 take_finished(finished)
             return finished
         span = ReadableSpan(
@@ -214,6 +215,6 @@ def _finished_span_taker(processor: Any) -> Callable[[Any], None] | None:
     if isinstance(members, tuple) and len(members) == 1:
         only = members[0]
         if getattr(only, "takes_finished_spans", False) is True:
-            on_end: Callable[[Any], None] = only.on_end
-            return on_end
+            take: Callable[[Any], None] = only.take_finished
+            return take
     return None

@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE as _NO_TRACE_STATE
 
 from ddscope.exporters.otel.direct import FinishedSpan
 
@@ -126,7 +127,7 @@ class SpanEncoder:
         self._key_heads: dict[str, bytes] = {}
         self._distinct: dict[str, int] = {}  # cache misses by key
         self._busy_keys: set[str] = set()  # keys with too many distinct values to cache
-        self._names: dict[tuple[str, SpanKind], bytes] = {}
+        self._names: dict[str, tuple[SpanKind, bytes]] = {}
         self._resources: dict[int, tuple[Any, bytes]] = {}  # id → (object kept alive, bytes)
         self._scopes: dict[int, tuple[Any, bytes]] = {}
         self._trace_id = -1
@@ -175,12 +176,14 @@ class SpanEncoder:
         if trace_id != self._trace_id:  # a run's spans share one trace: its bytes once
             self._trace_id, self._trace_bytes = trace_id, trace_id.to_bytes(16, "big")
         state = context.trace_state
-        if not state and parent is not None:  # the usual span: ids and parent id in one pack
+        # the usual span (the default, empty trace state: no call to its __len__): ids and
+        # parent id in one pack
+        if (state is _NO_TRACE_STATE or not state) and parent is not None:
             ids = _IDS_AND_PARENT(0x1208, context.span_id, 0x2208, parent.span_id)
             parts = [b"\x0a\x10", self._trace_bytes, ids]
         else:
             parts = [b"\x0a\x10", self._trace_bytes, _ID(0x1208, context.span_id)]
-            if state:
+            if state is not _NO_TRACE_STATE and state:
                 trace_state = ",".join(f"{k}={v}" for k, v in state.items())
                 parts.append(_field(b"\x1a", trace_state.encode()))
             if parent is not None:
@@ -203,13 +206,16 @@ class SpanEncoder:
         return b"".join(parts)
 
     def _name_and_kind(self, name: str, kind: SpanKind) -> bytes:
-        """Fields 5 and 6 of a span (cached: span names repeat)."""
-        encoded = self._names.get((name, kind))
-        if encoded is None:
-            if len(self._names) >= _PAIR_CACHE_SIZE:
-                self._names.clear()
-            head = _field(b"\x2a", name.encode()) if name else b""
-            encoded = self._names[(name, kind)] = head + b"\x30" + _varint(_KIND[kind])
+        """Fields 5 and 6 of a span (cached by name: span names repeat, each with one kind;
+        a ``SpanKind`` in the key would cost its Python-level hash, ~0.2 µs a span)."""
+        cached = self._names.get(name)
+        if cached is not None and cached[0] is kind:
+            return cached[1]
+        if len(self._names) >= _PAIR_CACHE_SIZE:
+            self._names.clear()
+        head = _field(b"\x2a", name.encode()) if name else b""
+        encoded = head + b"\x30" + _varint(_KIND[kind])
+        self._names[name] = (kind, encoded)
         return encoded
 
     def _status(self, status: Any) -> bytes:
