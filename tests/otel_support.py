@@ -113,6 +113,18 @@ def span_view(spans: list[ReadableSpan]) -> list[tuple[Any, ...]]:
     return sorted(view, key=repr)
 
 
+def feed_record(sink: EventSink, record: Path) -> None:
+    """Every event of ``record`` through ``sink``: open with its header, each event, close."""
+    reader = RunReader(record)
+    try:
+        sink.open(reader.header)
+        for event in reader:
+            sink.handle(event)
+        sink.close()
+    finally:
+        reader.close()
+
+
 def replay(
     record: Path, *, record_text: bool = False, genai: Conventions | None = None
 ) -> InMemoryOtel:

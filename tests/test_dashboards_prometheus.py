@@ -309,23 +309,15 @@ def replayed_spans(record: Path) -> list[SpanView]:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from otel_support import feed_record
 
     from ddscope.exporters.otel.sdk import resource
     from ddscope.exporters.otel.sink import OtelSink
-    from ddscope.record.jsonl import RunReader
 
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider(resource=resource())
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    sink = OtelSink(tracer_provider, MeterProvider())
-    reader = RunReader(record)
-    try:
-        sink.open(reader.header)
-        for event in reader:
-            sink.handle(event)
-        sink.close()
-    finally:
-        reader.close()
+    feed_record(OtelSink(tracer_provider, MeterProvider()), record)
     return [
         SpanView(
             s.name,

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from otel_support import replay, run_reference, span_view
+from otel_support import feed_record, replay, run_reference, span_view
 from otlp_receiver import GrpcReceiver, HttpReceiver
 
 from ddscope.exporters.otel.delivery import CountingSpanProcessor
@@ -27,7 +27,6 @@ from ddscope.exporters.otel.direct import FinishedSpan, readable_spans
 from ddscope.exporters.otel.encode import SpanEncoder
 from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
 from ddscope.exporters.otel.sink import OtelSink
-from ddscope.record.jsonl import RunReader
 
 # Spans the sink makes when they end, from one event pair each: leases, waits, attempts.
 REQUEST_PATH_SPANS = ("task ", "request.wait", "chat ")
@@ -63,14 +62,7 @@ def ddscope_pipeline(limits: SpanLimits | None = None) -> tuple[TracerProvider, 
 
 def feed(provider: TracerProvider, record: Path) -> OtelSink:
     sink = OtelSink(provider, MeterProvider(shutdown_on_exit=False))
-    reader = RunReader(record)
-    try:
-        sink.open(reader.header)
-        for event in reader:
-            sink.handle(event)
-        sink.close()
-    finally:
-        reader.close()
+    feed_record(sink, record)
     return sink
 
 
