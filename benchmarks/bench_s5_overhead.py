@@ -412,6 +412,18 @@ def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     return out
 
 
+def by_round(runs: dict[str, list[dict[str, Any]]], tasks: int) -> dict[str, list[float]]:
+    """The goals' figures round by round, so the spread behind each median shows: no sinks' CPU
+    per task, and full instrumentation's CPU over no sinks of the same round."""
+    return {
+        "no_sinks_cpu_us_per_task": [round(r["cpu_s"] * 1e6 / tasks, 1) for r in runs["no_sinks"]],
+        "otel_otlp_cpu_vs_no_sinks": [
+            round(a["cpu_s"] / b["cpu_s"], 3)
+            for a, b in zip(runs["otel_otlp"], runs["no_sinks"], strict=True)
+        ],
+    }
+
+
 def measure(
     url: str, records: int, repeats: int, otlp: str, loop: str
 ) -> dict[str, list[dict[str, Any]]]:
@@ -453,7 +465,8 @@ def main() -> None:
     finally:
         received = stop_receiver(receiver)
     received["expected_spans"] = sum(r["spans"] for r in runs.get("otel_otlp", []))
-    report(args, summarize(runs), paired_ratios(runs), received)
+    rounds = by_round(runs, args.records * len(COLUMNS))
+    report(args, summarize(runs), paired_ratios(runs), rounds, received)
 
 
 def stop_receiver(receiver: subprocess.Popen[str]) -> dict[str, Any]:
@@ -469,6 +482,7 @@ def report(
     args: argparse.Namespace,
     figures: dict[str, dict[str, Any]],
     paired: dict[str, float],
+    rounds: dict[str, list[float]],
     received: dict[str, Any],
 ) -> None:
     ideal = args.records * len(COLUMNS) * LATENCY_MS / 1000 / PARALLEL
@@ -496,6 +510,8 @@ def report(
         print(f"{name:13s} / no sinks: wall {wall:.3f}  CPU {cpu:.3f}", end="")
         print(f"   (paired by round: wall {pw:.3f}  CPU {pc:.3f})")
     print("goal, full instrumentation over no sinks: wall ≤ 1.10, CPU ≤ 1.20; ≤ 1 KB/task")
+    print(f"by round: no sinks µs CPU/task {rounds['no_sinks_cpu_us_per_task']}")
+    print(f"          otel_otlp / no sinks CPU {rounds['otel_otlp_cpu_vs_no_sinks']}")
     got, expected = received.get("spans"), received.get("expected_spans")
     verdict = "every span delivered" if got == expected else "SPANS MISSING"
     print(f"receiver got {got} spans of {expected} expected ({verdict}), ", end="")
@@ -511,6 +527,7 @@ def report(
         "variants": figures,
         "ratios": r,
         "paired_ratios": paired,
+        "by_round": rounds,
         "received": received,
     }
     print("JSON " + json.dumps(line))
