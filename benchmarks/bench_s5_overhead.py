@@ -172,6 +172,39 @@ costs ≈ 2 of it back). To ship it needs: an encoded-span type the batch proces
 the encoder frames, only when the provider's sole processor is ddscope's own OTLP pipeline and no
 span limit can bite; the SDK fallback fed the parsed bytes; span contexts for waits, cooldown
 links and unfinished spans; and a test that the bytes equal the generic path's.
+
+**Finished spans, and what the live cost is made of** (issue 17, a later session). ddscope's own
+OTLP pipeline now takes the sink's ``FinishedSpan`` (``otel/direct.py``: no ``ReadableSpan``, no
+processor fan-out, straight onto the batch processor's queue; the encoder reads it directly;
+another processor, a span limit or the SDK's own encoder get ``ReadableSpan`` as before), and
+the encoder caches span names by name (a ``SpanKind`` in the key cost its Python-level hash).
+Replayed OTLP (``bench_sink_cost.py``) 38 → 28.3 µs a task. Live, the two checkouts A/B'd in
+fresh processes, 10 rounds, order alternating: record + OTLP over no sinks 78.4 → 73.9 µs a
+task (paired ratio 1.231 → 1.209) — the replayed saving, not more. Measured the same session,
+``/tmp`` harnesses, paired medians over no sinks (µs a task):
+
+* the OTel sink with its batches emptied and nothing made (``EventBatcher.drain`` clears the
+  queue): +41 against the record's +45 — all of OTel's live cost follows from the batches; the
+  batches themselves take 22 µs a task of the engine thread's CPU live (``thread_time`` around
+  ``drain``; 15 replayed), the engine thread ≈ 13 more around them, the other threads (span
+  export: encoding, gRPC) ≈ 20;
+* no sinks 338, 316, 331 and 320 µs a task on four ``--repeats 5`` runs (goal ≤ 350: met in
+  each), the sinks still ≈ 70–95 µs on top: record + OTLP over no sinks 1.241, 1.266, 1.281, 1.270 as ratios
+  of medians (paired 1.255, 1.265, 1.256, 1.273) — a faster engine makes the same sink cost a
+  larger ratio;
+* not kept: the six request-path events built without pydantic's validation by a typed,
+  test-checked constructor (``__dict__`` filled from a template): *slower* than pydantic-core's
+  validated construction, 1.86 against 1.55 µs an event in a tight loop and 77 against 75 µs a
+  cell in ``bench_engine_only.py`` (the earlier live estimate, −9 to −12 µs a task over 5 S5
+  rounds, was within S5's noise);
+  ``sys.setswitchinterval(0.05)`` (fewer forced GIL hand-offs): +4, noise; the finished spans
+  encoded on the engine's thread as they end instead of in the export thread's batches: +13
+  (worse: the export thread's batch is the cheaper place); a sink burning a fixed 20 µs a task
+  of pure Python every 256 events: −0.5 total, +12 on the engine's thread (the noise of one
+  variant's CPU across rounds is ± 20 µs a task, which is why only 10-round A/Bs were trusted).
+* The method changed here: every run starts from a collected heap (an earlier variant's garbage
+  was collected inside whichever run came next — otel_otlp always ran after otel_memory), each
+  round starts one variant later, and the goals' figures are printed round by round.
 """
 
 from __future__ import annotations
