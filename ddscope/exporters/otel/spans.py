@@ -57,6 +57,7 @@ class PendingSpan:
         "kind",
         "name",
         "parent",
+        "parent_context",
         "span_context",
         "t_ns",
     )
@@ -78,6 +79,7 @@ class PendingSpan:
         self.domain = domain
         self.interval: Interval | None = None  # set once the SDK span exists
         self.span_context: SpanContext | None = None  # set at once for a direct span
+        self.parent_context: SpanContext | None = None  # its parent's, with span_context
 
 
 # Where a span hangs: an SDK span, a pending one (a task lease), or nothing (the run).
@@ -178,6 +180,7 @@ class SpanBook:
             parent_context = span_context_of(parent)
             if parent_context is not None:
                 pending.span_context = self.direct.child_context(parent_context)
+                pending.parent_context = parent_context
         return pending
 
     def span_context(self, pending: PendingSpan) -> SpanContext:
@@ -217,7 +220,7 @@ class SpanBook:
             self.direct.end(
                 pending.name,
                 pending.span_context,
-                span_context_of(pending.parent),
+                pending.parent_context,
                 pending.kind,
                 {**pending.attributes, **attributes},
                 self.origin_ns + pending.t_ns,
