@@ -189,9 +189,9 @@ task (paired ratio 1.231 → 1.209) — the replayed saving, not more. Measured 
   ``drain``; 15 replayed), the engine thread ≈ 13 more around them, the other threads (span
   export: encoding, gRPC) ≈ 20;
 * no sinks 338, 316, 331 and 320 µs a task on four ``--repeats 5`` runs (goal ≤ 350: met in
-  each), the sinks still ≈ 70–95 µs on top: record + OTLP over no sinks 1.241, 1.266, 1.281, 1.270 as ratios
-  of medians (paired 1.255, 1.265, 1.256, 1.273) — a faster engine makes the same sink cost a
-  larger ratio;
+  each), the sinks still ≈ 70–95 µs on top: record + OTLP over no sinks 1.241, 1.266, 1.281
+  and 1.270 as ratios of medians (paired 1.255, 1.265, 1.256, 1.273) — a faster engine makes
+  the same sink cost a larger ratio;
 * not kept: the six request-path events built without pydantic's validation by a typed,
   test-checked constructor (``__dict__`` filled from a template): *slower* than pydantic-core's
   validated construction, 1.86 against 1.55 µs an event in a tight loop and 77 against 75 µs a
