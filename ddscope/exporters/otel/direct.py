@@ -52,7 +52,7 @@ _SAMPLED = TraceFlags.SAMPLED
 
 class FinishedSpan:
     """A finished span with no events and no links, for ddscope's own OTLP pipeline: what the
-    encoder reads (``encode._fields``), the context the batch processor checks, and
+    encoder reads (``encode._fields``), ``context`` for a span processor's sampling check, and
     :meth:`to_readable` for anything else that has to take it."""
 
     __slots__ = (
@@ -211,8 +211,8 @@ class DirectSpans:
 
 
 def _finished_span_taker(processor: Any) -> Callable[[Any], None] | None:
-    """The ``on_end`` of ``processor``'s only span processor when that is ddscope's own OTLP
-    pipeline (it takes :class:`FinishedSpan`); None for anything else."""
+    """``take_finished`` of ``processor``'s only span processor when that is ddscope's own
+    OTLP pipeline (it takes :class:`FinishedSpan`); None for anything else."""
     members = getattr(processor, "_span_processors", None)
     if isinstance(members, tuple) and len(members) == 1:
         only = members[0]
