@@ -432,8 +432,7 @@ def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     medians taken from different rounds carries that drift; a paired ratio does not."""
 
     def paired(name: str, base: str, key: str) -> float:
-        pairs = zip(runs[name], runs[base], strict=True)
-        return round(statistics.median(a[key] / b[key] for a, b in pairs), 3)
+        return round(statistics.median(per_round(runs, name, base, key)), 3)
 
     out = {
         "no_sinks_wall_vs_bare": paired("no_sinks", "bare_aiohttp", "wall_s"),
@@ -445,14 +444,18 @@ def paired_ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     return out
 
 
+def per_round(runs: dict[str, list[dict[str, Any]]], name: str, base: str, key: str) -> list[float]:
+    """``name``'s ``key`` over ``base``'s, round by round."""
+    return [a[key] / b[key] for a, b in zip(runs[name], runs[base], strict=True)]
+
+
 def by_round(runs: dict[str, list[dict[str, Any]]], tasks: int) -> dict[str, list[float]]:
     """The goals' figures round by round, so the spread behind each median shows: no sinks' CPU
     per task, and full instrumentation's CPU over no sinks of the same round."""
     return {
         "no_sinks_cpu_us_per_task": [round(r["cpu_s"] * 1e6 / tasks, 1) for r in runs["no_sinks"]],
         "otel_otlp_cpu_vs_no_sinks": [
-            round(a["cpu_s"] / b["cpu_s"], 3)
-            for a, b in zip(runs["otel_otlp"], runs["no_sinks"], strict=True)
+            round(ratio, 3) for ratio in per_round(runs, "otel_otlp", "no_sinks", "cpu_s")
         ],
     }
 
