@@ -115,7 +115,7 @@ class DirectSpans:
         # ddscope's own pipeline as the only processor: FinishedSpans straight to it, while
         # the provider's processors are still the ones seen here (adding one makes a new tuple).
         self._processors = getattr(processor, "_span_processors", None)
-        self._take_finished: Callable[[Any], None] | None = _finished_span_taker(processor)
+        self._take_finished: Callable[[Any], None] | None = _finished_span_taker(self._processors)
         self._processor = processor
         self._new_span_id = id_generator.generate_span_id
         self._resource = resource
@@ -210,10 +210,10 @@ class DirectSpans:
         )
 
 
-def _finished_span_taker(processor: Any) -> Callable[[Any], None] | None:
-    """``take_finished`` of ``processor``'s only span processor when that is ddscope's own
-    OTLP pipeline (it takes :class:`FinishedSpan`); None for anything else."""
-    members = getattr(processor, "_span_processors", None)
+def _finished_span_taker(members: Any) -> Callable[[Any], None] | None:
+    """``take_finished`` of the provider's only span processor (``members``: the processors it
+    fans out to) when that is ddscope's own OTLP pipeline (it takes :class:`FinishedSpan`);
+    None for anything else."""
     if isinstance(members, tuple) and len(members) == 1:
         only = members[0]
         if getattr(only, "takes_finished_spans", False) is True:
