@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -167,3 +167,87 @@ def test_finished_spans_reach_the_sdk_batch_processors_queue_and_are_counted(
     assert any(type(s) is FinishedSpan for s in exporter.spans)
     assert counting.ended == len(exporter.spans)
     assert span_view(readable_spans(exporter.spans)) == span_view(replay(record).spans())
+
+
+def sdk_batch_pipeline(queue: int, batch: int) -> tuple[CountingSpanProcessor, Any, list[Any]]:
+    """ddscope's counting processor over the SDK's batch processor (no timed export), with the
+    batch processor's ``emit`` recording what goes through it."""
+    exporter = KeepingExporter()
+    processor = BatchSpanProcessor(
+        exporter,
+        max_queue_size=queue,
+        max_export_batch_size=batch,
+        schedule_delay_millis=3_600_000,
+    )
+    emitted: list[Any] = []
+    inner = processor._batch_processor
+    sdk_emit = inner.emit
+
+    def emit(span: Any) -> None:
+        emitted.append(span)
+        sdk_emit(span)
+
+    inner.emit = emit  # type: ignore[method-assign]
+    return CountingSpanProcessor(processor, takes_finished_spans=True), exporter, emitted
+
+
+def test_finished_spans_handed_over_together_are_exported_in_the_order_they_ended() -> None:
+    counting, exporter, emitted = sdk_batch_pipeline(queue=1_000, batch=100)
+    spans = [object() for _ in range(250)]
+    for start in range(0, 250, 50):  # five hand-overs, as five batches of events
+        counting.take_finished(spans[start : start + 50])
+    counting.shutdown()
+    assert exporter.spans == spans  # every span once, oldest first, as emit would queue them
+    assert counting.ended == 250
+    assert emitted == []  # none needed the batch processor's own emit
+
+
+def test_spans_that_would_overflow_the_queue_go_through_the_sdks_emit_which_counts_drops() -> None:
+    counting, exporter, emitted = sdk_batch_pipeline(queue=8, batch=8)
+    inner: Any = counting.inner
+    metrics = inner._batch_processor._metrics
+    dropped: list[int] = []
+    sdk_drop = metrics.drop_items
+    metrics.drop_items = lambda count, *args: (dropped.append(count), sdk_drop(count, *args))
+    first, second = [object() for _ in range(5)], [object() for _ in range(5)]
+    counting.take_finished(first)
+    assert emitted == []
+    counting.take_finished(second)  # 5 + 5 > 8: span by span through the SDK's emit
+    assert emitted == second
+    counting.shutdown()
+    # The queue holds 8: what the export thread had not taken by then (it is woken at 8 and
+    # may or may not have run) was dropped, and the SDK counted each drop as it does for a
+    # span its own on_end queues (its check of a full queue races with the export thread, so
+    # it can count one it did not drop, never the other way round).
+    exported = set(map(id, exporter.spans))
+    assert len(exported) == len(exporter.spans) and exported <= set(map(id, first + second))
+    assert sum(dropped) >= 10 - len(exported)
+    assert counting.ended == 10  # ended − delivered = dropped
+
+
+def test_after_shutdown_handed_over_spans_go_to_the_sdks_emit_and_are_not_exported() -> None:
+    counting, exporter, emitted = sdk_batch_pipeline(queue=100, batch=10)
+    counting.shutdown()
+    late = [object() for _ in range(3)]
+    counting.take_finished(late)
+    assert emitted == late
+    assert exporter.spans == []
+
+
+class KeepingProcessor(SpanProcessor):
+    """A span processor with no batch queue: keeps what ``on_end`` gets."""
+
+    def __init__(self) -> None:
+        self.ended: list[Any] = []
+
+    def on_end(self, span: Any) -> None:
+        self.ended.append(span)
+
+
+def test_a_processor_without_the_sdks_queue_gets_each_finished_span_through_on_end() -> None:
+    inner = KeepingProcessor()
+    counting = CountingSpanProcessor(inner, takes_finished_spans=True)
+    spans = [object() for _ in range(7)]
+    counting.take_finished(spans)
+    assert inner.ended == spans
+    assert counting.ended == 7

@@ -9,7 +9,9 @@ a collector that is down costs one export timeout, not one per batch.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -106,16 +108,13 @@ class CountingSpanProcessor(SpanProcessor):
         self.inner = inner
         self.ended = 0
         self.takes_finished_spans = takes_finished_spans
-        # A sampled finished span goes straight to the SDK batch processor's queue (what its
-        # ``on_end`` does after the sampling check): ~1 µs a span less than two more calls.
-        # Guarded: the queue object is internal (present on SDK 1.43 to 1.45).
-        queue = getattr(getattr(inner, "_batch_processor", None), "emit", None)
-        self._enqueue: Callable[[Any], None] = queue if callable(queue) else inner.on_end
+        self._enqueue_all = _queue_of(inner)
 
-    def take_finished(self, span: Any) -> None:
-        """A finished span whose trace the caller knows is sampled (``direct.DirectSpans``)."""
-        self.ended += 1
-        self._enqueue(span)
+    def take_finished(self, spans: list[Any]) -> None:
+        """Finished spans whose trace the caller knows is sampled (``direct.DirectSpans``
+        hands them over once per batch of events), in the order they ended."""
+        self.ended += len(spans)
+        self._enqueue_all(spans)
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         self.inner.on_start(span, parent_context)
@@ -129,6 +128,52 @@ class CountingSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+def _queue_of(processor: SpanProcessor) -> Callable[[list[Any]], None]:
+    """What puts a list of sampled finished spans on ``processor``: for the SDK's batch span
+    processor, its queue directly, the whole list at once — what its ``on_end`` does per span
+    after the sampling check (``emit``: ~0.35 µs a span more, an ``os.getpid()`` each); for
+    any other processor, ``on_end`` per span.
+
+    Guarded: the queue and its fields are internal (the same on SDK 1.43 to 1.45). Whenever
+    the batch processor has something to say — it is shut down, the process forked, or the
+    list would not fit in its bounded queue — the spans go through its own ``emit`` one at a
+    time, which logs and counts what it drops as it always does."""
+    batch: Any = getattr(processor, "_batch_processor", None)
+    fields = ("_shutdown", "_pid", "_queue", "_max_queue_size", "_max_export_batch_size")
+    usable = (
+        batch is not None
+        and callable(getattr(batch, "emit", None))
+        and all(hasattr(batch, name) for name in fields)
+        and isinstance(batch._queue, deque)
+        and isinstance(getattr(batch, "_worker_awaken", None), threading.Event)
+    )
+    if not usable:
+        on_end = processor.on_end
+
+        def each_on_end(spans: list[Any]) -> None:
+            for span in spans:
+                on_end(span)
+
+        return each_on_end
+
+    def enqueue_all(spans: list[Any]) -> None:
+        queue = batch._queue
+        if (
+            batch._shutdown
+            or batch._pid != os.getpid()
+            or (len(queue) + len(spans) > batch._max_queue_size)
+        ):
+            for span in spans:
+                batch.emit(span)
+            return
+        queue.extendleft(spans)  # emit's appendleft, span after span
+        awaken = batch._worker_awaken
+        if len(queue) >= batch._max_export_batch_size and not awaken.is_set():
+            awaken.set()
+
+    return enqueue_all
 
 
 class InlineBatchSpanProcessor(SpanProcessor):

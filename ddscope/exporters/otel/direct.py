@@ -43,11 +43,29 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags, TraceState
 
 _logger = logging.getLogger(__name__)
 UNSET = Status()
 _SAMPLED = TraceFlags.SAMPLED
+
+
+_new_tuple = tuple.__new__
+_SPAN_ID_END = 2**64
+
+
+def _context_is_a_tuple() -> bool:
+    """Whether ``SpanContext`` is the six-field tuple that :meth:`DirectSpans.child_context`
+    builds directly (API 1.0 to 1.45): the two ways must give equal contexts."""
+    try:
+        flags, state = TraceFlags(TraceFlags.SAMPLED), TraceState([("k", "v")])
+        made = SpanContext(7, 9, False, flags, state)
+        return made == _new_tuple(SpanContext, (7, 9, False, flags, state, True))
+    except Exception:
+        return False
+
+
+_CONTEXT_AS_TUPLE = _context_is_a_tuple()
 
 
 class FinishedSpan:
@@ -115,7 +133,11 @@ class DirectSpans:
         # ddscope's own pipeline as the only processor: FinishedSpans straight to it, while
         # the provider's processors are still the ones seen here (adding one makes a new tuple).
         self._processors = getattr(processor, "_span_processors", None)
-        self._take_finished: Callable[[Any], None] | None = _finished_span_taker(self._processors)
+        self._take_finished: Callable[[list[Any]], None] | None = _finished_span_taker(
+            self._processors
+        )
+        # Finished spans for ``take_finished``, handed over together by :meth:`hand_over`.
+        self._ready: list[FinishedSpan] = []
         self._processor = processor
         self._new_span_id = id_generator.generate_span_id
         self._resource = resource
@@ -143,14 +165,18 @@ class DirectSpans:
             return None
 
     def child_context(self, parent: SpanContext) -> SpanContext:
-        """A new span's context under ``parent``: same trace, flags and state, a new span id."""
-        return SpanContext(
-            parent.trace_id,
-            self._new_span_id(),
-            False,
-            parent.trace_flags,
-            parent.trace_state,
-        )
+        """A new span's context under ``parent``: same trace, flags and state, a new span id.
+        Built as ``SpanContext.__new__`` builds it (a tuple), from the parent's tuple, without
+        its argument handling or property reads: 0.30 against 0.56 µs, two per task."""
+        if not _CONTEXT_AS_TUPLE:  # an API whose SpanContext is built differently
+            return SpanContext(
+                parent.trace_id, self._new_span_id(), False, parent.trace_flags, parent.trace_state
+            )
+        trace_id, _, _, flags, state, valid = parent
+        span_id = self._new_span_id()
+        fields = (trace_id, span_id, False, flags, state, valid and 0 < span_id < _SPAN_ID_END)
+        context: SpanContext = _new_tuple(SpanContext, fields)
+        return context
 
     def _fits(self, attributes: dict[str, Any]) -> bool:
         """Whether no span limit can change ``attributes`` (else the SDK's ``BoundedAttributes``
@@ -182,7 +208,7 @@ class DirectSpans:
             finished = FinishedSpan(name, context, parent, kind, attributes, start_ns, end_ns,
                                     status or UNSET, self._resource, self._scope)  # fmt: skip
             if context.trace_flags & _SAMPLED:
-                take_finished(finished)
+                self._ready.append(finished)
             return finished
         span = ReadableSpan(
             name=name,
@@ -200,6 +226,15 @@ class DirectSpans:
             self._on_end(span)
         return span
 
+    def hand_over(self) -> None:
+        """Gives the finished spans ended since the last call to ddscope's pipeline, in the
+        order they ended (the sink calls this after each batch of events and when it closes):
+        one call and one queue operation a batch instead of one a span."""
+        ready = self._ready
+        if ready and self._take_finished is not None:
+            self._ready = []
+            self._take_finished(ready)
+
     def _attributes(self, attributes: dict[str, Any]) -> Mapping[str, Any]:
         """The span's attributes, within the span limits: unless a limit can bite, used as
         they are, read-only (``BoundedAttributes`` would cost ~6 µs to copy them)."""
@@ -210,13 +245,13 @@ class DirectSpans:
         )
 
 
-def _finished_span_taker(members: Any) -> Callable[[Any], None] | None:
+def _finished_span_taker(members: Any) -> Callable[[list[Any]], None] | None:
     """``take_finished`` of the provider's only span processor (``members``: the processors it
     fans out to) when that is ddscope's own OTLP pipeline (it takes :class:`FinishedSpan`);
     None for anything else."""
     if isinstance(members, tuple) and len(members) == 1:
         only = members[0]
         if getattr(only, "takes_finished_spans", False) is True:
-            take: Callable[[Any], None] = only.take_finished
+            take: Callable[[list[Any]], None] = only.take_finished
             return take
     return None

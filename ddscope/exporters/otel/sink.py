@@ -53,11 +53,6 @@ from ddscope.exporters.otel.spans import SpanBook, present, set_error
 SCOPE = "ddscope"
 
 
-def _fold(histograms: list[FastHistogram]) -> None:
-    for histogram in histograms:
-        histogram.fold()
-
-
 class OtelSink:
     """Event sink: spans on ``tracer_provider``, metrics on ``meter_provider``.
 
@@ -88,8 +83,11 @@ class OtelSink:
         self._requests = RequestSpans(self._book, self.instruments, self.genai)
         self._record_text = record_text
         self._closed = False
-        histograms = [*self.instruments.histograms, *self.genai.histograms]
-        self._batcher = EventBatcher(self._process, after_batch=lambda: _fold(histograms))
+        self._histograms: list[FastHistogram] = [
+            *self.instruments.histograms,
+            *self.genai.histograms,
+        ]
+        self._batcher = EventBatcher(self._process, after_batch=self._after_batch)
         self.instruments.before_collect = self._batcher.flush_for_reader
         self._handlers: dict[str, Callable[[Any], None]] = {
             "run_started": self._run_started,
@@ -144,6 +142,16 @@ class OtelSink:
             with batcher.lock:
                 batcher.drain()
                 self._book.end_unfinished(*self._requests.open_spans())
+                if self._direct is not None:
+                    self._direct.hand_over()
+
+    def _after_batch(self) -> None:
+        """Once a batch of events is processed: its histogram values folded, its finished
+        spans handed to the span processor."""
+        for histogram in self._histograms:
+            histogram.fold()
+        if self._direct is not None:
+            self._direct.hand_over()
 
     def _process(self, event: ev.Event) -> None:
         if event.t_ns > self._book.last_t:
