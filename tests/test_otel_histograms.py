@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics import Histogram as SdkHistogram
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ExponentialHistogramDataPoint,
@@ -14,6 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
 )
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.trace import TracerProvider
 
 from ddscope.exporters.otel.histograms import FastHistogram
 
@@ -106,3 +114,48 @@ def test_fast_path_is_taken_after_the_first_value() -> None:
     fast.fold()
     assert points(reader)[0][2] == len(VALUES)
     assert len(calls) == 1
+
+
+class AboveOne(ExemplarFilter):
+    """A filter the fast path does not know: it is asked value by value."""
+
+    def should_sample(
+        self, value: float, time_unix_nano: int, attributes: Any, context: Any
+    ) -> bool:
+        return value > 1
+
+
+def exemplar_values(fast: bool, exemplar_filter: ExemplarFilter, in_span: bool) -> list[Any]:
+    """(series, count, sum, exemplar values) after recording VALUES with ``exemplar_filter``,
+    the fold run inside a sampled span or not."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], exemplar_filter=exemplar_filter)
+    histogram = provider.get_meter("t").create_histogram("h")
+    fast_histogram = FastHistogram(histogram)
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("t")
+    with tracer.start_as_current_span("batch") if in_span else contextlib.nullcontext():
+        for value in VALUES:
+            (fast_histogram.record if fast else histogram.record)(value, OK)
+        fast_histogram.fold()
+    data = reader.get_metrics_data()
+    assert data is not None
+    (point,) = data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    assert isinstance(point, HistogramDataPoint)
+    provider.shutdown()
+    return [point.count, point.sum, sorted(e.value for e in point.exemplars)]
+
+
+@pytest.mark.parametrize("in_span", [False, True], ids=["no_span", "in_sampled_span"])
+@pytest.mark.parametrize(
+    "exemplar_filter",
+    [AlwaysOffExemplarFilter(), AlwaysOnExemplarFilter(), TraceBasedExemplarFilter(), AboveOne()],
+    ids=["always_off", "always_on", "trace_based", "custom"],
+)
+def test_fast_histogram_takes_the_exemplars_record_takes(
+    exemplar_filter: ExemplarFilter, in_span: bool
+) -> None:
+    """The filter's verdict is asked once a fold for the SDK's filters (it does not depend on
+    the value) and value by value for any other; the exemplars are the same as ``record``'s."""
+    expected = exemplar_values(False, exemplar_filter, in_span)
+    assert expected[0] == len(VALUES)
+    assert exemplar_values(True, exemplar_filter, in_span) == expected
