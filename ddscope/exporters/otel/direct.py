@@ -25,12 +25,15 @@ own OTLP pipeline (``OtelSdk``: a :class:`~ddscope.exporters.otel.delivery.Count
 marked ``takes_finished_spans``, whose exporters encode with ``encode.SpanEncoder`` and turn a
 :class:`FinishedSpan` back into a ``ReadableSpan`` for any other encoder), a span no span limit
 can touch is handed over as a :class:`FinishedSpan`: the same fields in a slotted object, put
-straight on the batch processor's queue (``CountingSpanProcessor.take_finished``). The
-``ReadableSpan`` (~1 µs), the provider's processor fan-out, the batch processor's ``on_end``
-and the encoder's reading of an SDK span's fields are what goes: S5's stream replayed over
+straight on the batch processor's queue, the spans of a whole batch of events at once
+(:meth:`DirectSpans.hand_over`, ``CountingSpanProcessor.take_finished``). The ``ReadableSpan``
+(~1 µs), the provider's processor fan-out, the batch processor's ``on_end`` and ``emit`` per
+span and the encoder's reading of an SDK span's fields are what goes: S5's stream replayed over
 OTLP (``bench_sink_cost.py``) 33.8 → 30.0 µs a task, 28.3 with the queue and encoder steps;
 live, 10 rounds interleaved against the code before, record + OTLP over no sinks 78 → 74 µs a
-task. The bytes on the wire are the same (``tests/test_otel_finished_spans.py``).
+task. Handing spans over once per batch, and span contexts built as tuples: the engine
+thread's share of the replayed stream 14.9 → 12.6 µs a task. The bytes on the wire are the
+same (``tests/test_otel_finished_spans.py``).
 """
 
 from __future__ import annotations
