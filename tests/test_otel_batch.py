@@ -30,6 +30,23 @@ def test_events_are_processed_in_order_when_a_batch_is_full() -> None:
     assert seen == [1, 2, 3, 4]
 
 
+def test_after_batch_runs_even_when_an_event_of_the_batch_raised() -> None:
+    seen: list[int] = []
+    batches: list[list[int]] = []
+
+    def process(event: int) -> None:
+        if event == 2:
+            raise ValueError("bad 2")
+        seen.append(event)
+
+    batcher = EventBatcher(process, batch_events=10, after_batch=lambda: batches.append(seen[:]))
+    for event in (1, 2, 3):
+        batcher.add(event)
+    with pytest.raises(ValueError, match="bad 2"):
+        batcher.flush()
+    assert batches == [[1]]  # what the batch made before the failure was handed on
+
+
 def test_a_timer_on_the_running_loop_processes_a_partial_batch() -> None:
     seen: list[str] = []
 

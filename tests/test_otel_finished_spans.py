@@ -19,11 +19,13 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 from otel_support import feed_record, replay, run_reference, span_view
 from otlp_receiver import GrpcReceiver, HttpReceiver
 
+from ddscope.exporters.otel import direct as direct_module
 from ddscope.exporters.otel.delivery import CountingSpanProcessor
-from ddscope.exporters.otel.direct import FinishedSpan, readable_spans
+from ddscope.exporters.otel.direct import DirectSpans, FinishedSpan, readable_spans
 from ddscope.exporters.otel.encode import SpanEncoder
 from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
 from ddscope.exporters.otel.sink import OtelSink
@@ -251,3 +253,25 @@ def test_a_processor_without_the_sdks_queue_gets_each_finished_span_through_on_e
     counting.take_finished(spans)
     assert inner.ended == spans
     assert counting.ended == 7
+
+
+@pytest.mark.parametrize("as_tuple", [True, False], ids=["built_as_tuple", "constructor"])
+@pytest.mark.parametrize("new_id", [0x1234, 0], ids=["valid_id", "invalid_id"])
+def test_a_child_context_equals_the_one_spancontext_builds(
+    monkeypatch: pytest.MonkeyPatch, as_tuple: bool, new_id: int
+) -> None:
+    """Same trace, flags and state as the parent, the id generator's id, not remote, and valid
+    exactly when ``SpanContext`` says so (an id generator may hand out an invalid id)."""
+    monkeypatch.setattr(direct_module, "_CONTEXT_AS_TUPLE", as_tuple)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    tracer = provider.get_tracer("t")
+    direct = DirectSpans.of(provider, tracer._instrumentation_scope)
+    assert direct is not None
+    monkeypatch.setattr(direct, "_new_span_id", lambda: new_id)
+    state = TraceState([("vendor", "x")])
+    parent = SpanContext(0xABC, 0xDEF, True, TraceFlags(TraceFlags.SAMPLED), state)
+    child = direct.child_context(parent)
+    expected = SpanContext(0xABC, new_id, False, parent.trace_flags, state)
+    assert type(child) is SpanContext
+    assert child == expected and child.is_valid == expected.is_valid == (new_id != 0)

@@ -72,13 +72,17 @@ class EventBatcher:
             self.drain()
 
     def drain(self) -> None:
-        """Processes every queued event; the caller holds :attr:`lock`."""
+        """Processes every queued event; the caller holds :attr:`lock`. ``after_batch`` runs
+        even when processing an event raised: what the events before it made (spans waiting
+        to be handed over, queued histogram values) is not left behind."""
         events, process = self._events, self._process
         self._no_loop = False
-        while events:
-            process(events.popleft())
-        if self._after_batch is not None:
-            self._after_batch()
+        try:
+            while events:
+                process(events.popleft())
+        finally:
+            if self._after_batch is not None:
+                self._after_batch()
 
     def flush_for_reader(self) -> None:
         """Called by a metric reader's thread before it observes: queued events first."""
