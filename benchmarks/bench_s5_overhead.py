@@ -215,9 +215,10 @@ Replayed, 10 rounds alternating with the code before (``/tmp`` harness, S5's str
 OTLP sink): the engine thread's share 14.5 → 11.8 µs a task, all threads 27.3 → 24.6;
 ``bench_sink_cost.py`` OTLP 28.3 → 24.8. Live, two checkouts in fresh processes, 12 rounds:
 record + OTLP over no sinks 74.7 → 68.2 µs a task (paired ratio 1.255 → 1.223) — within S5's
-noise (an earlier 10-round A/B, disturbed by a test run, went the other way). Three
-``--repeats 5`` runs after it: record + OTLP over no sinks 1.208, 1.276 and 1.210 (paired 1.127,
-1.298, 1.211; rounds 1.02–1.40), no sinks 299, 298 and 325 µs a task.
+noise (an earlier 10-round A/B, disturbed by a test run, went the other way). Five
+``--repeats 5`` runs after it: record + OTLP over no sinks 1.208, 1.276, 1.210, 1.205 and 1.256
+(paired 1.127, 1.298, 1.211, 1.222, 1.233; rounds 0.99–1.42), no sinks 299, 298, 325, 309 and
+324 µs a task.
 
 Inside live runs (5 rounds, ``time.thread_time_ns`` wrappers, their own cost included): the
 engine's thread costs 300 µs a task with no sinks and 355 with record + OTLP (+55); the bus's
