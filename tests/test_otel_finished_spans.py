@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -19,7 +20,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from otel_support import feed_record, replay, run_reference, span_view
 from otlp_receiver import GrpcReceiver, HttpReceiver
 
@@ -93,6 +95,44 @@ def test_finished_spans_encode_to_the_sdk_encoders_bytes(record: Path, batch: in
         part = spans[start : start + batch]
         expected = encode_spans(readable_spans(part)).SerializeToString()
         assert encoder.encode(part) == expected
+
+
+def unusual_finished_spans() -> list[FinishedSpan]:
+    """Finished spans the encoder's short path for the usual one declines — a root, a remote
+    parent, a trace state, a missing time — beside usual ones with an error status, a float
+    and a bool, in one batch."""
+    resource, scope = Resource.create({"service.name": "t"}), InstrumentationScope("t", "1")
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    local = SpanContext(0xA1, 0xB1, False, flags)
+    remote = SpanContext(0xA1, 0xB2, True, flags)
+    state = TraceState([("vendor", "x")])
+    error = Status(StatusCode.ERROR, "boom")
+    shapes: list[tuple[SpanContext, SpanContext | None, int, int, Status]] = [
+        (SpanContext(0xA1, 0xC1, False, flags), local, 10, 20, Status()),
+        (SpanContext(0xA1, 0xC2, False, flags), local, 10, 20, error),
+        (SpanContext(0xA1, 0xC3, False, flags), None, 10, 20, Status()),
+        (SpanContext(0xA1, 0xC4, False, flags), remote, 10, 20, Status()),
+        (SpanContext(0xA1, 0xC5, False, flags, state), local, 10, 20, Status()),
+        (SpanContext(0xA1, 0xC6, False, flags), local, 0, 20, Status()),
+        (SpanContext(0xA2, 0xC7, False, flags), SpanContext(0xA2, 0xB3, False, flags), 5, 9, error),
+    ]
+    attributes = {"a": "x", "n": 3, "f": 0.5, "b": True}
+    made = []
+    for i, (context, parent, start, end, status) in enumerate(shapes):
+        attrs = dict(attributes, i=i)
+        made.append(FinishedSpan(f"s{i}", context, parent, SpanKind.CLIENT, attrs, start, end,
+                                 status, resource, scope))  # fmt: skip
+    return made
+
+
+def test_unusual_finished_spans_encode_to_the_sdk_encoders_bytes() -> None:
+    spans = unusual_finished_spans()
+    expected = encode_spans(readable_spans(spans)).SerializeToString()
+    encoder = SpanEncoder()
+    assert encoder.encode(spans) == expected
+    assert (
+        encoder.encode(spans[::-1]) == encode_spans(readable_spans(spans[::-1])).SerializeToString()
+    )
 
 
 def test_a_processor_added_after_the_sink_gets_every_span_as_the_sdks(record: Path) -> None:

@@ -143,7 +143,11 @@ class SpanEncoder:
             body = [_field(b"\x0a", self._resource(resource))]
             for scope, members in scopes:
                 parts = [_field(b"\x0a", self._scope(scope))]
-                parts += [_field(b"\x12", self.span(span)) for span in members]
+                for span in members:
+                    encoded = self._finished_span(span) if type(span) is FinishedSpan else None
+                    if encoded is None:
+                        encoded = self.span(span)
+                    parts += (b"\x12", _varint(len(encoded)), encoded)
                 if scope is not None and scope.schema_url:
                     parts.append(_field(b"\x1a", scope.schema_url.encode()))
                 body.append(_field(b"\x12", b"".join(parts)))
@@ -203,6 +207,43 @@ class SpanEncoder:
             self._events_and_links(parts, span)
         parts.append(self._status(status))
         parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+        return b"".join(parts)
+
+    def _finished_span(self, span: FinishedSpan) -> bytes | None:
+        """The body of the usual ``FinishedSpan`` — a parent in this process, the default
+        trace state, both times set — with its context read as the tuple it is and the cached
+        name and status looked up inline: what :meth:`span` writes for it, 3.5 against 4.0 µs a
+        span of S5 (and ``encode`` frames each span without copying it into a field first).
+        None for any other span, which :meth:`span` encodes."""
+        context, parent = span.context, span.parent
+        start, end = span.start_time, span.end_time
+        state = context[4]  # SpanContext: (trace id, span id, remote?, flags, state, valid)
+        if (
+            parent is None
+            or parent[2]
+            or (state is not _NO_TRACE_STATE and state)
+            or not (start and end)
+        ):
+            return None
+        trace_id = context[0]
+        if trace_id != self._trace_id:
+            self._trace_id, self._trace_bytes = trace_id, trace_id.to_bytes(16, "big")
+        name, kind = span.name, span.kind
+        cached = self._names.get(name)
+        name_and_kind = cached[1] if cached is not None and cached[0] is kind else None
+        parts = [
+            b"\x0a\x10",
+            self._trace_bytes,
+            _IDS_AND_PARENT(0x1208, context[1], 0x2208, parent[1]),
+            name_and_kind or self._name_and_kind(name, kind),
+            _START_AND_END(0x39, start, 0x41, end),
+        ]
+        self._attributes(parts, b"\x4a", span.attributes)
+        status = span.status
+        parts.append(
+            self._last_status_bytes if status is self._last_status else self._status(status)
+        )
+        parts.append(_LOCAL_FLAGS)
         return b"".join(parts)
 
     def _name_and_kind(self, name: str, kind: SpanKind) -> bytes:
