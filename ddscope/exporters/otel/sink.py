@@ -88,6 +88,9 @@ class OtelSink:
             *self.genai.histograms,
         ]
         self._batcher = EventBatcher(self._process, after_batch=self._after_batch)
+        # EventSink.handle: the batcher's own ``add`` queues each event (spans and measurements
+        # are made in batches, ``otel/batch.py``) — one call an event, not two.
+        self.handle: Callable[[ev.Event], None] = self._batcher.add
         self.instruments.before_collect = self._batcher.flush_for_reader
         self._handlers: dict[str, Callable[[Any], None]] = {
             "run_started": self._run_started,
@@ -128,10 +131,6 @@ class OtelSink:
     def _zero_counters(self, domain: DomainState) -> None:
         self.instruments.zero(domain)
         self.genai.zero(domain)
-
-    def handle(self, event: ev.Event) -> None:
-        """Queues ``event``; spans and measurements are made in batches (``otel_batch``)."""
-        self._batcher.add(event)
 
     def close(self) -> None:
         """Ends whatever is still open at the last event's time, marked unfinished."""
