@@ -215,10 +215,15 @@ Replayed, 10 rounds alternating with the code before (``/tmp`` harness, S5's str
 OTLP sink): the engine thread's share 14.5 → 11.8 µs a task, all threads 27.3 → 24.6;
 ``bench_sink_cost.py`` OTLP 28.3 → 24.8. Live, two checkouts in fresh processes, 12 rounds:
 record + OTLP over no sinks 74.7 → 68.2 µs a task (paired ratio 1.255 → 1.223) — within S5's
-noise (an earlier 10-round A/B, disturbed by a test run, went the other way). Five
-``--repeats 5`` runs after it: record + OTLP over no sinks 1.208, 1.276, 1.210, 1.205 and 1.256
-(paired 1.127, 1.298, 1.211, 1.222, 1.233; rounds 0.99–1.42), no sinks 299, 298, 325, 309 and
-324 µs a task.
+noise (an earlier 10-round A/B, disturbed by a test run, went the other way). Then the encoder
+reads the usual finished span's context as a tuple and frames spans without a copy (4.04 → 3.51
+µs a span), the record's ``handle`` appends to a deque without a lock (~300 → ~110 ns an
+event), and the OTel sink's ``handle`` is its batcher's ``add``: replayed OTLP 27.6 → 23.8 µs a
+task against the session's start, ``bench_sink_cost.py`` 23.4; live, 12 rounds, 70.0 → 64.9
+(paired ratio 1.250 → 1.226). ``--repeats 5`` runs: record + OTLP over no sinks 1.208, 1.276,
+1.210, 1.205, 1.256, 1.227, 1.234, 1.145 along the way, 1.232, 1.200 and 1.244 at the end
+(paired 1.229, 1.179, 1.241), no sinks 276–325 µs a task — the sinks' saving shows in A/Bs,
+but S5's medians stay around 1.22, inside their own spread.
 
 Inside live runs (5 rounds, ``time.thread_time_ns`` wrappers, their own cost included): the
 engine's thread costs 300 µs a task with no sinks and 355 with record + OTLP (+55); the bus's
