@@ -198,8 +198,7 @@ class RequestSpans:
             return
         attrs["error.type"] = e.outcome
         context = self.book.finish(pending, e.t_ns, attrs, Status(StatusCode.ERROR, e.error))
-        if context is not None:
-            self._remember_failed(key, context)
+        self._remember_failed(key, context)
 
     def _attempt_metrics(self, e: ev.AttemptFinished, domain: DomainState, seconds: float) -> None:
         instruments = self.instruments

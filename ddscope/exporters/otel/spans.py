@@ -212,10 +212,9 @@ class SpanBook:
         t_ns: int,
         attributes: dict[str, Any],
         error: Status | None = None,
-    ) -> SpanContext | None:
+    ) -> SpanContext:
         """Ends ``pending`` at ``t_ns`` with ``attributes`` (no ``None`` values) added; a span
-        not yet created is created here with all its attributes at once. Returns its context
-        (None from a non-recording span)."""
+        not yet created is created here with all its attributes at once. Returns its context."""
         if pending.span_context is not None and self.direct is not None:
             self.direct.end(
                 pending.name,
