@@ -197,6 +197,24 @@ def test_keys_with_many_distinct_values_and_a_cleared_cache_encode_the_same(
     assert "ddscope.outcome" not in encoder._busy_keys
 
 
+def test_one_key_with_equal_values_of_different_types_encodes_each_as_its_type() -> None:
+    """``1 == True == 1.0`` and they hash alike: a cached pair for one must not be taken for
+    another, in any order, in spans and in span events."""
+    provider, exporter = _provider(Resource({"service.name": "svc"}))
+    tracer = provider.get_tracer("t")
+    values: list[Any] = [1, True, "1", 1.0, 0, False, 1, True, "1", 1.0]
+    for n, value in enumerate(values + values[::-1]):
+        span = tracer.start_span("s", context=Context(), attributes={"v": value}, start_time=n + 1)
+        span.add_event("e", {"v": value}, timestamp=n + 2)
+        span.end(end_time=n + 3)
+    spans = _recorded(provider, exporter)
+    _assert_same_bytes(spans)
+    encoder = SpanEncoder()
+    for start in range(0, len(spans), 3):  # one encoder's caches across batches
+        batch = spans[start : start + 3]
+        assert encoder.encode(batch) == encode_spans(batch).SerializeToString()
+
+
 def test_an_int_outside_int64_is_left_out_as_the_sdk_does(caplog: pytest.LogCaptureFixture) -> None:
     provider, exporter = _provider(Resource({"service.name": "svc"}))
     tracer = provider.get_tracer("t")

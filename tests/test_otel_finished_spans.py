@@ -135,6 +135,21 @@ def test_unusual_finished_spans_encode_to_the_sdk_encoders_bytes() -> None:
     )
 
 
+def test_an_attribute_count_limit_that_can_bite_means_the_sdks_spans_for_those_spans(
+    record: Path,
+) -> None:
+    """An attempt span has 11 or more attributes, a task lease span 4 or 5: with a limit of 8,
+    attempts are the SDK's spans with the limit applied, leases still finished spans."""
+    provider, _, exporter = ddscope_pipeline(SpanLimits(max_span_attributes=8))
+    feed(provider, record)
+    attempts = [s for s in exporter.spans if s.name.startswith("chat ")]
+    assert attempts and all(isinstance(s, ReadableSpan) for s in attempts)
+    assert all(len(s.attributes) <= 8 for s in attempts)
+    assert any(s.dropped_attributes > 0 for s in attempts)
+    # the task lease spans (4 or 5 attributes, none shared) still arrive as finished spans
+    assert any(type(s) is FinishedSpan and s.name.startswith("task ") for s in exporter.spans)
+
+
 def test_a_processor_added_after_the_sink_gets_every_span_as_the_sdks(record: Path) -> None:
     provider, _, exporter = ddscope_pipeline()
     sink_before = OtelSink(provider, MeterProvider(shutdown_on_exit=False))
