@@ -215,6 +215,26 @@ def test_one_key_with_equal_values_of_different_types_encodes_each_as_its_type()
         assert encoder.encode(batch) == encode_spans(batch).SerializeToString()
 
 
+@pytest.mark.parametrize("key_length", [1, 60, 122, 123, 200])
+def test_ints_at_the_varint_boundaries_encode_as_the_sdks(key_length: int) -> None:
+    """Ints below 16,384 take a short path (a prefix per key and tag, then the varint bytes):
+    the boundaries, a key too long for it, and one key used by spans, span events and the
+    resource in turn (each with its own tag)."""
+    key = "k" * key_length
+    values = [0, 1, 127, 128, 129, 16383, 16384, 16385, 2**21, -1, -128, 2**63 - 1]
+    provider, exporter = _provider(Resource({"service.name": "svc", key: 5}))
+    tracer = provider.get_tracer("t")
+    for n, value in enumerate(values * 3):  # past the distinct-value limit's count too
+        span = tracer.start_span("s", context=Context(), attributes={key: value}, start_time=1)
+        span.add_event("e", {key: values[-1 - n % len(values)]}, timestamp=2)
+        span.end(end_time=3)
+    spans = _recorded(provider, exporter)
+    encoder = SpanEncoder()
+    for start in range(0, len(spans), 5):
+        batch = spans[start : start + 5]
+        assert encoder.encode(batch) == encode_spans(batch).SerializeToString()
+
+
 def test_an_int_outside_int64_is_left_out_as_the_sdk_does(caplog: pytest.LogCaptureFixture) -> None:
     provider, exporter = _provider(Resource({"service.name": "svc"}))
     tracer = provider.get_tracer("t")

@@ -118,6 +118,23 @@ def _key_value(key: str, value: Any) -> bytes:
     return head + _field(b"\x12", _any_value(value))
 
 
+# (tag, the key's field, the pair up to an int value of one varint byte and of two)
+_KeyHeads = tuple[bytes, bytes, tuple[bytes, bytes] | None]
+
+
+def _key_heads(tag: bytes, key: str) -> _KeyHeads:
+    """What the pairs of ``key`` under ``tag`` start with. For an int value below 16,384 the
+    pair is a fixed prefix and the value's one or two varint bytes (all lengths in it are
+    single bytes; None when the key is too long for that): one concatenation, 0.37 µs a span
+    of S5 less than framing the value, then the ``AnyValue``, then the pair."""
+    head = _field(b"\x0a", key.encode())
+    if len(head) + 5 >= 128:
+        return tag, head, None
+    small = tag + _ONE_BYTE[len(head) + 4] + head + b"\x12\x02\x18"
+    medium = tag + _ONE_BYTE[len(head) + 5] + head + b"\x12\x03\x18"
+    return tag, head, (small, medium)
+
+
 class SpanEncoder:
     """Encodes span batches; keeps the caches (resources, scopes, attribute pairs) across
     batches. One per exporter; not shared between threads."""
@@ -127,7 +144,7 @@ class SpanEncoder:
         # are not cached); a busy key has no entry here, it is in ``_busy_keys``.
         self._pairs: dict[bytes, dict[str, dict[Any, bytes]]] = {}
         self._cached_pairs = 0
-        self._key_heads: dict[str, bytes] = {}
+        self._key_heads: dict[str, _KeyHeads] = {}  # by key, for the tag it was last used with
         self._distinct: dict[str, int] = {}  # cache misses by key
         self._busy_keys: set[str] = set()  # keys with too many distinct values to cache
         self._names: dict[str, tuple[SpanKind, bytes]] = {}
@@ -339,9 +356,17 @@ class SpanEncoder:
         The bytes of ``_field(tag, _key_value(key, value))`` for these three types, with the
         key's field cached and no type dispatch: 5.6 against 7.0 µs a span of S5 when ids
         are encoded through ``_key_value`` (the byte-equality tests pin the two together)."""
-        head = self._key_heads.get(key)
-        if head is None:
-            head = self._key_heads[key] = _field(b"\x0a", key.encode())
+        heads = self._key_heads.get(key)
+        if heads is None or heads[0] != tag:
+            heads = self._key_heads[key] = _key_heads(tag, key)
+        _, head, int_heads = heads
+        if kind is int and int_heads is not None and 0 <= value < 16384:  # most ids, all rows
+            pair: bytes
+            if value < 128:
+                pair = int_heads[0] + _ONE_BYTE[value]
+            else:
+                pair = int_heads[1] + bytes(((value & 0x7F) | 0x80, value >> 7))
+            return pair
         any_value: bytes
         if kind is str:
             text: bytes = value.encode()
