@@ -324,9 +324,29 @@ def test_a_child_context_equals_the_one_spancontext_builds(
     direct = DirectSpans.of(provider, tracer._instrumentation_scope)
     assert direct is not None
     monkeypatch.setattr(direct, "_new_span_id", lambda: new_id)
+    monkeypatch.setattr(direct, "_span_id_bits", None)  # as for any other id generator
     state = TraceState([("vendor", "x")])
     parent = SpanContext(0xABC, 0xDEF, True, TraceFlags(TraceFlags.SAMPLED), state)
     child = direct.child_context(parent)
     expected = SpanContext(0xABC, new_id, False, parent.trace_flags, state)
     assert type(child) is SpanContext
     assert child == expected and child.is_valid == expected.is_valid == (new_id != 0)
+
+
+def test_with_the_sdks_random_id_generator_span_ids_are_drawn_directly_and_never_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default generator's ids are drawn with ``random.getrandbits(64)`` directly; a 0
+    drawn goes back to the generator, which draws until it is not 0."""
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    direct = DirectSpans.of(provider, provider.get_tracer("t")._instrumentation_scope)
+    assert direct is not None and direct._span_id_bits is not None
+    parent = SpanContext(0xABC, 0xDEF, False, TraceFlags(TraceFlags.SAMPLED))
+    ids = {direct.child_context(parent).span_id for _ in range(1000)}
+    assert len(ids) == 1000 and 0 not in ids and all(0 < i < 2**64 for i in ids)
+    draws = iter([0, 0x77])
+    monkeypatch.setattr(direct, "_span_id_bits", lambda bits: next(draws))
+    monkeypatch.setattr(direct, "_new_span_id", lambda: 0x99)
+    assert direct.child_context(parent).span_id == 0x99  # the 0 was redrawn by the generator
+    assert direct.child_context(parent).span_id == 0x77

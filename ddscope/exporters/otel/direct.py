@@ -39,12 +39,14 @@ same (``tests/test_otel_finished_spans.py``).
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, TraceFlags, TraceState
 
@@ -143,6 +145,11 @@ class DirectSpans:
         self._ready: list[FinishedSpan] = []
         self._processor = processor
         self._new_span_id = id_generator.generate_span_id
+        # The SDK's default generator draws ``random.getrandbits(64)`` until it is not 0:
+        # drawn here directly (0.1 µs a span less), a 0 redrawn by the generator itself.
+        self._span_id_bits: Callable[[int], int] | None = (
+            random.getrandbits if type(id_generator) is RandomIdGenerator else None
+        )
         self._resource = resource
         self._max_attributes = limits.max_span_attributes
         self._max_length = limits.max_span_attribute_length
@@ -176,7 +183,10 @@ class DirectSpans:
                 parent.trace_id, self._new_span_id(), False, parent.trace_flags, parent.trace_state
             )
         trace_id, _, _, flags, state, valid = parent
-        span_id = self._new_span_id()
+        bits = self._span_id_bits
+        span_id = bits(64) if bits is not None else 0
+        if not span_id:  # another generator (or a 0 drawn, one time in 2**64)
+            span_id = self._new_span_id()
         fields = (trace_id, span_id, False, flags, state, valid and 0 < span_id < _SPAN_ID_END)
         context: SpanContext = _new_tuple(SpanContext, fields)
         return context

@@ -174,7 +174,8 @@ class SpanBook:
         kind: SpanKind = SpanKind.INTERNAL,
         domain: DomainState | None = None,
     ) -> PendingSpan:
-        """A span started at ``t_ns``, made when it ends (:meth:`finish`)."""
+        """A span started at ``t_ns``, made when it ends (:meth:`finish`). ``attributes``
+        belongs to the span from now on: :meth:`finish` adds the end's attributes to it."""
         pending = PendingSpan(name, parent, attributes, t_ns, kind, domain)
         if self.direct is not None:
             parent_context = span_context_of(parent)
@@ -216,12 +217,14 @@ class SpanBook:
         """Ends ``pending`` at ``t_ns`` with ``attributes`` (no ``None`` values) added; a span
         not yet created is created here with all its attributes at once. Returns its context."""
         if pending.span_context is not None and self.direct is not None:
+            merged = pending.attributes  # the span's own dict (``pending``): no copy
+            merged.update(attributes)
             self.direct.end(
                 pending.name,
                 pending.span_context,
                 pending.parent_context,
                 pending.kind,
-                {**pending.attributes, **attributes},
+                merged,
                 self.origin_ns + pending.t_ns,
                 self.origin_ns + t_ns,
                 error,
