@@ -4,9 +4,11 @@
 produces, about five times faster.
 
 Why: the SDK's encoder builds a protobuf object per span, per attribute (``KeyValue``) and per
-value (``AnyValue``) from Python: ~30 µs per span of a ddscope run, against ~5.6 µs here (7.7
-before the pair cache took ints and left out busy keys, and ids were packed with one
-``struct`` call). With two spans per task it was the largest single cost of OTLP export in S5.
+value (``AnyValue``) from Python: ~30 µs per span of a ddscope run, against ~2.7 µs here for
+S5's finished spans (7.7 before the pair cache took ints and left out busy keys, and ids were
+packed with one ``struct`` call; 5.6 then; 3.5 with the short path for the usual finished span;
+3.25 with pairs cached by key, then value; 2.7 with small ints framed from a per-key prefix).
+With two spans per task it was the largest single cost of OTLP export in S5.
 Here the protobuf wire format is written directly: fields in field-number order, proto3
 defaults omitted, sub-messages that the SDK sets always present (even when empty), and encoded
 (key, value) pairs of strings, ints and booleans cached — attribute keys repeat in every span

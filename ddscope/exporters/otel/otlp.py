@@ -2,7 +2,7 @@
 
 They are the SDK's own exporters — same clients, channel, TLS, headers, compression, timeouts,
 retries and log lines, all configured by the ``OTEL_EXPORTER_OTLP_*`` variables — with only the
-encoding step replaced: the SDK's encoder costs ~30 µs per span, ``encode.SpanEncoder`` ~5.6 µs,
+encoding step replaced: the SDK's encoder costs ~30 µs per span, ``encode.SpanEncoder`` ~2.7 µs,
 and the bytes on the wire are the same.
 
 How the encoding step is replaced relies on the SDK exporters' internals: the gRPC one calls
