@@ -11,9 +11,9 @@ packed with one ``struct`` call; 5.6 then; 3.5 with the short path for the usual
 With two spans per task it was the largest single cost of OTLP export in S5.
 Here the protobuf wire format is written directly: fields in field-number order, proto3
 defaults omitted, sub-messages that the SDK sets always present (even when empty), and encoded
-(key, value) pairs of strings, ints and booleans cached — attribute keys repeat in every span
-and most values do too; a key that shows many distinct values (ids, rows) is not cached, so it
-does not push the repeating pairs out.
+(key, value) pairs of strings and ints cached — attribute keys repeat in every span and most
+values do too; a key that shows many distinct values (ids, rows) is not cached, so it does not
+push the repeating pairs out.
 
 The same rules as the SDK's encoder: spans are grouped by resource, then by instrumentation
 scope (equal objects share a group, the first one seen is encoded), in order of first
