@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from ddscope.cli.otel_options import otel_options
 from ddscope.errors import ConfigError
+from ddscope.exporters.otel.batching import SpanBatching
 from ddscope.exporters.otel.delivery import CountingSpanExporter, InlineBatchSpanProcessor
 from ddscope.exporters.otel.sdk import DeliveryStats, resource
 from ddscope.exporters.otel.setup import (
@@ -35,6 +36,49 @@ def test_nothing_is_configured_unless_asked() -> None:
     assert resolve_config(None, None, None, environ=env) == (None, [])
     sink, finish = build_otel_sink(None, None, None)
     assert sink is None and finish() == []
+
+
+def test_the_standard_bsp_variables_size_the_live_span_export() -> None:
+    env = {
+        **ENV_ENDPOINT,
+        "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+        "OTEL_BSP_SCHEDULE_DELAY": " 50 ",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "7",
+    }
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is not None and warnings == []
+    assert config.batching == SpanBatching(queue_size=100, schedule_delay_ms=50, batch_size=7)
+    unset, _ = resolve_config(None, None, None, environ=ENV_ENDPOINT)
+    assert unset is not None and unset.batching == SpanBatching(8192, 1000, 512)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", "", "\u0661\u0662"])
+def test_a_bad_bsp_value_is_skipped_with_a_warning_naming_it(value: str) -> None:
+    env = {**ENV_ENDPOINT, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": value, "OTEL_BSP_SCHEDULE_DELAY": "9"}
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is not None
+    assert config.batching == SpanBatching(8192, 9, 512)
+    if value:
+        assert warnings == [
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={value!r} is not a positive whole number; using 512"
+        ]
+    else:
+        assert warnings == []
+
+
+def test_a_bsp_batch_larger_than_the_queue_is_cut_to_it() -> None:
+    env = {**ENV_ENDPOINT, "OTEL_BSP_MAX_QUEUE_SIZE": "64", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100"}
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is not None and config.batching == SpanBatching(64, 1000, 64)
+    assert warnings == [
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=100 is larger than the export queue (64 spans); using 64"
+    ]
+
+
+def test_bsp_variables_are_not_read_when_no_spans_are_exported() -> None:
+    env = {**ENV_ENDPOINT, "OTEL_TRACES_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "abc"}
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is not None and not config.traces and warnings == []
 
 
 def test_explicit_arguments_win_over_the_environment() -> None:

@@ -260,6 +260,22 @@ def test_without_a_metric_reader_the_meter_provider_is_a_no_op() -> None:
         assert sdk.shutdown().metric_exports == 0
 
 
+def test_otel_bsp_max_export_batch_size_sizes_the_requests_a_live_run_sends(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A real run to a real gRPC receiver: every span arrives, in requests of at most 7."""
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "7")
+    with GrpcReceiver() as receiver:
+        warnings, events = live_run(tmp_path / "run.jsonl", receiver.endpoint, "grpc")
+        assert warnings == []
+        check_received(receiver, events.events)
+        sizes = [
+            sum(len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans)
+            for request in receiver.trace_requests
+        ]
+    assert max(sizes) == 7 and sum(sizes) == len(receiver.spans()) > 7
+
+
 def test_otel_sdk_disabled_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     with GrpcReceiver() as receiver:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-SPAN_BATCH_SIZE = 512
+from ddscope.exporters.otel.batching import SPAN_BATCH_SIZE
 
 
 class CountingSpanExporter(SpanExporter):

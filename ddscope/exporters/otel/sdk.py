@@ -41,8 +41,8 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from ddscope import __version__
 from ddscope.errors import ConfigError
+from ddscope.exporters.otel.batching import SpanBatching
 from ddscope.exporters.otel.delivery import (
-    SPAN_BATCH_SIZE,
     CountingMetricExporter,
     CountingSpanExporter,
     CountingSpanProcessor,
@@ -51,8 +51,6 @@ from ddscope.exporters.otel.delivery import (
 
 EXPORT_TIMEOUT_S = 2.0  # per OTLP export request, retries included
 SHUTDOWN_TIMEOUT_S = 5.0  # flushing spans and metrics at the end, together
-SPAN_QUEUE_SIZE = 8192  # spans waiting for export; beyond this the oldest are dropped
-SPAN_SCHEDULE_DELAY_MS = 1000
 METRIC_INTERVAL_MS = 10_000  # unless OTEL_METRIC_EXPORT_INTERVAL says otherwise
 # Events per span (AIMD limit changes pile up on a domain's span); OTEL_SPAN_EVENT_COUNT_LIMIT wins.
 SPAN_EVENT_LIMIT = 1024
@@ -143,14 +141,19 @@ def tracer_provider(processor: SpanProcessor) -> TracerProvider:
     return provider
 
 
-def batch_processor(exporter: SpanExporter, *, inline: bool) -> SpanProcessor:
+def batch_processor(
+    exporter: SpanExporter, *, inline: bool, batching: SpanBatching | None = None
+) -> SpanProcessor:
+    """Replay (``inline``): spans exported in batches as they come. Live: the SDK's batch
+    processor, sized by ``batching`` (ddscope's defaults or ``OTEL_BSP_*``)."""
     if inline:
         return InlineBatchSpanProcessor(exporter)
+    batching = batching or SpanBatching()
     return BatchSpanProcessor(
         exporter,
-        max_queue_size=SPAN_QUEUE_SIZE,
-        schedule_delay_millis=SPAN_SCHEDULE_DELAY_MS,
-        max_export_batch_size=SPAN_BATCH_SIZE,
+        max_queue_size=batching.queue_size,
+        schedule_delay_millis=batching.schedule_delay_ms,
+        max_export_batch_size=batching.batch_size,
         export_timeout_millis=EXPORT_TIMEOUT_S * 1000,
     )
 
@@ -214,6 +217,7 @@ class OtelSdk:
         replay: bool = False,
         traces: bool = True,
         metrics: bool = True,
+        batching: SpanBatching | None = None,
     ) -> None:
         self.endpoint = endpoint
         self._logs = held_logs()
@@ -228,7 +232,7 @@ class OtelSdk:
             if endpoint is not None and traces:
                 self._span_exporter = CountingSpanExporter(otlp_span_exporter(endpoint, protocol))
                 self._span_exporter.give_up_after_failure = replay
-                processor = batch_processor(self._span_exporter, inline=replay)
+                processor = batch_processor(self._span_exporter, inline=replay, batching=batching)
                 # ddscope's OTLP exporters take the sink's FinishedSpans (otel/direct.py).
                 self._spans = CountingSpanProcessor(processor, takes_finished_spans=True)
             if endpoint is not None and metrics:

@@ -18,6 +18,9 @@ service name, resource         ``OTEL_SERVICE_NAME``,                 service.na
 sampler                        ``OTEL_TRACES_SAMPLER`` (+ ``_ARG``)   parentbased_always_on
 signals over OTLP              ``OTEL_TRACES_EXPORTER``,              otlp (``none``: off)
                                ``OTEL_METRICS_EXPORTER``
+span export batches (live)     ``OTEL_BSP_MAX_QUEUE_SIZE``,           8,192 spans queued,
+                               ``OTEL_BSP_SCHEDULE_DELAY``,           every 1,000 ms,
+                               ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``     512 spans a request
 prompt/completion text         ``record_text`` / ``OTEL_INSTRUMENTA-  off
 in spans (if the run           TION_GENAI_CAPTURE_MESSAGE_CONTENT``
 recorded it)                   (the GenAI instrumentations' opt-in)
@@ -41,11 +44,12 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from ddscope.errors import ConfigError
+from ddscope.exporters.otel.batching import SpanBatching, span_batching
 
 if TYPE_CHECKING:
     from ddscope.exporters.otel.sdk import DeliveryStats
@@ -82,6 +86,7 @@ class OtelConfig:
     prometheus_port: int | None
     traces: bool = True  # spans over OTLP (OTEL_TRACES_EXPORTER=none turns them off)
     metrics: bool = True  # metrics over OTLP (OTEL_METRICS_EXPORTER=none: e.g. for Jaeger)
+    batching: SpanBatching = field(default_factory=SpanBatching)  # live span export (OTEL_BSP_*)
 
 
 def normalize_endpoint(value: str) -> str:
@@ -260,7 +265,10 @@ def resolve_config(
     hide_credentials_in_sdk_logs()
     if asked and endpoint is None:
         endpoint = DEFAULT_ENDPOINTS[protocol]
-    config = OtelConfig(endpoint if asked else None, protocol, prometheus_port, traces, metrics)
+    batching = span_batching(env, warnings) if asked and traces else SpanBatching()
+    config = OtelConfig(
+        endpoint if asked else None, protocol, prometheus_port, traces, metrics, batching
+    )
     return config, warnings
 
 
@@ -324,6 +332,7 @@ def build_otel_sink(
         config.prometheus_port,
         traces=config.traces,
         metrics=config.metrics,
+        batching=config.batching,
     )
     text = capture_text(record_text)
     sink = OtelSink(sdk.tracer_provider, sdk.meter_provider, record_text=text)

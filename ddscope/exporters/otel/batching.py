@@ -1,0 +1,51 @@
+"""How the live span export batches: ddscope's defaults, or the standard ``OTEL_BSP_*``
+variables when they are set (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY`` in
+milliseconds, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), as the SDK's ``BatchSpanProcessor`` reads
+them when it is given no values.
+
+ddscope passes its own values to the SDK, so without this the variables would be ignored. A bad
+value is skipped with a one-line warning naming the variable (the SDK logs a traceback and uses
+its own defaults); a batch larger than the queue, which the SDK refuses, is cut to the queue.
+Imports no OpenTelemetry (``setup`` reads this at the start of every command that might export).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+SPAN_QUEUE_SIZE = 8192  # spans waiting for export; beyond this the oldest are dropped
+SPAN_SCHEDULE_DELAY_MS = 1000  # a batch leaves at least this often
+SPAN_BATCH_SIZE = 512  # spans per export request (the SDK's default)
+
+
+@dataclass(frozen=True)
+class SpanBatching:
+    queue_size: int = SPAN_QUEUE_SIZE
+    schedule_delay_ms: int = SPAN_SCHEDULE_DELAY_MS
+    batch_size: int = SPAN_BATCH_SIZE
+
+
+def span_batching(env: Mapping[str, str], warnings: list[str]) -> SpanBatching:
+    """The batching ``env`` asks for; a warning for each value not used."""
+    defaults = SpanBatching()
+    queue = _positive_int("OTEL_BSP_MAX_QUEUE_SIZE", defaults.queue_size, env, warnings)
+    delay = _positive_int("OTEL_BSP_SCHEDULE_DELAY", defaults.schedule_delay_ms, env, warnings)
+    batch = _positive_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", defaults.batch_size, env, warnings)
+    if batch > queue:
+        warnings.append(
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} is larger than the export queue "
+            f"({queue} spans); using {queue}"
+        )
+        batch = queue
+    return SpanBatching(queue, delay, batch)
+
+
+def _positive_int(variable: str, default: int, env: Mapping[str, str], warnings: list[str]) -> int:
+    text = env.get(variable, "").strip()
+    if not text:
+        return default
+    if text.isascii() and text.isdigit() and int(text) > 0:
+        return int(text)
+    warnings.append(f"{variable}={text!r} is not a positive whole number; using {default}")
+    return default
