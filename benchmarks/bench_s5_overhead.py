@@ -248,9 +248,9 @@ are drawn with ``random.getrandbits`` directly when the provider has the SDK's r
 generator. Replayed, 10 alternating processes against the session's start: OTLP sink 23.6 →
 22.1 µs a task (engine thread −0.2, the rest on the export thread); ``bench_sink_cost.py`` OTLP
 22.3. ``--repeats 5`` runs: record + OTLP over no sinks 1.220 at the session's start, then
-1.179, 1.209, 1.178, and with the final hot-path code 1.214, 1.217, 1.224, 1.192, 1.184, 1.209 (paired
-1.184, 1.201, 1.180; 1.215, 1.204, 1.225, 1.177, 1.199, 1.274), no sinks 275–301 µs a task: the
-saving is ≈ 1.5 µs a task, 0.005 of the ratio, inside the spread.
+1.179, 1.209, 1.178, and with the final hot-path code 1.214, 1.217, 1.224, 1.192, 1.184, 1.209
+(paired 1.184, 1.201, 1.180; 1.215, 1.204, 1.225, 1.177, 1.199, 1.274), no sinks 275–301 µs a
+task: the saving is ≈ 1.5 µs a task, 0.005 of the ratio, inside the spread.
 
 Measured the same session, live, ``/tmp`` harnesses (6–10 rounds, paired over no sinks):
 
