@@ -265,15 +265,25 @@ def test_otel_bsp_max_export_batch_size_sizes_the_requests_a_live_run_sends(
 ) -> None:
     """A real run to a real gRPC receiver: every span arrives, in requests of at most 7."""
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "7")
+    record = tmp_path / "run.jsonl"
     with GrpcReceiver() as receiver:
-        warnings, events = live_run(tmp_path / "run.jsonl", receiver.endpoint, "grpc")
+        warnings, events = live_run(record, receiver.endpoint, "grpc")
         assert warnings == []
         check_received(receiver, events.events)
-        sizes = [
-            sum(len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans)
-            for request in receiver.trace_requests
-        ]
-    assert max(sizes) == 7 and sum(sizes) == len(receiver.spans()) > 7
+        assert max(_request_sizes(receiver)) == 7 and len(receiver.spans()) > 7
+    with GrpcReceiver() as replayed:  # the replay of its record, 7 spans a request too
+        result = CliRunner().invoke(cli, ["export", str(record), "--otlp", replayed.endpoint])
+        assert result.exit_code == 0, result.output
+        check_received(replayed, events.events)
+        assert max(_request_sizes(replayed)) == 7
+
+
+def _request_sizes(receiver: Any) -> list[int]:
+    """Spans in each trace export request the receiver got."""
+    return [
+        sum(len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans)
+        for request in receiver.trace_requests
+    ]
 
 
 def test_otel_sdk_disabled_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

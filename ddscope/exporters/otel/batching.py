@@ -1,7 +1,8 @@
-"""How the live span export batches: ddscope's defaults, or the standard ``OTEL_BSP_*``
-variables when they are set (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY`` in
-milliseconds, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), as the SDK's ``BatchSpanProcessor`` reads
-them when it is given no values.
+"""How the span export batches: ddscope's defaults, or the standard ``OTEL_BSP_*`` variables
+when they are set (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY`` in milliseconds,
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), as the SDK's ``BatchSpanProcessor`` reads them when it is
+given no values. A replay (``ddtrace export --otlp``) exports on its own thread as it reads and
+uses only the batch size.
 
 ddscope passes its own values to the SDK, so without this the variables would be ignored. A bad
 value is skipped with a one-line warning naming the variable (the SDK logs a traceback and uses

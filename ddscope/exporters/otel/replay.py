@@ -57,6 +57,7 @@ def replay_to_otlp(
         replay=True,
         traces=config.traces,
         metrics=config.metrics,
+        batching=config.batching,
     )
     sink = OtelSink(sdk.tracer_provider, sdk.meter_provider, record_text=capture_text(record_text))
     try:

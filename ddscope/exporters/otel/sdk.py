@@ -144,11 +144,12 @@ def tracer_provider(processor: SpanProcessor) -> TracerProvider:
 def batch_processor(
     exporter: SpanExporter, *, inline: bool, batching: SpanBatching | None = None
 ) -> SpanProcessor:
-    """Replay (``inline``): spans exported in batches as they come. Live: the SDK's batch
-    processor, sized by ``batching`` (ddscope's defaults or ``OTEL_BSP_*``)."""
-    if inline:
-        return InlineBatchSpanProcessor(exporter)
+    """Sized by ``batching`` (ddscope's defaults or ``OTEL_BSP_*``). Replay (``inline``):
+    spans exported on the caller's thread, ``batching.batch_size`` at a time. Live: the SDK's
+    batch processor."""
     batching = batching or SpanBatching()
+    if inline:
+        return InlineBatchSpanProcessor(exporter, batching.batch_size)
     return BatchSpanProcessor(
         exporter,
         max_queue_size=batching.queue_size,

@@ -18,7 +18,7 @@ service name, resource         ``OTEL_SERVICE_NAME``,                 service.na
 sampler                        ``OTEL_TRACES_SAMPLER`` (+ ``_ARG``)   parentbased_always_on
 signals over OTLP              ``OTEL_TRACES_EXPORTER``,              otlp (``none``: off)
                                ``OTEL_METRICS_EXPORTER``
-span export batches (live)     ``OTEL_BSP_MAX_QUEUE_SIZE``,           8,192 spans queued,
+span export batches            ``OTEL_BSP_MAX_QUEUE_SIZE``,           8,192 spans queued,
                                ``OTEL_BSP_SCHEDULE_DELAY``,           every 1,000 ms,
                                ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``     512 spans a request
 prompt/completion text         ``record_text`` / ``OTEL_INSTRUMENTA-  off
