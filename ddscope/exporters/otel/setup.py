@@ -86,7 +86,7 @@ class OtelConfig:
     prometheus_port: int | None
     traces: bool = True  # spans over OTLP (OTEL_TRACES_EXPORTER=none turns them off)
     metrics: bool = True  # metrics over OTLP (OTEL_METRICS_EXPORTER=none: e.g. for Jaeger)
-    batching: SpanBatching = field(default_factory=SpanBatching)  # live span export (OTEL_BSP_*)
+    batching: SpanBatching = field(default_factory=SpanBatching)  # span export (OTEL_BSP_*)
 
 
 def normalize_endpoint(value: str) -> str:
