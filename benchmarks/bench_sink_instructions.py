@@ -27,6 +27,7 @@ Sinks:
 Needs valgrind (Debian's ``valgrind``). Usage::
 
     .venv/bin/python benchmarks/bench_sink_instructions.py [--records 300] [--sinks otel,otlp]
+        [--keep DIR]    # then: cg_diff DIR/otlp.1.cg DIR/otlp.2.cg > one.cg; cg_annotate one.cg
 """
 
 from __future__ import annotations
@@ -136,6 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300)
     parser.add_argument("--sinks", default=",".join(SINKS))
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="leave the cachegrind files (SINK.1.cg, SINK.2.cg) in this folder, for "
+        "cg_diff and cg_annotate: which functions a change made cheaper",
+    )
     parser.add_argument("--replay", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.replay:
@@ -148,6 +155,8 @@ def main() -> None:
         parser.error(f"--sinks: unknown {', '.join(unknown)} (known: {', '.join(SINKS)})")
     if shutil.which("valgrind") is None:
         parser.exit(2, "bench_sink_instructions: valgrind not found (Debian package valgrind)\n")
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     receiver, endpoint = start_receiver() if "otlp" in sinks else (None, "")
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -158,11 +167,9 @@ def main() -> None:
             figures = {}
             for name in sinks:
                 # both processes at once: the machine's two cores, and counts do not care
-                runs = {
-                    n: start_counting(name, record, n, endpoint, workdir / f"{name}.{n}.cg")
-                    for n in (1, 2)
-                }
-                totals = {n: summary(p, workdir / f"{name}.{n}.cg") for n, p in runs.items()}
+                outs = {n: (args.keep or workdir) / f"{name}.{n}.cg" for n in (1, 2)}
+                runs = {n: start_counting(name, record, n, endpoint, o) for n, o in outs.items()}
+                totals = {n: summary(p, outs[n]) for n, p in runs.items()}
                 per_task = (totals[2] - totals[1]) / tasks
                 figures[name] = round(per_task)
                 print(f"{name:7s} {per_task:10,.0f} instructions a task", flush=True)
