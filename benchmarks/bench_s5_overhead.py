@@ -266,6 +266,40 @@ Measured the same session, live, ``/tmp`` harnesses (6–10 rounds, paired over 
   domain attributes shared by reference and their bytes cached by identity (the engine builds
   smaller dicts, but the encoder's check that the two parts do not clash costs what the cached
   bytes save: +0.18 µs an attempt span).
+
+**Instructions instead of seconds** (issue 17, a later session). S5 cannot resolve a change of a
+few µs a task without tens of interleaved rounds. ``bench_sink_instructions.py`` counts what a
+sink executes on S5's replayed stream with valgrind's cachegrind (every thread; start-up left
+out by difference), repeatable to ≈ 0.1 % from run to run: at 1,000 records the record costs
+52,300 instructions a task, OTel in memory 144,300 and OTLP 186,200. Replayed, the OTLP sink
+runs them in ≈ 22 µs (``bench_sink_cost.py``); a whole no-sinks run executes ≈ 822,000 a task
+under cachegrind (runs of 200 and 400 records, one process each), which S5 runs in ≈ 285 µs:
+live code runs at about a third of the replayed rate (valgrind slows the run until it is bound
+by the CPU, so that count is rough). That is the "colder" of the sections above, as a rate, and
+why a replayed saving shows live by about the same share, not the same µs.
+
+Measured the same session and not kept:
+
+* **mypyc.** The OTel sink's modules (``sink``, ``spans``, ``direct``, ``histograms``,
+  ``batch``, ``genai``, ``requests``, ``encode``) compiled with mypyc, their source unchanged:
+  OTel in memory 144,300 → 117,800 instructions a task, OTLP 186,200 → 128,700 (−31 %);
+  ``bench_sink_cost.py`` OTLP 21.1 → 16.5 µs a task (three alternating runs). Live, two
+  checkouts in alternating processes, 40 rounds each (no sinks and record + OTLP in each
+  round, order alternating): record + OTLP over no sinks 56.4 → 53.8 µs a task as the median
+  of the paired differences, 58.0 → 50.4 as their mean (standard errors 3.0 and 2.6); ratio of
+  medians 1.211 → 1.180, paired 1.215 → 1.196. So −3 to −8 µs a task live: not enough to put
+  the CPU goal reliably under 1.20 alone, for a build step (a C compiler and mypy at install
+  time; an editable install's compiled modules shadow the edited source until rebuilt) and
+  mypyc's stricter runtime (a value of another type than annotated raises, which would switch
+  the OTel sink off for the run).
+* **Each variant in a fresh process** (no state carried from the variants before, as one
+  ``ddtrace run`` per process): 10 rounds, record + OTLP over no sinks 1.182 as a ratio of
+  medians, 1.217 paired. In one process, 8 rounds a run, ratios of medians: 1.203 and 1.237
+  with only no sinks and record + OTLP, 1.205 and 1.201 with OTel in memory between them. No
+  sign that the variants' order or leftovers move the ratio; the method stays.
+* **The per-run fixed cost, again:** the OTel providers' shutdown (each signal's last export
+  and the exporters' gRPC channels, in parallel threads) takes ≈ 5 ms of CPU a run, ≈ 3.5 with
+  either signal off — ≈ 1.7 µs a task at S5's size.
 """
 
 from __future__ import annotations
