@@ -123,7 +123,10 @@ def start_counting(
 
 
 def summary(process: subprocess.Popen[str], out: Path) -> int:
-    _, stderr = process.communicate(timeout=VALGRIND_TIMEOUT_S)
+    try:
+        _, stderr = process.communicate(timeout=VALGRIND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"valgrind run ({out.name}) took over {VALGRIND_TIMEOUT_S} s") from None
     if process.returncode != 0:
         tail = stderr.strip().splitlines()[-5:]
         raise SystemExit(f"valgrind run failed ({out.name}): " + " | ".join(tail))
@@ -169,7 +172,13 @@ def main() -> None:
                 # both processes at once: the machine's two cores, and counts do not care
                 outs = {n: (args.keep or workdir) / f"{name}.{n}.cg" for n in (1, 2)}
                 runs = {n: start_counting(name, record, n, endpoint, o) for n, o in outs.items()}
-                totals = {n: summary(p, outs[n]) for n, p in runs.items()}
+                try:
+                    totals = {n: summary(p, outs[n]) for n, p in runs.items()}
+                finally:  # one failed or timed out: the other is not left running
+                    for process in runs.values():
+                        if process.poll() is None:
+                            process.kill()
+                            process.wait(timeout=30)
                 per_task = (totals[2] - totals[1]) / tasks
                 figures[name] = round(per_task)
                 print(f"{name:7s} {per_task:10,.0f} instructions a task", flush=True)
