@@ -27,7 +27,8 @@ from ddscope.exporters.otel.histograms import FastHistogram
 
 OK = {"gen_ai.provider.name": "mock", "gen_ai.request.model": "m", "ddscope.outcome": "ok"}
 FAILED = {**OK, "ddscope.outcome": "server_error"}
-VALUES = [0.003, 0.2, 0.2, 7.5, 0.0, 120.0, 0.049]
+# Values on the boundaries (0.01, 0.1, 1, 10 below) belong to the bucket they close.
+VALUES = [0.003, 0.2, 0.2, 7.5, 0.0, 120.0, 0.049, 0.01, 0.1, 1.0, 10.0, 10.000001, 4]
 
 
 def points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
@@ -48,20 +49,29 @@ def points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
     return sorted(out)
 
 
-def record_all(fast: bool, reader: InMemoryMetricReader, views: list[View]) -> list[Any]:
+def record_all(how: str, reader: InMemoryMetricReader, views: list[View]) -> list[Any]:
+    """``how``: "sdk" (``Histogram.record``), "fast" (``FastHistogram.record``) or "many"
+    (``FastHistogram.record_many``, a group of values at a time, as attempt_metrics does)."""
     provider = MeterProvider(metric_readers=[reader], views=views)
     histogram = provider.get_meter("t").create_histogram(
         "h", "s", explicit_bucket_boundaries_advisory=(0.01, 0.1, 1, 10)
     )
     fast_histogram = FastHistogram(histogram)
-    record = fast_histogram.record if fast else histogram.record
+    record = fast_histogram.record if how == "fast" else histogram.record
     collected = []
     for round_ in range(3):  # values, a collection, more values: nothing lost or doubled
-        for value in VALUES:
-            record(value + round_, OK)
-            record(value * 2, FAILED)
-        record(-1.0, OK)  # rejected by the SDK either way
-        record(float("inf"), FAILED)  # rejected by SDK 1.45, kept by 1.43: the same here
+        if how == "many":
+            fast_histogram.record_many([value + round_ for value in VALUES], OK)
+            fast_histogram.record_many([value * 2 for value in VALUES], FAILED)
+            fast_histogram.record_many([1.5, -1.0], OK)  # one bad value: each on its own
+            fast_histogram.record_many([float("inf")], FAILED)
+        else:
+            for value in VALUES:
+                record(value + round_, OK)
+                record(value * 2, FAILED)
+            record(1.5, OK)
+            record(-1.0, OK)  # rejected by the SDK either way
+            record(float("inf"), FAILED)  # rejected by SDK 1.45, kept by 1.43: the same here
         fast_histogram.fold()  # what the sink does after each batch of events
         collected.append(points(reader))
     provider.shutdown()
@@ -90,9 +100,10 @@ def test_fast_histogram_collects_what_record_collects(
     def reader() -> InMemoryMetricReader:
         return InMemoryMetricReader(preferred_temporality={SdkHistogram: temporality})
 
-    expected = record_all(False, reader(), views)
+    expected = record_all("sdk", reader(), views)
     assert expected[0] and expected[0][0][2] > 0  # something was collected
-    assert record_all(True, reader(), views) == expected
+    assert record_all("fast", reader(), views) == expected
+    assert record_all("many", reader(), views) == expected
 
 
 def test_fast_path_is_taken_after_the_first_value() -> None:

@@ -31,7 +31,7 @@ counters are tallies read on collection, like every ddscope counter.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -142,33 +142,36 @@ class GenAiMetrics:
         self.input_usage.add(attrs, 0)
         self.output_usage.add(attrs, 0)
 
-    def record(
+    def record_group(
         self,
         domain: DomainState,
         outcome: str,
-        seconds: float,
-        input_tokens: int | None,
-        output_tokens: int | None,
+        durations: Sequence[float],
+        inputs: Sequence[int | None],
+        outputs: Sequence[int | None],
     ) -> None:
-        """One finished attempt."""
+        """Finished attempts of one domain with one outcome (``attempt_metrics``): their
+        durations, and the tokens each reported (None: no usage came back)."""
         chosen = self.conventions
         if chosen.old:
-            self._old_duration.record(seconds, domain.duration_attributes(outcome))
-            if input_tokens is not None:
-                self._old_tokens.record(input_tokens, domain.token_attributes("input"))
-            if output_tokens is not None:
-                self._old_tokens.record(output_tokens, domain.token_attributes("output"))
+            self._old_duration.record_many(durations, domain.duration_attributes(outcome))
+            for kind, reported in (("input", inputs), ("output", outputs)):
+                counted = [tokens for tokens in reported if tokens is not None]
+                if counted:
+                    self._old_tokens.record_many(counted, domain.token_attributes(kind))
         if chosen.new:
             attrs = domain.duration_attributes(outcome)  # the same attributes as before
-            self._duration.record(seconds, attrs)
+            self._duration.record_many(durations, attrs)
             # Recorded for every attempt, failed ones too (0 when no usage came back).
-            self._input_tokens.record(input_tokens or 0, attrs)
-            self._output_tokens.record(output_tokens or 0, attrs)
+            input_counts = [tokens or 0 for tokens in inputs]
+            output_counts = [tokens or 0 for tokens in outputs]
+            self._input_tokens.record_many(input_counts, attrs)
+            self._output_tokens.record_many(output_counts, attrs)
             usage = usage_attributes(domain)
-            if input_tokens:
-                self.input_usage.add(usage, input_tokens)
-            if output_tokens:
-                self.output_usage.add(usage, output_tokens)
+            if spent := sum(input_counts):
+                self.input_usage.add(usage, spent)
+            if spent := sum(output_counts):
+                self.output_usage.add(usage, spent)
 
 
 def usage_attributes(domain: DomainState) -> dict[str, str]:

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import time_ns
 from typing import Any
 
@@ -87,6 +87,21 @@ class FastHistogram:
         if target is None and self._consumer is not None:
             self._targets[key] = (attributes, self._find(attributes))
 
+    def record_many(self, values: Sequence[float], attributes: Mapping[str, Any]) -> None:
+        """``record`` of each of ``values``, in order: queued at once when every one of them
+        can take the fast path (a group of attempts, ``attempt_metrics``)."""
+        target = self._targets.get(id(attributes))
+        if (
+            target is not None
+            and target[1] is not None
+            and all(map(math.isfinite, values))
+            and min(values, default=0) >= 0
+        ):
+            self._queued.setdefault(id(attributes), []).extend(values)
+            return
+        for value in values:
+            self.record(value, attributes)
+
     def fold(self) -> None:
         """Adds every queued value to its aggregations (or records it through the SDK when
         the meter is disabled or the exemplar filter would sample it)."""
@@ -102,23 +117,18 @@ class FastHistogram:
         for key, values in batches.items():
             attributes, aggregations = self._targets[key]
             if verdict is False:  # the usual case: no value is an exemplar
-                kept = values
-            else:
-                kept = []
-                for value in values:
-                    if verdict or exemplar_filter.should_sample(value, 0, None, context):
-                        histogram.record(value, attributes, context)  # an exemplar it takes
-                    else:
-                        kept.append(value)
-            if not kept:
+                _aggregate(histogram, aggregations or (), values)
                 continue
-            for aggregation, in_place in aggregations or ():
-                if in_place:
-                    _add(aggregation, kept)
-                else:  # value by value, as the SDK's own path ends
-                    for value in kept:
-                        measurement = Measurement(value, time_ns(), histogram, _NO_CONTEXT)
-                        aggregation.aggregate(measurement, False)
+            kept: list[float] = []
+            for value in values:
+                if verdict or exemplar_filter.should_sample(value, 0, None, context):
+                    # the values before it first: the sum adds them in the order recorded
+                    _aggregate(histogram, aggregations or (), kept)
+                    kept = []
+                    histogram.record(value, attributes, context)  # an exemplar it takes
+                else:
+                    kept.append(value)
+            _aggregate(histogram, aggregations or (), kept)
 
     def _find(self, attributes: Mapping[str, Any]) -> list[tuple[Any, bool]] | None:
         """The aggregation of ``attributes`` in each reader's view matches (and whether
@@ -164,11 +174,30 @@ def _foldable(aggregation: Any) -> bool:
     )
 
 
+def _aggregate(
+    histogram: Any, aggregations: Iterable[tuple[Any, bool]], values: list[float]
+) -> None:
+    """``values`` into each of ``aggregations`` (in place where it can be)."""
+    if not values:
+        return
+    for aggregation, in_place in aggregations:
+        if in_place:
+            _add(aggregation, values)
+        else:  # value by value, as the SDK's own path ends
+            for value in values:
+                measurement = Measurement(value, time_ns(), histogram, _NO_CONTEXT)
+                aggregation.aggregate(measurement, False)
+
+
 def _add(aggregation: Any, values: list[float]) -> None:
     """``values`` into an explicit-bucket histogram aggregation: its counts, sum, min and max
     updated in place as its ``aggregate`` does one value at a time, in the same order (the
-    same float sum)."""
+    same float sum). A value's bucket is the number of boundaries below it (the SDK's
+    ``bisect_left(boundaries, value)``), so the values up to a boundary, counted in the sorted
+    values, are those of its bucket and the ones before: one search a boundary instead of one
+    a value, 3.0 against 4.9 µs for 64 values."""
     boundaries = aggregation._boundaries
+    ordered = sorted(values)
     with aggregation._lock:
         counts = aggregation._value
         if counts is None:
@@ -176,8 +205,13 @@ def _add(aggregation: Any, values: list[float]) -> None:
         total = aggregation._sum
         for value in values:
             total += value
-            counts[bisect_left(boundaries, value)] += 1
         aggregation._sum = total
+        below = 0
+        for bucket, boundary in enumerate(boundaries):
+            up_to = bisect_right(ordered, boundary, below)
+            counts[bucket] += up_to - below
+            below = up_to
+        counts[len(boundaries)] += len(ordered) - below
         if aggregation._record_min_max:
             aggregation._min = min(aggregation._min, *values)
             aggregation._max = max(aggregation._max, *values)

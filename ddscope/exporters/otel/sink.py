@@ -145,8 +145,9 @@ class OtelSink:
                     self._direct.hand_over()
 
     def _after_batch(self) -> None:
-        """Once a batch of events is processed: its histogram values folded, its finished
-        spans handed to the span processor."""
+        """Once a batch of events is processed: its attempts measured, its histogram values
+        folded, its finished spans handed to the span processor."""
+        self._requests.attempt_metrics.fold()
         for histogram in self._histograms:
             histogram.fold()
         if self._direct is not None:
