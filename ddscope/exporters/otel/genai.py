@@ -24,7 +24,8 @@ users (keep emitting what you emitted until they opt in), and the OTel GenAI ins
 DataDesigner user may also run (openai-v2 and others) read the same variable, so one setting
 gives one naming in the backend. ddscope's Grafana dashboards read either name.
 
-Attributes are built once per (domain, outcome) and reused (``DomainState.cached``); the usage
+Attributes are built once per (domain, outcome) and reused (``DomainState``'s
+``*_attributes``); attempts are measured a batch at a time (``attempt_metrics``); the usage
 counters are tallies read on collection, like every ddscope counter.
 """
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from typing import Any
 
@@ -117,18 +117,18 @@ class FastHistogram:
         for key, values in batches.items():
             attributes, aggregations = self._targets[key]
             if verdict is False:  # the usual case: no value is an exemplar
-                _aggregate(histogram, aggregations or (), values)
+                _aggregate(histogram, aggregations, values)
                 continue
             kept: list[float] = []
             for value in values:
                 if verdict or exemplar_filter.should_sample(value, 0, None, context):
                     # the values before it first: the sum adds them in the order recorded
-                    _aggregate(histogram, aggregations or (), kept)
+                    _aggregate(histogram, aggregations, kept)
                     kept = []
                     histogram.record(value, attributes, context)  # an exemplar it takes
                 else:
                     kept.append(value)
-            _aggregate(histogram, aggregations or (), kept)
+            _aggregate(histogram, aggregations, kept)
 
     def _find(self, attributes: Mapping[str, Any]) -> list[tuple[Any, bool]] | None:
         """The aggregation of ``attributes`` in each reader's view matches (and whether
@@ -175,12 +175,12 @@ def _foldable(aggregation: Any) -> bool:
 
 
 def _aggregate(
-    histogram: Any, aggregations: Iterable[tuple[Any, bool]], values: list[float]
+    histogram: Any, aggregations: list[tuple[Any, bool]] | None, values: list[float]
 ) -> None:
-    """``values`` into each of ``aggregations`` (in place where it can be)."""
+    """``values`` into each of ``aggregations`` (in place where it can be; None: none)."""
     if not values:
         return
-    for aggregation, in_place in aggregations:
+    for aggregation, in_place in aggregations or ():
         if in_place:
             _add(aggregation, values)
         else:  # value by value, as the SDK's own path ends
