@@ -430,6 +430,12 @@ EVENT_TYPES: dict[str, type[BaseModel]] = {
 }
 EVENT_KINDS: frozenset[str] = frozenset(EVENT_TYPES)
 
+# Every field of each event class, one set per class, for events handed to sinks (EventBus.emit).
+_EVERY_FIELD: dict[type[BaseModel], set[str]] = {
+    cls: set(cls.model_fields) for cls in EVENT_TYPES.values()
+}
+_set_slot = object.__setattr__
+
 event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
 
@@ -495,7 +501,19 @@ class EventBus:
             self._call(i, sink, "open", header)
 
     def emit(self, event: Event) -> None:
-        for i, handle in self._handles:
+        handles = self._handles
+        if handles:
+            shared = _EVERY_FIELD.get(type(event))
+            if shared is not None:
+                # Sinks keep events a while (the record's writer up to 0.1 s, the OTel sink's
+                # batch 256 events) and free them on other threads. pydantic gives each event
+                # its own set of the fields it was given: ~700 bytes, more than the fields
+                # themselves. The class's shared set of every field replaces it (an engine
+                # event states every field; pydantic copies the set before it changes one), so
+                # what the sinks keep and free is half the memory. S5, record + OTLP over no
+                # sinks: ~7 µs a task less (issue 17).
+                _set_slot(event, "__pydantic_fields_set__", shared)
+        for i, handle in handles:
             try:
                 handle(event)
             except Exception as exc:

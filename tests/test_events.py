@@ -106,3 +106,37 @@ def test_failing_sink_is_logged_once_and_skipped(
     assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 1
     assert bad.calls.count("handle") == (1 if fail_in == "handle" else 0)
     assert bad.calls.count("close") == 1  # closed once when it failed, not again at the end
+
+
+def test_events_handed_to_sinks_share_one_fields_set_per_class() -> None:
+    # What sinks keep (issue 17): each event's own ~700-byte fields set is swapped for its
+    # class's shared set of every field; the event's fields, equality and JSON are unchanged.
+    spec = EngineSpec(rows=6, buffer_size=3, rate_limit_every=4, drop_rows=(1,))
+    _, events = engine_events(spec)
+    by_class: dict[type, set[str]] = {}
+    for event in events:
+        fields_set = event.__pydantic_fields_set__
+        assert fields_set == set(type(event).model_fields)
+        assert by_class.setdefault(type(event), fields_set) is fields_set
+        fresh = event_adapter.validate_json(event.model_dump_json(exclude_none=True))
+        assert fresh == event
+        assert fresh.__pydantic_fields_set__ is not fields_set  # parsed events keep their own
+        assert fresh.model_dump_json(exclude_none=True) == event.model_dump_json(exclude_none=True)
+    assert len(by_class) >= 6
+
+    attempt = next(e for e in events if isinstance(e, AttemptFinished))
+    shared = set(attempt.__pydantic_fields_set__)
+    # a key not in the shared set: were the set changed in place, it would show there
+    changed = attempt.model_copy(update={"not_a_field": 1, "attempt": 9})
+    assert changed.attempt == 9 and attempt.attempt != 9
+    assert attempt.__pydantic_fields_set__ == shared  # pydantic changed a copy, not the shared set
+
+
+def test_a_bus_without_sinks_leaves_the_event_as_built() -> None:
+    event = AttemptFinished(
+        t_ns=1, request_id=1, attempt=1, task_id="a:0", domain="p/m", outcome="ok"
+    )
+    own = event.__pydantic_fields_set__
+    EventBus().emit(event)
+    assert event.__pydantic_fields_set__ is own
+    assert own == {"t_ns", "request_id", "attempt", "task_id", "domain", "outcome"}
