@@ -346,6 +346,47 @@ Measured the same day and not kept:
   lets one thread run Python at a time anyway, so the sinks' threads could share the engine's
   caches): 8 rounds each against the same runs unpinned, no sinks 232 against 252 µs a task,
   but record + OTLP 66 against 56 µs a task over it (paired ratio 1.293 against 1.224). Worse.
+
+**What the sinks keep, per thread** (issue 17, 2026-12-01, a later session). Each thread's CPU
+inside live runs (``/proc/self/task/*/schedstat`` and ``time.thread_time`` at each thread's end;
+6 rounds, medians over no sinks, µs a task): the engine's thread +27.6 (the OTel sink's batches
+and the engine's own code running colder), the record's writer 8.6, the span export thread 9.5
+(encoding and gRPC: 12 export calls a run at ≈ 0.5 ms of CPU each — batches of 128 spans made
+it 15.6), the metric reader 0.6, the end of the run (the last batch, flushes) ≈ 4; 49 in all.
+A sink that keeps events costs more than what it runs: the events outlive the engine's next
+allocations and are freed on another thread, so the memory they hold is what matters, and
+pydantic gives every event its own set of the fields it was given — ≈ 700 bytes, more than the
+event's fields (an ``attempt_finished``: object 80 bytes, ``__dict__`` 464, fields set 728).
+``EventBus.emit`` now swaps it for the class's shared set of every field before the sinks see
+the event (≈ 0.1 µs an event; the event's fields, equality and JSON are unchanged; pydantic
+copies the set before it changes one; ``tests/test_events.py``). An earlier session tried a
+shared *empty* set and saw nothing in 6–10 rounds; interleaved A/Bs now (16 rounds each, then
+12 and 8 with the checkouts' order reversed):
+record + OTLP over no sinks 51.4 → 43.8 and 52.6 → 45.6 µs a task (paired ratio 1.207 → 1.170
+and 1.202 → 1.182). Per thread after it: the engine's +23.5, the writer 7.1, span export 9.7.
+``--repeats 15``, three runs, record + OTLP over no sinks 1.178×, 1.189× and 1.199× CPU
+as ratios of medians (paired 1.184×, 1.190×, 1.198×; 1.223× and 1.211× the session before),
+verdicts "met" (1.160–1.194), "undecided" (1.153–1.206) and "undecided" (1.167–1.234); their 45
+rounds together: median 1.190, 90 % interval 1.180–1.194. No sinks 240–248 µs a task and
+1.017–1.019× the bare client's wall, record + OTLP 1.005–1.011× wall, 90,180 of 90,180 spans
+each. Then one ``--repeats 45`` run: 1.181× (paired 1.187×), 1.004× wall, no sinks 254 µs a
+task, 270,540 of 270,540 spans; verdict "undecided" again (1.150–1.214: its rounds spread from
+0.955 to 1.320). The centre is now ≈ 1.18–1.19, under the goal, but not yet with 90 %
+confidence. ``bench_scale.py``: record + OTLP 286 µs a request against 254 without sinks (1.13×;
+316 against 262, 1.21×, the session before), 1.017× ideal, RSS flat.
+
+Measured the same session and not kept (interleaved processes, 20 rounds each, paired medians
+over no sinks in µs a task):
+
+* **The OTel sink's batches made on a thread of its own** (woken every 256 or 1,024 events; the
+  engine's thread only queues): the engine's thread gains ≈ 19 µs a task and the new thread
+  spends ≈ 13 (its batches run at the replayed speed) plus the hand-offs — 45.7 against 45.9
+  before the fields-set change, 46.5 against 45.2 after it. Nothing.
+* **The record's written events freed on the engine's thread** (the writer keeps the batch it
+  wrote; the next ``handle`` drops it): 49.3 against 46.1, and in one process alternating the
+  two per round (12 rounds) −2.8 with single rounds from −40 to +41 — noise. Not kept.
+* **The record's writer every 20 ms** (the per-thread harness, 6 rounds): the writer 13.8 against
+  8.6 (each wake ≈ 15 µs). Worse.
 """
 
 from __future__ import annotations
