@@ -190,12 +190,12 @@ def _aggregate(
 
 
 def _add(aggregation: Any, values: list[float]) -> None:
-    """``values`` into an explicit-bucket histogram aggregation: its counts, sum, min and max
-    updated in place as its ``aggregate`` does one value at a time, in the same order (the
-    same float sum). A value's bucket is the number of boundaries below it (the SDK's
-    ``bisect_left(boundaries, value)``), so the values up to a boundary, counted in the sorted
-    values, are those of its bucket and the ones before: one search a boundary instead of one
-    a value, 3.0 against 4.9 µs for 64 values."""
+    """``values`` (at least one) into an explicit-bucket histogram aggregation: its counts,
+    sum, min and max updated in place as its ``aggregate`` does one value at a time, in the
+    same order (the same float sum). A value's bucket is the number of boundaries below it
+    (the SDK's ``bisect_left(boundaries, value)``), so the values up to a boundary, counted in
+    the sorted values, are those of its bucket and the ones before: one search a boundary
+    instead of one a value, 3.0 against 4.9 µs for 64 values."""
     boundaries = aggregation._boundaries
     ordered = sorted(values)
     with aggregation._lock:
@@ -212,9 +212,9 @@ def _add(aggregation: Any, values: list[float]) -> None:
             counts[bucket] += up_to - below
             below = up_to
         counts[len(boundaries)] += len(ordered) - below
-        if aggregation._record_min_max:
-            aggregation._min = min(aggregation._min, *values)
-            aggregation._max = max(aggregation._max, *values)
+        if aggregation._record_min_max:  # the sorted values' ends: no pass over them again
+            aggregation._min = min(aggregation._min, ordered[0])
+            aggregation._max = max(aggregation._max, ordered[-1])
 
 
 def _consumer_of(histogram: Histogram) -> Any:
