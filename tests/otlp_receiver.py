@@ -45,6 +45,8 @@ def attributes(pairs: Iterator[KeyValue] | Any) -> dict[str, Any]:
 class _Store:
     """Decoded requests, appended from server threads."""
 
+    max_body_bytes: int | None = None  # OTLP/HTTP: a larger body is refused with 413
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.trace_requests: list[Any] = []
@@ -129,7 +131,8 @@ class _MetricsServicer(metrics_service_pb2_grpc.MetricsServiceServicer):
 
 
 class GrpcReceiver(_Store):
-    """OTLP/gRPC on 127.0.0.1 (a free port); ``endpoint`` is ``http://127.0.0.1:PORT``."""
+    """OTLP/gRPC on 127.0.0.1 (a free port); ``endpoint`` is ``http://127.0.0.1:PORT``. gRPC's
+    default server limits: a request over 4 MiB is refused, as by a default Collector."""
 
     protocol = "grpc"
 
@@ -157,7 +160,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     store: _Store  # set on the per-receiver subclass
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        length = int(self.headers.get("Content-Length", "0"))
+        limit = self.store.max_body_bytes
+        if limit is not None and length > limit:  # as a collector over max_request_body_size
+            self.rfile.read(length)
+            self.send_error(413)
+            return
+        body = self.rfile.read(length)
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         self.store.add_raw(body, {k.lower(): v for k, v in self.headers.items()})
@@ -189,8 +198,9 @@ class HttpReceiver(_Store):
 
     protocol = "http/protobuf"
 
-    def __init__(self) -> None:
+    def __init__(self, max_body_bytes: int | None = None) -> None:
         super().__init__()
+        self.max_body_bytes = max_body_bytes
         handler = type("BoundHandler", (_Handler,), {"store": self})
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self._server.server_address[1]

@@ -35,6 +35,26 @@ class CountingSpanExporter(SpanExporter):
         self._inner_is_shut = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Exports ``spans`` as the requests ``inner`` would send (ddscope's OTLP exporters cut
+        a batch too large for one request, ``otlp.sized_batches``), counting each: a refused
+        request fails its own spans, not the whole batch."""
+        outcome = SpanExportResult.SUCCESS
+        for part in self._requests(spans):
+            if self._export_part(part) is not SpanExportResult.SUCCESS:
+                outcome = SpanExportResult.FAILURE
+        return outcome
+
+    def _requests(self, spans: Sequence[ReadableSpan]) -> list[Sequence[ReadableSpan]]:
+        batches = getattr(self.inner, "batches", None)
+        if batches is None or self._gave_up:
+            return [spans]
+        try:
+            parts: list[Sequence[ReadableSpan]] = batches(spans)
+        except Exception:  # an exporter bug: the batch as it is
+            return [spans]
+        return parts
+
+    def _export_part(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._gave_up:
             self.failed += len(spans)
             return SpanExportResult.FAILURE

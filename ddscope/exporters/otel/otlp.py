@@ -18,12 +18,24 @@ own path for good (logged once) and hands it the same batch. An upgrade costs sp
 
 Both take the sink's ``FinishedSpan`` (``direct.py``) beside the SDK's spans: the encoder reads
 either, and the SDK's own path gets them as ``ReadableSpan``.
+
+**Requests of at most 4 MiB.** A batch of spans is cut by count
+(``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), not by size, and spans that carry prompts and completions
+(``--record-text`` with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``) can make a
+batch of 512 larger than the 4 MiB a gRPC server takes by default — the Collector, Jaeger and
+Tempo keep that limit unless told otherwise. Such a request is refused as a whole
+(``RESOURCE_EXHAUSTED``, which the SDK retries until its timeout): every span in it is lost,
+small ones too. On the fast path the exporters cut such a batch in halves until each request is
+at most :data:`MAX_REQUEST_BYTES` (:func:`sized_batches`), in order (a batch that fits is
+encoded once, as before; only a batch too large is encoded again, half by half); a single
+span larger than that goes alone, so it is the only one refused. A delivery counter in front
+(``delivery.CountingSpanExporter``) asks for the parts first and counts each.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -42,6 +54,79 @@ from ddscope.exporters.otel.encode import SpanEncoder
 _logger = logging.getLogger(__name__)
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 FALLBACK_MESSAGE = "ddscope's fast OTLP span encoding failed (%r); using the SDK's own exporter"
+# gRPC's default limit on a message a server receives (4 MiB), kept by the Collector, Jaeger and
+# Tempo unless configured otherwise; well under OTLP/HTTP receivers' default body limits.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+class EncodedBatch(list[Any]):
+    """Spans with the OTLP request bytes they encode to (made by :func:`sized_batches`)."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, spans: Sequence[Any], request: bytes) -> None:
+        super().__init__(spans)
+        self.request = request
+
+
+def sized_batches(
+    encode: Callable[[Sequence[Any]], bytes], spans: Sequence[Any], limit: int
+) -> list[EncodedBatch]:
+    """``spans``, in order, as batches whose encoded request is at most ``limit`` bytes: the
+    whole batch when it fits (one encoding, the usual case), else its halves, cut again as
+    needed. A span that does not fit alone is a batch of its own."""
+    batches: list[EncodedBatch] = []
+
+    def cut(part: Sequence[Any]) -> None:
+        request = encode(part)
+        if len(request) <= limit or len(part) <= 1:
+            batches.append(EncodedBatch(part, request))
+            return
+        middle = len(part) // 2
+        cut(part[:middle])  # depth log2(batch size): 9 for the default 512
+        cut(part[middle:])
+
+    cut(spans)
+    return batches
+
+
+class _SizedRequests:
+    """What both exporters share: a batch sent as requests of at most ``max_request_bytes``.
+    The exporter provides ``fast``, ``_encoder``, ``_export_batch`` (one request, the fast or
+    the SDK's path) and ``_use_sdk_path``."""
+
+    max_request_bytes = MAX_REQUEST_BYTES
+    fast: bool
+    _encoder: SpanEncoder
+
+    def batches(self, spans: Sequence[Any]) -> list[Sequence[Any]]:
+        """``spans`` as the requests the fast path sends (one, unless it is too large); the
+        SDK's path sends the batch as it is."""
+        if not self.fast or type(spans) is EncodedBatch:
+            return [spans]
+        try:
+            return list(sized_batches(self._encoder.encode, spans, self.max_request_bytes))
+        except Exception as error:  # the fast path is broken: the SDK's, for good
+            self._use_sdk_path(error)
+            return [spans]
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        results = [self._export_batch(part) for part in self.batches(spans)]
+        if all(result is SpanExportResult.SUCCESS for result in results):
+            return SpanExportResult.SUCCESS
+        return SpanExportResult.FAILURE
+
+    def _request(self, spans: Sequence[Any]) -> bytes:
+        """The fast path's request bytes: made already for a batch whose size was checked."""
+        if type(spans) is EncodedBatch:
+            return spans.request
+        return self._encoder.encode(spans)
+
+    def _export_batch(self, spans: Sequence[Any]) -> SpanExportResult:
+        raise NotImplementedError
+
+    def _use_sdk_path(self, error: BaseException) -> None:
+        raise NotImplementedError
 
 
 class _BytesTraceStub:
@@ -57,7 +142,7 @@ class _BytesTraceStub:
         )
 
 
-class GrpcSpanExporter(SdkGrpcSpanExporter):
+class GrpcSpanExporter(_SizedRequests, SdkGrpcSpanExporter):
     """The SDK's OTLP/gRPC span exporter, encoding with :class:`SpanEncoder`."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -75,18 +160,18 @@ class GrpcSpanExporter(SdkGrpcSpanExporter):
         except Exception as error:  # an unknown channel: the SDK's own stub and encoder
             self._use_sdk_path(error)
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def _export_batch(self, spans: Sequence[Any]) -> SpanExportResult:
         if not self.fast:
-            return super().export(spans)
+            return SdkGrpcSpanExporter.export(self, spans)
         try:
-            return super().export(spans)
+            return SdkGrpcSpanExporter.export(self, spans)
         except Exception as error:  # the SDK catches gRPC errors; anything else is ours
             self._use_sdk_path(error)
-            return super().export(spans)
+            return SdkGrpcSpanExporter.export(self, spans)
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
         if self.fast:
-            return self._encoder.encode(data)
+            return self._request(data)
         return super()._translate_data(readable_spans(data))
 
     def _use_sdk_path(self, error: BaseException) -> None:
@@ -98,7 +183,7 @@ class GrpcSpanExporter(SdkGrpcSpanExporter):
             self._client = self._sdk_stub(channel) if channel is not None else None
 
 
-class HttpSpanExporter(SdkHttpSpanExporter):
+class HttpSpanExporter(_SizedRequests, SdkHttpSpanExporter):
     """The SDK's OTLP/HTTP span exporter, encoding with :class:`SpanEncoder` (SDK ≥ 1.45)."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -110,14 +195,17 @@ class HttpSpanExporter(SdkHttpSpanExporter):
             getattr(client, "export", None)
         )
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def _export_batch(self, spans: Sequence[Any]) -> SpanExportResult:
         if self.fast:
             try:
                 return self._fast_export(spans)
             except Exception as error:  # the SDK's own exporter, for this batch and the rest
-                _logger.warning(FALLBACK_MESSAGE, error)
-                self.fast = False
-        return super().export(readable_spans(spans))
+                self._use_sdk_path(error)
+        return SdkHttpSpanExporter.export(self, readable_spans(spans))
+
+    def _use_sdk_path(self, error: BaseException) -> None:
+        _logger.warning(FALLBACK_MESSAGE, error)
+        self.fast = False
 
     def _fast_export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """The SDK 1.45 ``export`` body with the encoder swapped. An exception raised here
@@ -126,7 +214,7 @@ class HttpSpanExporter(SdkHttpSpanExporter):
             _logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
-            data = self._encoder.encode(spans)
+            data = self._request(spans)
             if 0 < self._max_request_size < len(data):
                 message = (
                     f"Serialized span request size {len(data)} bytes exceeds max_request_size "

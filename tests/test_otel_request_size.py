@@ -1,0 +1,179 @@
+"""OTLP requests of at most 4 MiB (``otlp.sized_batches``): a batch of spans too large for one
+request — spans carrying prompts and completions — is cut into requests a receiver with the
+default limits takes, instead of being refused whole. Real receivers on 127.0.0.1: gRPC with its
+default 4 MiB limit, OTLP/HTTP with a body limit as a collector's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from otlp_receiver import GrpcReceiver, HttpReceiver
+
+from ddscope.exporters.otel.delivery import CountingSpanExporter
+from ddscope.exporters.otel.otlp import (
+    MAX_REQUEST_BYTES,
+    EncodedBatch,
+    GrpcSpanExporter,
+    HttpSpanExporter,
+    sized_batches,
+)
+
+KIB = 1024
+TEXT_BYTES = 64 * KIB  # one completion-sized attribute a span: 200 spans ≈ 13 MB
+
+
+def _spans(sizes: Sequence[int]) -> list[ReadableSpan]:
+    """One finished span per size, named ``s0``, ``s1``…, each with a text attribute of that
+    many bytes (0: none)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    for i, size in enumerate(sizes):
+        attributes = {"gen_ai.output.messages": "x" * size} if size else {}
+        tracer.start_span(f"s{i}", context=Context(), attributes=attributes).end()
+    provider.shutdown()
+    return list(exporter.get_finished_spans())
+
+
+class _Lengths:
+    """An encoder for the pure logic: a request is one byte per unit of its items."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, items: Sequence[int]) -> bytes:
+        self.calls.append(len(items))
+        return b"x" * sum(items)
+
+
+def test_a_batch_that_fits_is_one_request_encoded_once() -> None:
+    encode = _Lengths()
+    (batch,) = sized_batches(encode, [3, 4, 5], limit=12)
+    assert list(batch) == [3, 4, 5]
+    assert batch.request == b"x" * 12
+    assert encode.calls == [3]
+
+
+def test_a_batch_too_large_is_cut_in_order_into_requests_under_the_limit() -> None:
+    items = [5, 1, 7, 2, 2, 9, 3, 4, 6, 1, 8]
+    batches = sized_batches(_Lengths(), items, limit=12)
+    assert [item for batch in batches for item in batch] == items
+    assert all(len(batch.request) <= 12 for batch in batches)
+    assert all(batch.request == b"x" * sum(batch) for batch in batches)
+    assert len(batches) > 1
+
+
+def test_a_span_larger_than_the_limit_goes_alone_and_the_rest_still_fit() -> None:
+    batches = sized_batches(_Lengths(), [1, 2, 50, 3, 4], limit=10)
+    assert [list(batch) for batch in batches if 50 in batch] == [[50]]
+    assert [item for batch in batches for item in batch] == [1, 2, 50, 3, 4]
+    assert all(len(batch.request) <= 10 for batch in batches if 50 not in batch)
+
+
+def test_an_empty_batch_is_one_empty_request() -> None:
+    (batch,) = sized_batches(_Lengths(), [], limit=10)
+    assert list(batch) == []
+    assert batch.request == b""
+
+
+def _receiver(protocol: str) -> Any:
+    if protocol == "grpc":
+        return GrpcReceiver()
+    return HttpReceiver(max_body_bytes=MAX_REQUEST_BYTES)
+
+
+def _exporter(protocol: str, receiver: Any, timeout: float = 10) -> Any:
+    if protocol == "grpc":
+        return GrpcSpanExporter(endpoint=receiver.endpoint, timeout=timeout)
+    exporter = HttpSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces", timeout=timeout)
+    if not exporter.fast:
+        exporter.shutdown()
+        pytest.skip("this SDK's OTLP/HTTP exporter encodes inline: the SDK's own path, uncut")
+    return exporter
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_batch_over_4_mib_reaches_a_default_receiver_in_requests_under_it(
+    protocol: str,
+) -> None:
+    spans = _spans([TEXT_BYTES] * 200)
+    with _receiver(protocol) as receiver:
+        inner = _exporter(protocol, receiver)
+        counting = CountingSpanExporter(inner)
+        try:
+            assert counting.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            counting.shutdown()
+        requests = list(receiver.trace_requests)
+    assert counting.delivered == 200
+    assert counting.failed == 0
+    assert [span.name for span in receiver.spans()] == [f"s{i}" for i in range(200)]
+    assert len(requests) >= 4  # ≈ 13 MB: at least four requests of at most 4 MiB
+    assert all(request.ByteSize() <= MAX_REQUEST_BYTES for request in requests)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_receiver_refuses_the_same_batch_sent_whole(protocol: str) -> None:
+    """The control for the test above: uncut, the request is refused and every span is lost."""
+    spans = _spans([TEXT_BYTES] * 200)
+    with _receiver(protocol) as receiver:
+        inner = _exporter(protocol, receiver, timeout=1)
+        inner.max_request_bytes = 2**62  # never cut
+        counting = CountingSpanExporter(inner)
+        try:
+            assert counting.export(spans) is SpanExportResult.FAILURE
+        finally:
+            counting.shutdown()
+        assert receiver.spans() == []
+    assert (counting.delivered, counting.failed) == (0, 200)
+
+
+def test_one_span_over_the_limit_is_the_only_one_lost() -> None:
+    sizes = [KIB] * 10 + [MAX_REQUEST_BYTES + KIB] + [KIB] * 10
+    spans = _spans(sizes)
+    with GrpcReceiver() as receiver:
+        counting = CountingSpanExporter(_exporter("grpc", receiver, timeout=1))
+        try:
+            assert counting.export(spans) is SpanExportResult.FAILURE
+        finally:
+            counting.shutdown()
+        names = [span.name for span in receiver.spans()]
+    assert (counting.delivered, counting.failed) == (20, 1)
+    assert names == [f"s{i}" for i in range(21) if i != 10]
+
+
+def test_the_exporter_alone_cuts_too() -> None:
+    """Without a delivery counter in front, the exporter's own ``export`` sends the parts."""
+    spans = _spans([TEXT_BYTES] * 100)
+    with GrpcReceiver() as receiver:
+        exporter = _exporter("grpc", receiver)
+        try:
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        assert len(receiver.trace_requests) >= 2
+        assert len(receiver.spans()) == 100
+
+
+def test_a_batch_already_cut_is_sent_as_encoded() -> None:
+    spans = _spans([KIB] * 3)
+    with GrpcReceiver() as receiver:
+        exporter = _exporter("grpc", receiver)
+        (batch,) = exporter.batches(spans)
+        assert type(batch) is EncodedBatch
+        assert exporter.batches(batch) == [batch]
+        exporter._encoder = None  # the request must come from the batch, not a new encoding
+        try:
+            assert exporter.export(batch) is SpanExportResult.SUCCESS
+            assert exporter.fast  # not delivered by falling back to the SDK's encoder
+        finally:
+            exporter.shutdown()
+        (request,) = receiver.trace_requests
+    assert request.SerializeToString() == batch.request
