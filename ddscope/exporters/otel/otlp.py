@@ -76,17 +76,15 @@ def sized_batches(
     whole batch when it fits (one encoding, the usual case), else its halves, cut again as
     needed. A span that does not fit alone is a batch of its own."""
     batches: list[EncodedBatch] = []
-
-    def cut(part: Sequence[Any]) -> None:
+    waiting = [spans]  # parts not yet encoded, the next one last
+    while waiting:
+        part = waiting.pop()
         request = encode(part)
         if len(request) <= limit or len(part) <= 1:
             batches.append(EncodedBatch(part, request))
-            return
+            continue
         middle = len(part) // 2
-        cut(part[:middle])  # depth log2(batch size): 9 for the default 512
-        cut(part[middle:])
-
-    cut(spans)
+        waiting += (part[middle:], part[:middle])  # the first half is encoded next
     return batches
 
 
