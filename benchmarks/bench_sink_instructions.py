@@ -7,7 +7,7 @@ change worth 1–3 µs a task needs tens of interleaved rounds to show. An instr
 not move with the machine: the same code, inputs and environment give the same count within a
 fraction of a per cent, so a change to a sink's code can be judged in one run of this script.
 What it cannot see is the live run's memory: in S5 the same instructions run at about half the
-replayed rate (see ``bench_s5_overhead.py``), so a count is a floor for a sink's live cost, and
+replayed rate (see ``docs/PERFORMANCE.md``), so a count is a floor for a sink's live cost, and
 the goal of issue 17 is still judged by S5.
 
 Method: the run is recorded once (chain-3 on the mock endpoint, as ``bench_sink_cost.py``), then
