@@ -5,16 +5,20 @@ default 4 MiB limit, OTLP/HTTP with a body limit as a collector's."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from otlp_receiver import GrpcReceiver, HttpReceiver
+from otlp_receiver import GrpcReceiver, HttpReceiver, attributes
 
+from ddscope.cli.main import cli
 from ddscope.exporters.otel.delivery import CountingSpanExporter
 from ddscope.exporters.otel.otlp import (
     MAX_REQUEST_BYTES,
@@ -23,6 +27,7 @@ from ddscope.exporters.otel.otlp import (
     HttpSpanExporter,
     sized_batches,
 )
+from ddscope.mock.server import MockServer
 
 KIB = 1024
 TEXT_BYTES = 64 * KIB  # one completion-sized attribute a span: 200 spans ≈ 13 MB
@@ -177,3 +182,55 @@ def test_a_batch_already_cut_is_sent_as_encoded() -> None:
             exporter.shutdown()
         (request,) = receiver.trace_requests
     assert request.SerializeToString() == batch.request
+
+
+def test_ddtrace_run_with_long_prompts_delivers_every_span_in_requests_under_4_mib(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The user's case end to end: ``ddtrace run --record-text`` with the GenAI capture opt-in,
+    prompts of 48 KiB, to a gRPC receiver with its default 4 MiB limit. The batch processor
+    waits 30 s between batches, so the run's spans (≈ 6 MB) leave in one batch at the end."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "30000")
+    records = 120
+    preamble = "Follow the house style guide. " * (48 * KIB // 30)
+    with MockServer(latency_ms=5) as server, GrpcReceiver() as receiver:
+        pipeline = {
+            "name": "long-prompts",
+            "providers": [{"name": "mock", "endpoint": server.base_url}],
+            "models": [
+                {
+                    "alias": "writer",
+                    "provider": "mock",
+                    "model": "mock-model",
+                    "max_parallel_requests": 32,
+                }
+            ],
+            "columns": [
+                {"name": "topic", "type": "sampler", "sampler": "category", "values": ["a"]},
+                {
+                    "name": "summary",
+                    "type": "llm_text",
+                    "model": "writer",
+                    "prompt": preamble + "Summarise topic {{ topic }}.",
+                },
+            ],
+            "run": {"num_records": records, "buffer_size": 40},
+        }
+        path = tmp_path / "pipeline.json"
+        path.write_text(json.dumps(pipeline), encoding="utf-8")
+        args = ["run", str(path), "-q", "--record-text", "-o", str(tmp_path / "out"),
+                "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc"]  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.stderr
+        spans = receiver.spans()
+        requests = list(receiver.trace_requests)
+    chats = [span for span in spans if span.name == "chat mock-model"]
+    assert len(chats) == records
+    assert all(
+        len(attributes(span.attributes)["gen_ai.input.messages"]) > 48 * KIB for span in chats
+    )
+    assert len([span for span in spans if span.name == "task summary"]) == records
+    assert len(requests) >= 2
+    assert all(request.ByteSize() <= MAX_REQUEST_BYTES for request in requests)
