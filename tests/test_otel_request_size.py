@@ -19,14 +19,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from otlp_receiver import GrpcReceiver, HttpReceiver, attributes
 
 from ddscope.cli.main import cli
+from ddscope.exporters.otel.batching import MAX_REQUEST_BYTES, MAX_REQUEST_BYTES_ENV
 from ddscope.exporters.otel.delivery import CountingSpanExporter
 from ddscope.exporters.otel.otlp import (
-    MAX_REQUEST_BYTES,
     EncodedBatch,
     GrpcSpanExporter,
     HttpSpanExporter,
     sized_batches,
 )
+from ddscope.exporters.otel.sdk import otlp_span_exporter
+from ddscope.exporters.otel.setup import resolve_config
 from ddscope.mock.server import MockServer
 
 KIB = 1024
@@ -184,17 +186,30 @@ def test_a_batch_already_cut_is_sent_as_encoded() -> None:
     assert request.SerializeToString() == batch.request
 
 
-def test_ddtrace_run_with_long_prompts_delivers_every_span_in_requests_under_4_mib(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+MIB = 1024 * KIB
+
+
+@pytest.mark.parametrize(
+    ("protocol", "limit"),
+    [("grpc", MAX_REQUEST_BYTES), ("http/protobuf", MIB)],
+    ids=["grpc_default_4_mib", "http_behind_a_1_mib_proxy"],
+)
+def test_ddtrace_run_with_long_prompts_delivers_every_span_in_requests_under_the_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, protocol: str, limit: int
 ) -> None:
-    """The user's case end to end: ``ddtrace run --record-text`` with the GenAI capture opt-in,
-    prompts of 48 KiB, to a gRPC receiver with its default 4 MiB limit. The batch processor
-    waits 30 s between batches, so the run's spans (≈ 6 MB) leave in one batch at the end."""
+    """The user's case end to end: ``ddtrace run --record-text`` with the GenAI capture opt-in
+    and prompts of 48 KiB — to a gRPC receiver with its default 4 MiB limit, and to an OTLP/HTTP
+    receiver behind a 1 MiB body limit (an nginx ingress's default) with
+    ``DDSCOPE_OTLP_MAX_REQUEST_BYTES`` set to match. The batch processor waits 30 s between
+    batches, so the run's spans (≈ 6 MB) leave in one batch at the end."""
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "30000")
+    if limit != MAX_REQUEST_BYTES:
+        monkeypatch.setenv("DDSCOPE_OTLP_MAX_REQUEST_BYTES", str(limit))
     records = 120
     preamble = "Follow the house style guide. " * (48 * KIB // 30)
-    with MockServer(latency_ms=5) as server, GrpcReceiver() as receiver:
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver(max_body_bytes=limit)
+    with MockServer(latency_ms=5) as server, receiver:
         pipeline = {
             "name": "long-prompts",
             "providers": [{"name": "mock", "endpoint": server.base_url}],
@@ -220,7 +235,7 @@ def test_ddtrace_run_with_long_prompts_delivers_every_span_in_requests_under_4_m
         path = tmp_path / "pipeline.json"
         path.write_text(json.dumps(pipeline), encoding="utf-8")
         args = ["run", str(path), "-q", "--record-text", "-o", str(tmp_path / "out"),
-                "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", "grpc"]  # fmt: skip
+                "--otlp-endpoint", receiver.endpoint, "--otlp-protocol", protocol]  # fmt: skip
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
         assert "warning" not in result.stderr
@@ -232,5 +247,32 @@ def test_ddtrace_run_with_long_prompts_delivers_every_span_in_requests_under_4_m
         len(attributes(span.attributes)["gen_ai.input.messages"]) > 48 * KIB for span in chats
     )
     assert len([span for span in spans if span.name == "task summary"]) == records
-    assert len(requests) >= 2
-    assert all(request.ByteSize() <= MAX_REQUEST_BYTES for request in requests)
+    assert len(requests) >= (2 if limit == MAX_REQUEST_BYTES else 6)
+    assert all(request.ByteSize() <= limit for request in requests)
+
+
+@pytest.mark.parametrize("value", ["1048576", " 65536 "])
+def test_ddscope_otlp_max_request_bytes_sets_the_limit_of_the_exporter(value: str) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", MAX_REQUEST_BYTES_ENV: value}
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is not None and warnings == []
+    assert config.batching.max_request_bytes == int(value)
+    exporter = otlp_span_exporter(
+        "http://127.0.0.1:4317", "grpc", config.batching.max_request_bytes
+    )
+    try:
+        assert exporter.max_request_bytes == int(value)  # type: ignore[attr-defined]
+    finally:
+        exporter.shutdown()
+
+
+@pytest.mark.parametrize("value", ["1M", "0", "-5", "4.5"])
+def test_a_bad_max_request_bytes_is_skipped_with_a_warning_naming_it(value: str) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", MAX_REQUEST_BYTES_ENV: value}
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is not None
+    assert config.batching.max_request_bytes == MAX_REQUEST_BYTES
+    assert warnings == [
+        f"DDSCOPE_OTLP_MAX_REQUEST_BYTES={value!r} is not a positive whole number; "
+        f"using {MAX_REQUEST_BYTES}"
+    ]

@@ -2,7 +2,9 @@
 when they are set (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BSP_SCHEDULE_DELAY`` in milliseconds,
 ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``), as the SDK's ``BatchSpanProcessor`` reads them when it is
 given no values. A replay (``ddtrace export --otlp``) exports on its own thread as it reads and
-uses only the batch size.
+uses only the batch size. ``DDSCOPE_OTLP_MAX_REQUEST_BYTES`` bounds one export request's size
+(``otlp.sized_batches`` cuts a batch that would be larger): 4 MiB, gRPC's default receive limit,
+unless the collector's own limit, or a proxy's in front of it, is another.
 
 ddscope passes its own values to the SDK, so without this the variables would be ignored. A bad
 value is skipped with a one-line warning naming the variable (the SDK logs a traceback and uses
@@ -18,6 +20,10 @@ from dataclasses import dataclass
 SPAN_QUEUE_SIZE = 8192  # spans waiting for export; beyond this the oldest are dropped
 SPAN_SCHEDULE_DELAY_MS = 1000  # a batch leaves at least this often
 SPAN_BATCH_SIZE = 512  # spans per export request (the SDK's default)
+# Bytes per export request: gRPC's default receive limit, kept by the Collector, Jaeger and Tempo
+# unless configured otherwise; well under OTLP/HTTP receivers' default body limits.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_REQUEST_BYTES_ENV = "DDSCOPE_OTLP_MAX_REQUEST_BYTES"
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class SpanBatching:
     queue_size: int = SPAN_QUEUE_SIZE
     schedule_delay_ms: int = SPAN_SCHEDULE_DELAY_MS
     batch_size: int = SPAN_BATCH_SIZE
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
 
 def span_batching(env: Mapping[str, str], warnings: list[str]) -> SpanBatching:
@@ -39,7 +46,8 @@ def span_batching(env: Mapping[str, str], warnings: list[str]) -> SpanBatching:
             f"({queue} spans); using {queue}"
         )
         batch = queue
-    return SpanBatching(queue, delay, batch)
+    request_bytes = _positive_int(MAX_REQUEST_BYTES_ENV, defaults.max_request_bytes, env, warnings)
+    return SpanBatching(queue, delay, batch, request_bytes)
 
 
 def _positive_int(variable: str, default: int, env: Mapping[str, str], warnings: list[str]) -> int:

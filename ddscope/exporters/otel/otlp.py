@@ -26,7 +26,8 @@ batch of 512 larger than the 4 MiB a gRPC server takes by default — the Collec
 Tempo keep that limit unless told otherwise. Such a request is refused as a whole
 (``RESOURCE_EXHAUSTED``, which the SDK retries until its timeout): every span in it is lost,
 small ones too. Both exporters cut such a batch in halves until each request is at most
-:data:`MAX_REQUEST_BYTES` (:func:`sized_batches`), in order; on the fast path a batch that fits
+``max_request_bytes`` (:func:`sized_batches`; 4 MiB, or ``DDSCOPE_OTLP_MAX_REQUEST_BYTES`` for
+a collector or a proxy with another limit), in order; on the fast path a batch that fits
 is encoded once, as before, and only a batch too large is encoded again, half by half; the SDK's
 own path is sized by the same encoder. A single span larger than the limit goes alone, so it is
 the only one refused. A delivery counter in front (``delivery.CountingSpanExporter``) asks for
@@ -49,15 +50,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from ddscope.exporters.otel.batching import MAX_REQUEST_BYTES
 from ddscope.exporters.otel.direct import readable_spans
 from ddscope.exporters.otel.encode import SpanEncoder
 
 _logger = logging.getLogger(__name__)
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 FALLBACK_MESSAGE = "ddscope's fast OTLP span encoding failed (%r); using the SDK's own exporter"
-# gRPC's default limit on a message a server receives (4 MiB), kept by the Collector, Jaeger and
-# Tempo unless configured otherwise; well under OTLP/HTTP receivers' default body limits.
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 class EncodedBatch(list[Any]):

@@ -41,7 +41,7 @@ from opentelemetry.trace import NoOpTracerProvider
 
 from ddscope import __version__
 from ddscope.errors import ConfigError
-from ddscope.exporters.otel.batching import SpanBatching
+from ddscope.exporters.otel.batching import MAX_REQUEST_BYTES, SpanBatching
 from ddscope.exporters.otel.delivery import (
     CountingMetricExporter,
     CountingSpanExporter,
@@ -181,15 +181,22 @@ def held_logs() -> _HeldLogs:
     return handler
 
 
-def otlp_span_exporter(endpoint: str, protocol: str) -> SpanExporter:
+def otlp_span_exporter(
+    endpoint: str, protocol: str, max_request_bytes: int = MAX_REQUEST_BYTES
+) -> SpanExporter:
     """OTLP span exporter for ``endpoint`` (a base URL such as ``http://127.0.0.1:4317``).
     Headers, TLS files and compression still come from the OTEL_EXPORTER_OTLP_* variables.
-    The SDK's exporters with a faster span encoder (``otel_otlp``)."""
+    The SDK's exporters with a faster span encoder and requests of at most
+    ``max_request_bytes`` (``otel/otlp.py``)."""
     from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
 
+    exporter: GrpcSpanExporter | HttpSpanExporter
     if protocol == "grpc":
-        return GrpcSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
-    return HttpSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
+        exporter = GrpcSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
+    else:
+        exporter = HttpSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
+    exporter.max_request_bytes = max_request_bytes
+    return exporter
 
 
 def otlp_metric_exporter(endpoint: str, protocol: str) -> MetricExporter:
@@ -231,7 +238,9 @@ class OtelSdk:
             if prometheus_port is not None:
                 readers.append(self._start_prometheus(prometheus_port))
             if endpoint is not None and traces:
-                self._span_exporter = CountingSpanExporter(otlp_span_exporter(endpoint, protocol))
+                request_bytes = (batching or SpanBatching()).max_request_bytes
+                inner = otlp_span_exporter(endpoint, protocol, request_bytes)
+                self._span_exporter = CountingSpanExporter(inner)
                 self._span_exporter.give_up_after_failure = replay
                 processor = batch_processor(self._span_exporter, inline=replay, batching=batching)
                 # ddscope's OTLP exporters take the sink's FinishedSpans (otel/direct.py).

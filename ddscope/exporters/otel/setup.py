@@ -21,6 +21,8 @@ signals over OTLP              ``OTEL_TRACES_EXPORTER``,              otlp (``no
 span export batches            ``OTEL_BSP_MAX_QUEUE_SIZE``,           8,192 spans queued,
                                ``OTEL_BSP_SCHEDULE_DELAY``,           every 1,000 ms,
                                ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``     512 spans a request
+bytes per export request       ``DDSCOPE_OTLP_MAX_REQUEST_BYTES``     4 MiB (larger batches
+                                                                      go as several requests)
 prompt/completion text         ``record_text`` / ``OTEL_INSTRUMENTA-  off
 in spans (if the run           TION_GENAI_CAPTURE_MESSAGE_CONTENT``
 recorded it)                   (the GenAI instrumentations' opt-in)
