@@ -201,7 +201,8 @@ def test_ddtrace_run_with_long_prompts_delivers_every_span_in_requests_under_the
     and prompts of 48 KiB — to a gRPC receiver with its default 4 MiB limit, and to an OTLP/HTTP
     receiver behind a 1 MiB body limit (an nginx ingress's default) with
     ``DDSCOPE_OTLP_MAX_REQUEST_BYTES`` set to match. The batch processor waits 30 s between
-    batches, so the run's spans (≈ 6 MB) leave in one batch at the end."""
+    batches, so the run's spans (≈ 6 MB) leave in one batch at the end. Then ``ddtrace export
+    run.jsonl --otlp`` replays the record to the same kind of receiver."""
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "30000")
     if limit != MAX_REQUEST_BYTES:
@@ -249,6 +250,19 @@ def test_ddtrace_run_with_long_prompts_delivers_every_span_in_requests_under_the
     assert len([span for span in spans if span.name == "task summary"]) == records
     assert len(requests) >= (2 if limit == MAX_REQUEST_BYTES else 6)
     assert all(request.ByteSize() <= limit for request in requests)
+    # The replay of the run's record sends the same spans within the same limit.
+    replayed = GrpcReceiver() if protocol == "grpc" else HttpReceiver(max_body_bytes=limit)
+    with replayed:
+        args = ["export", str(tmp_path / "out" / "run.jsonl"), "--otlp", replayed.endpoint,
+                "--otlp-protocol", protocol]  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        chats = [span for span in replayed.spans() if span.name == "chat mock-model"]
+        assert len(chats) == records
+        assert all(
+            len(attributes(span.attributes)["gen_ai.input.messages"]) > 48 * KIB for span in chats
+        )
+        assert all(request.ByteSize() <= limit for request in replayed.trace_requests)
 
 
 @pytest.mark.parametrize("value", ["1048576", " 65536 "])
