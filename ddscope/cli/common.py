@@ -1,7 +1,9 @@
 """What every command shares: error reporting and exit codes.
 
 Exit codes: 0 success, 1 the run failed or a check did not pass, 2 bad usage, config or input.
-Errors print one line, ``Type: message``, to stderr.
+Errors print one line, ``Type: message``, to stderr. Errors and warnings may quote what a server
+sent (a collector's refusal, an endpoint's error), so their control characters reach the terminal
+as visible escapes (``\x1b``), as everywhere else server text is printed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ddscope.engine.client.scrub import escape_controls
 from ddscope.errors import ConfigError, DdscopeError, RecordError
 
 EXIT_OK = 0
@@ -24,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(exc: BaseException, code: int) -> None:
-    click.echo(f"{type(exc).__name__}: {exc}", err=True)
+    click.echo(escape_controls(f"{type(exc).__name__}: {exc}"), err=True)
     sys.exit(code)
 
 
@@ -53,4 +56,4 @@ def finite_seconds(value: float | None, option: str) -> float | None:
 
 
 def warn(message: str) -> None:
-    click.echo(f"warning: {message}", err=True)
+    click.echo(escape_controls(f"warning: {message}"), err=True)

@@ -64,6 +64,7 @@ class _HeldLogs(logging.Handler):
         super().__init__(logging.WARNING)
         self.first_error: str | None = None
         self._saved: list[tuple[logging.Logger, bool]] = []
+        self._lifted: list[tuple[logging.Logger, Any]] = []  # (logger, the filter lifted)
 
     def emit(self, record: logging.LogRecord) -> None:
         # The first line at WARNING or above names the cause ("Connection refused", a status
@@ -78,11 +79,29 @@ class _HeldLogs(logging.Handler):
             logger.addHandler(self)
             logger.propagate = False
 
+    def lift_duplicate_filters(self) -> None:
+        """The SDK's exporter loggers drop a line equal to the previous one (same template)
+        within 20 s (its ``DuplicateFilter``), even when that one came from an earlier run in
+        this process, or from the other signal ("Failed to export %s …" serves both): the cause
+        of a failure would go missing from the warning. While these lines are held (none
+        reaches the terminal, so there is no spam to spare it), the filters are lifted;
+        :meth:`uninstall` puts them back. Called once the exporters exist (their modules add
+        the filters when imported)."""
+        for name, logger in list(logging.root.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger) and name.startswith(_LOGGERS):
+                for log_filter in list(logger.filters):
+                    if type(log_filter).__name__ == "DuplicateFilter":
+                        logger.removeFilter(log_filter)
+                        self._lifted.append((logger, log_filter))
+
     def uninstall(self) -> None:
         for logger, propagate in self._saved:
             logger.removeHandler(self)
             logger.propagate = propagate
         self._saved.clear()
+        for logger, log_filter in self._lifted:
+            logger.addFilter(log_filter)
+        self._lifted.clear()
 
 
 def resource() -> Resource:
@@ -256,6 +275,7 @@ class OtelSdk:
             # measurements cost nothing instead of ~3.5 µs each for nobody.
             self.meter_provider: Any = meter_provider(readers) if readers else NoOpMeterProvider()
             self._has_readers = bool(readers)
+            self._logs.lift_duplicate_filters()
         except BaseException:
             self._stop_prometheus()
             self._logs.uninstall()

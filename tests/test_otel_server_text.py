@@ -1,0 +1,77 @@
+"""A collector's refusal is quoted in ddscope's warnings and errors, and what it sent reaches the
+terminal with its control characters as visible escapes: a real gRPC collector on 127.0.0.1 that
+refuses every export with terminal escape sequences in its status message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+from click.testing import CliRunner
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from otel_support import REAL_MOCK, reference_pipeline_file
+
+from ddscope.cli.main import cli
+from ddscope.mock.server import MockServer
+
+# Clears the screen, sets the window title, rings the bell: what a hostile collector might send.
+HOSTILE = "refused \x1b[2J\x1b]0;owned\x07 \u202eright-to-left"
+
+
+class _RefusingTraces(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, HOSTILE)
+
+
+class _RefusingMetrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request: Any, context: Any) -> Any:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, HOSTILE)
+
+
+@contextmanager
+def refusing_collector() -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_RefusingTraces(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_RefusingMetrics(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None).wait(5)
+
+
+def _assert_quoted_and_escaped(stderr: str) -> None:
+    assert "refused" in stderr  # the collector's own words are there, for the user
+    assert "\\x1b[2J" in stderr and "\\x07" in stderr and "\\u202e" in stderr
+    assert not any(char in stderr for char in "\x1b\x07\u202e")
+
+
+def test_run_and_replay_quote_a_refusing_collector_with_its_controls_escaped(
+    tmp_path: Path,
+) -> None:
+    """In one process, within seconds: the SDK's exporter logger would drop the replay's
+    "Failed to export …" line as a duplicate of the run's, and the cause with it."""
+    import opentelemetry.exporter.otlp.proto.grpc.exporter as grpc_exporter
+
+    exporter_logger = logging.getLogger(grpc_exporter.__name__)
+    filters_before = list(exporter_logger.filters)
+    with MockServer(latency_ms=5, **REAL_MOCK) as server, refusing_collector() as endpoint:
+        pipeline = reference_pipeline_file(server.base_url, tmp_path / "p.json")
+        run = ["run", str(pipeline), "-q", "-o", str(tmp_path / "out"), "--otlp-endpoint", endpoint]
+        live = CliRunner().invoke(cli, run)
+        record = tmp_path / "out" / "run.jsonl"
+        replay = CliRunner().invoke(cli, ["export", str(record), "--otlp", endpoint])
+    assert live.exit_code == 0, live.output  # a collector never fails a run: a warning
+    assert "warning: OTLP: " in live.stderr
+    _assert_quoted_and_escaped(live.stderr)
+    assert replay.exit_code == 1, replay.output  # a replay's only job is sending: an error
+    assert "OtlpExportError: " in replay.stderr
+    _assert_quoted_and_escaped(replay.stderr)
+    assert exporter_logger.filters == filters_before  # the SDK's filters are put back
