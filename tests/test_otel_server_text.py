@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from otel_support import REAL_MOCK, reference_pipeline_file
 
 from ddscope.cli.main import cli
+from ddscope.exporters.otel.sdk import DeliveryStats
+from ddscope.exporters.otel.setup import delivery_warnings
 from ddscope.mock.server import MockServer
 
 # Clears the screen, sets the window title, rings the bell: what a hostile collector might send.
@@ -75,3 +77,11 @@ def test_run_and_replay_quote_a_refusing_collector_with_its_controls_escaped(
     assert "OtlpExportError: " in replay.stderr
     _assert_quoted_and_escaped(replay.stderr)
     assert exporter_logger.filters == filters_before  # the SDK's filters are put back
+
+
+def test_delivery_warnings_escape_the_collectors_words_for_any_caller() -> None:
+    """The warnings a caller of the Python API gets (the DataDesigner adapter's ``warnings``)
+    are escaped too, not only what the CLI prints."""
+    stats = DeliveryStats(spans_ended=3, spans_failed=3, first_error=f"details: {HOSTILE}")
+    (line,) = delivery_warnings(stats, "http://127.0.0.1:4317")
+    _assert_quoted_and_escaped(line)

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from ddscope.engine.client.scrub import escape_controls
 from ddscope.errors import ConfigError
 from ddscope.exporters.otel.batching import SpanBatching, span_batching
 
@@ -306,7 +307,8 @@ def delivery_warnings(
             f"{endpoint} failed"
         )
     if out:
-        first = redact_credentials(stats.first_error or "", credentials)
+        # The collector's own words (a status message), for a terminal or a caller's log.
+        first = escape_controls(redact_credentials(stats.first_error or "", credentials))
         cause = f" (first error: {first})" if first else ""
         out[0] += f"{cause}; {hint}"
     return out
