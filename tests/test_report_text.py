@@ -20,6 +20,7 @@ from ddscope import events as ev
 from ddscope.cli.console.next_steps import next_commands
 from ddscope.cli.console.progress import DomainView, RunTally, status_line
 from ddscope.exporters.health import analyze, render
+from ddscope.exporters.health.render import clip
 
 
 def dicts(path: Path) -> list[dict[str, Any]]:
@@ -85,6 +86,13 @@ def test_long_record_text_is_cut_with_its_length_and_escaped(tmp_path: Path) -> 
     assert len(text) < 20_000
     assert "\x1b" not in text and "\\x1b[2J" in text
     assert "[cut: 2,000,004 characters]" in text
+
+
+def test_c1_controls_and_direction_overrides_in_record_text_are_escaped_too() -> None:
+    """A C1 CSI (``\x9b``, ESC [ in one byte) drives many terminals; a bidi override reorders
+    what follows it. The health text escapes them as the engine's scrub does."""
+    shown = clip("a\x9b2Jb\u202ec\u2066d\x7f")
+    assert shown == "a\\x9b2Jb\\u202ec\\u2066d\\x7f"
 
 
 def _tally(domains: int, name: str = "provider-{i}/some-long-model-name-{i}") -> RunTally:

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ddscope.engine.client.scrub import escape_controls
 from ddscope.errors import ConfigError, DdscopeError, RecordError
+from ddscope.safe_text import escape_controls
 
 EXIT_OK = 0
 EXIT_FAILED = 1

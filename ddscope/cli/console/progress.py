@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from ddscope import events
 from ddscope.cli.console.tally import DomainView, RunTally
-from ddscope.engine.client.scrub import escape_controls
+from ddscope.safe_text import escape_controls
 
 __all__ = [
     "DomainView",

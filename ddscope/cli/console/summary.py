@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ddscope.cli.common import EXIT_FAILED, EXIT_OK
 from ddscope.cli.console.next_steps import next_commands
-from ddscope.engine.client.scrub import escape_controls
+from ddscope.safe_text import escape_controls
 
 if TYPE_CHECKING:
     from ddscope.engine.scheduler import RunSummary

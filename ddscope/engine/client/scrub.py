@@ -49,6 +49,8 @@ from typing import Any
 
 import orjson
 
+from ddscope.safe_text import escape_controls
+
 __all__ = [
     "ERROR_TEXT_LIMIT",
     "MIN_QUOTE_CHARS",
@@ -72,8 +74,6 @@ MAX_TRIES_PER_GRAM = 8
 
 _MARKER_LABELS = ("prompt:", "system prompt:", "message ", "column ")
 _EARLIER_NOTICE = re.compile(r"… \(cut; [^()]{1,40} in all\)\Z")
-# C0/C1 controls, DEL, and the invisible direction marks/overrides ("Trojan Source").
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def scrub_error_text(
@@ -94,16 +94,6 @@ def scrub_error_text(
         text = _mask(text, needles)
     text = escape_controls(text)
     return text if limit is None else _cut(text, limit)
-
-
-def escape_controls(text: str) -> str:
-    r"""Control characters as visible escapes (``\x1b``, ``\u202e``); other text unchanged."""
-    return _CONTROLS.sub(_escape_one, text)
-
-
-def _escape_one(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def cut_notice_text(full_length: str) -> str:

@@ -17,6 +17,7 @@ from ddscope.exporters.health.report import (
     Totals,
 )
 from ddscope.exporters.health.stats import Quantiles, TimelinePoint
+from ddscope.safe_text import escape_controls
 
 # ANSI SGR colour codes per level (exporters do not import click: it stays under cli/)
 COLOURS = {
@@ -35,7 +36,6 @@ def _style(text: str, colour: int | None, bold: bool) -> str:
 
 
 MESSAGE_CHARS = 300  # record text longer than this is cut, with its length stated
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c not in (0x09,)}
 
 
 def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
@@ -43,7 +43,7 @@ def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
     for a terminal: control characters shown as escapes (an ESC from a server never reaches
     the terminal), and text longer than ``limit`` cut, saying how long it was."""
     total = len(text)
-    shown = text[:limit].translate(_CONTROL)
+    shown = escape_controls(text[:limit])
     return shown if total <= limit else f"{shown}… [cut: {total:,} characters]"
 
 

@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from ddscope.engine.client.scrub import escape_controls
 from ddscope.errors import ConfigError
 from ddscope.exporters.otel.batching import SpanBatching, span_batching
+from ddscope.safe_text import escape_controls
 
 if TYPE_CHECKING:
     from ddscope.exporters.otel.sdk import DeliveryStats
