@@ -142,18 +142,51 @@ def test_the_receiver_refuses_the_same_batch_sent_whole(protocol: str) -> None:
     assert (counting.delivered, counting.failed) == (0, 200)
 
 
-def test_one_span_over_the_limit_is_the_only_one_lost() -> None:
+def test_one_span_over_the_limit_is_the_only_one_lost_and_is_not_sent() -> None:
     sizes = [KIB] * 10 + [MAX_REQUEST_BYTES + KIB] + [KIB] * 10
     spans = _spans(sizes)
     with GrpcReceiver() as receiver:
-        counting = CountingSpanExporter(_exporter("grpc", receiver, timeout=1))
+        inner = _exporter("grpc", receiver, timeout=1)
+        sent = _spy_on_requests(inner)
+        counting = CountingSpanExporter(inner)
         try:
             assert counting.export(spans) is SpanExportResult.FAILURE
         finally:
             counting.shutdown()
         names = [span.name for span in receiver.spans()]
-    assert (counting.delivered, counting.failed) == (20, 1)
+    assert (counting.delivered, counting.failed, counting.failed_too_large) == (20, 1, 1)
     assert names == [f"s{i}" for i in range(21) if i != 10]
+    assert sum(sent) == 20 and len(sent) >= 2  # the large span was never offered to gRPC
+
+
+def _spy_on_requests(exporter: Any) -> list[int]:
+    """The number of spans in each request ``exporter`` sends (its ``_export_batch``)."""
+    sent: list[int] = []
+    export_batch = exporter._export_batch
+
+    def spied(spans: Sequence[Any]) -> SpanExportResult:
+        sent.append(len(spans))
+        result: SpanExportResult = export_batch(spans)
+        return result
+
+    exporter._export_batch = spied
+    return sent
+
+
+def test_the_exporter_alone_does_not_send_a_span_too_large_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spans = _spans([KIB, MAX_REQUEST_BYTES + KIB, KIB])
+    with GrpcReceiver() as receiver:
+        exporter = _exporter("grpc", receiver, timeout=1)
+        sent = _spy_on_requests(exporter)
+        try:
+            assert exporter.export(spans) is SpanExportResult.FAILURE
+        finally:
+            exporter.shutdown()
+        names = [span.name for span in receiver.spans()]
+    assert names == ["s0", "s2"] and sum(sent) == 2
+    assert "over the 4194304-byte OTLP request limit on its own; not sent" in caplog.text
 
 
 def test_the_exporter_alone_cuts_too() -> None:
@@ -290,3 +323,86 @@ def test_a_bad_max_request_bytes_is_skipped_with_a_warning_naming_it(value: str)
         f"DDSCOPE_OTLP_MAX_REQUEST_BYTES={value!r} is not a positive whole number; "
         f"using {MAX_REQUEST_BYTES}"
     ]
+
+
+def _run_with_one_huge_prompt(tmp_path: Path, endpoint: str) -> Any:
+    """``ddtrace run --record-text`` with the GenAI capture opt-in and a 4.5 MiB prompt: each
+    chat span is larger than a request may be on its own."""
+    with MockServer(latency_ms=1) as server:
+        pipeline = {
+            "name": "huge-prompt",
+            "providers": [{"name": "mock", "endpoint": server.base_url}],
+            "models": [{"alias": "writer", "provider": "mock", "model": "mock-model"}],
+            "columns": [
+                {"name": "topic", "type": "sampler", "sampler": "category", "values": ["a"]},
+                {
+                    "name": "summary",
+                    "type": "llm_text",
+                    "model": "writer",
+                    "prompt": "y" * (MAX_REQUEST_BYTES + MIB // 2) + " {{ topic }}",
+                },
+            ],
+            "run": {"num_records": 2, "buffer_size": 2},
+        }
+        tmp_path.mkdir()
+        path = tmp_path / "pipeline.json"
+        path.write_text(json.dumps(pipeline), encoding="utf-8")
+        args = ["run", str(path), "-q", "--record-text", "-o", str(tmp_path / "out"),
+                "--otlp-endpoint", endpoint, "--otlp-protocol", "grpc"]  # fmt: skip
+        return CliRunner().invoke(cli, args)
+
+
+def test_a_span_too_large_alone_is_named_in_the_warning_with_the_variable_that_caps_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No cut can save a span over the limit on its own: the warning says how many were, and
+    names the variable that caps attribute values. Set, it is what gets every span through."""
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+    with GrpcReceiver() as receiver:
+        result = _run_with_one_huge_prompt(tmp_path / "a", receiver.endpoint)
+        names = [span.name for span in receiver.spans()]
+    assert result.exit_code == 0, result.output
+    assert (
+        "2 of 7 spans did not reach" in result.stderr
+        and "2 failed to export (2 of them not sent, each larger than the 4194304-byte request "
+        "limit on its own"
+        in result.stderr
+    )
+    assert "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT" in result.stderr
+    assert "chat mock-model" not in names and names.count("task summary") == 2
+    # The replay of that record: the same two spans left out, the rest delivered, and no hint
+    # that the collector is to blame (a replay gives up on the rest when the collector fails).
+    with GrpcReceiver() as receiver:
+        args = ["export", str(tmp_path / "a" / "out" / "run.jsonl"), "--otlp", receiver.endpoint]
+        replayed = CliRunner().invoke(cli, args)
+        names = [span.name for span in receiver.spans()]
+    assert replayed.exit_code == 1
+    assert "2 of them not sent, each larger than the 4194304-byte" in replayed.stderr
+    assert "listening" not in replayed.stderr
+    assert "chat mock-model" not in names and names.count("task summary") == 2
+
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", str(64 * KIB))
+    with GrpcReceiver() as receiver:
+        result = _run_with_one_huge_prompt(tmp_path / "b", receiver.endpoint)
+        chats = [span for span in receiver.spans() if span.name == "chat mock-model"]
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    assert len(chats) == 2
+    assert all(
+        len(attributes(span.attributes)["gen_ai.input.messages"]) == 64 * KIB for span in chats
+    )
+
+
+def test_spans_refused_for_another_reason_are_not_called_too_large() -> None:
+    """Only a span over the limit on its own is counted so: not a batch of small spans, nor a
+    single small span, lost to a collector that is not there."""
+    spans = _spans([KIB] * 3)
+    absent = GrpcReceiver()  # a free port with nothing listening
+    counting = CountingSpanExporter(_exporter("grpc", absent, timeout=1))
+    try:
+        counting.export(spans)
+        counting.export(spans[:1])
+    finally:
+        counting.shutdown()
+    assert (counting.failed, counting.failed_too_large) == (4, 0)

@@ -29,6 +29,7 @@ class CountingSpanExporter(SpanExporter):
         self.inner = inner
         self.delivered = 0
         self.failed = 0
+        self.failed_too_large = 0  # of ``failed``: spans each over the request limit alone
         self.give_up_after_failure = False  # set for replay and for shutdown
         self._gave_up = False
         self._inner_shut = threading.Lock()
@@ -55,6 +56,12 @@ class CountingSpanExporter(SpanExporter):
         return parts
 
     def _export_part(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._too_large_alone(spans):
+            # Not sent: it would be refused, and the refusal would say nothing about the
+            # collector, so it must not make a shutdown or a replay give up on the rest.
+            self.failed += len(spans)
+            self.failed_too_large += len(spans)
+            return SpanExportResult.FAILURE
         if self._gave_up:
             self.failed += len(spans)
             return SpanExportResult.FAILURE
@@ -68,6 +75,10 @@ class CountingSpanExporter(SpanExporter):
             self.failed += len(spans)
             self._gave_up = self.give_up_after_failure
         return result
+
+    def _too_large_alone(self, spans: Sequence[ReadableSpan]) -> bool:
+        too_large_alone = getattr(self.inner, "too_large_alone", None)
+        return too_large_alone is not None and bool(too_large_alone(spans))
 
     def give_up(self) -> None:
         """Every later batch fails at once; an export retrying now stops waiting."""

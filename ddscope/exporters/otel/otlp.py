@@ -29,16 +29,18 @@ small ones too. Both exporters cut such a batch in halves until each request is 
 ``max_request_bytes`` (:func:`sized_batches`; 4 MiB, or ``DDSCOPE_OTLP_MAX_REQUEST_BYTES`` for
 a collector or a proxy with another limit), in order; on the fast path a batch that fits
 is encoded once, as before, and only a batch too large is encoded again, half by half; the SDK's
-own path is sized by the same encoder. A single span larger than the limit goes alone, so it is
-the only one refused. A delivery counter in front (``delivery.CountingSpanExporter``) asks for
-the parts first and counts each.
+own path is sized by the same encoder. A single span larger than the limit on its own is not
+sent: the server would refuse it (and the SDK retry that until its timeout); it is counted as
+failed and the delivery warning names the variable that caps attribute values
+(``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``). A delivery counter in front
+(``delivery.CountingSpanExporter``) asks for the parts first and counts each.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as SdkGrpcSpanExporter,
@@ -57,6 +59,7 @@ from ddscope.exporters.otel.encode import SpanEncoder
 _logger = logging.getLogger(__name__)
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 FALLBACK_MESSAGE = "ddscope's fast OTLP span encoding failed (%r); using the SDK's own exporter"
+TOO_LARGE_MESSAGE = "a span of %d bytes is over the %d-byte OTLP request limit on its own; not sent"
 
 
 class EncodedBatch(list[Any]):
@@ -113,11 +116,24 @@ class _SizedRequests:
                 self._use_sdk_path(error)
             return [spans]
 
+    def too_large_alone(self, spans: Sequence[Any]) -> TypeGuard[EncodedBatch]:
+        """Whether ``spans`` (a part from :meth:`batches`) is one span whose request is over
+        the limit: no cut makes it fit, so it is not sent."""
+        return (
+            type(spans) is EncodedBatch
+            and len(spans) == 1
+            and len(spans.request) > self.max_request_bytes
+        )
+
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        results = [self._export_batch(part) for part in self.batches(spans)]
-        if all(result is SpanExportResult.SUCCESS for result in results):
-            return SpanExportResult.SUCCESS
-        return SpanExportResult.FAILURE
+        outcome = SpanExportResult.SUCCESS
+        for part in self.batches(spans):
+            if self.too_large_alone(part):
+                _logger.warning(TOO_LARGE_MESSAGE, len(part.request), self.max_request_bytes)
+                outcome = SpanExportResult.FAILURE
+            elif self._export_batch(part) is not SpanExportResult.SUCCESS:
+                outcome = SpanExportResult.FAILURE
+        return outcome
 
     def _request(self, spans: Sequence[Any]) -> bytes:
         """The fast path's request bytes: made already for a batch whose size was checked."""

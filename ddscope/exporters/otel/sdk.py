@@ -124,6 +124,8 @@ class DeliveryStats:
     spans_ended: int = 0
     spans_delivered: int = 0
     spans_failed: int = 0
+    spans_too_large: int = 0  # of spans_failed: each over the request limit on its own
+    request_limit_bytes: int | None = None
     metric_exports: int = 0
     metric_failures: int = 0
     first_error: str | None = None
@@ -334,6 +336,10 @@ class OtelSdk:
             stats.spans_ended = self._spans.ended
             stats.spans_delivered = self._span_exporter.delivered
             stats.spans_failed = self._span_exporter.failed
+            stats.spans_too_large = self._span_exporter.failed_too_large
+            stats.request_limit_bytes = getattr(
+                self._span_exporter.inner, "max_request_bytes", None
+            )
         if self._metric_exporter is not None:
             stats.metric_exports = self._metric_exporter.exports
             stats.metric_failures = self._metric_exporter.failed

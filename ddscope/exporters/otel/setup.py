@@ -297,6 +297,14 @@ def delivery_warnings(
     lost = stats.spans_failed + stats.spans_dropped
     if lost:
         parts = [f"{stats.spans_failed} failed to export"] if stats.spans_failed else []
+        if stats.spans_too_large:
+            parts[0] += (
+                f" ({stats.spans_too_large} of them not sent, each larger than the "
+                f"{stats.request_limit_bytes}-byte request limit on its own: "
+                "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT caps attribute values such as prompt "
+                "text, DDSCOPE_OTLP_MAX_REQUEST_BYTES raises the limit for a collector that "
+                "takes more)"
+            )
         if stats.spans_dropped:
             parts.append(f"{stats.spans_dropped} dropped (export queue full or shutdown timeout)")
         what = ", ".join(parts)
@@ -310,7 +318,9 @@ def delivery_warnings(
         # The collector's own words (a status message), for a terminal or a caller's log.
         first = escape_controls(redact_credentials(stats.first_error or "", credentials))
         cause = f" (first error: {first})" if first else ""
-        out[0] += f"{cause}; {hint}"
+        # Spans too large to send are not the collector's fault: the hint would mislead.
+        only_too_large = stats.spans_too_large == lost and not stats.metric_failures
+        out[0] += cause if only_too_large else f"{cause}; {hint}"
     return out
 
 
