@@ -33,3 +33,36 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["frobnicate"])
     assert result.exit_code == 2
     assert "No such command" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["health"], "Missing argument 'RECORD'"),
+        (["health", "run.jsonl", "--at", "nan"], "--at: nan is not a finite number"),
+        (["mock-server", "--port", "99999"], "'--port': 99999 is not in the range"),
+        (["export", "run.jsonl", "--perfetto", "--chrome-json"], "choose one of"),
+        (["report", "a", "b", "c"], "give one record, or two"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_option_and_exit_2(
+    args: list[str], needle: str
+) -> None:
+    """As every ddscope error: one ``Type: message`` line, not click's usage block."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("UsageError: ") and needle in line, line
+
+
+def test_a_usage_error_escapes_what_the_user_typed() -> None:
+    result = CliRunner().invoke(cli, ["\x1b[2Jfrob"])
+    assert result.exit_code == 2
+    assert "\x1b" not in result.stderr and "\\x1b[2Jfrob" in result.stderr
+
+
+def test_the_group_alone_shows_its_help() -> None:
+    result = CliRunner().invoke(cli, [])
+    assert "Commands:" in result.output and "UsageError" not in result.output

@@ -28,7 +28,8 @@ def _invoke(*args: str) -> Result:
 def _one_line(result: Result, code: int, *needles: str) -> str:
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
-    error = lines[-1]  # click's usage errors put "Usage:" lines first; ours are alone
+    error = lines[-1]  # warnings may come first; nothing else may
+    assert all(line.startswith("warning: ") for line in lines[:-1]), result.stderr
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in error, error
@@ -99,8 +100,34 @@ def test_out_on_a_read_only_file_system_is_one_line_exit_2(
 def test_export_refuses_to_overwrite_its_record(record: Path) -> None:
     before = record.read_bytes()
     result = _invoke("export", str(record), "-o", str(record))
-    _one_line(result, 2, "ConfigError: -o ", "is the record being exported")
+    _one_line(result, 2, "ConfigError: -o ", "is a record being read")
     assert record.read_bytes() == before
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["the_report_s_record", "the_compared_record"])
+def test_report_refuses_to_overwrite_a_record_it_reads(
+    record: Path, tmp_path: Path, which: int
+) -> None:
+    other = tmp_path / "b" / "run.jsonl"
+    other.parent.mkdir()
+    other.write_bytes(record.read_bytes())
+    records = [record] if which == 0 else [record, other]
+    before = [path.read_bytes() for path in records]
+    result = _invoke("report", *map(str, records), "-o", str(records[which]))
+    _one_line(result, 2, "ConfigError: -o ", "is a record being read")
+    assert [path.read_bytes() for path in records] == before
+
+
+def test_report_to_a_path_under_a_file_is_one_line_exit_2(record: Path) -> None:
+    result = _invoke("report", str(record), "-o", str(record / "deeper" / "report.html"))
+    _one_line(result, 2, "ConfigError: -o ", "is not a directory")
+
+
+def test_report_makes_the_directories_its_output_needs(record: Path, tmp_path: Path) -> None:
+    target = tmp_path / "reports" / "monday" / "run.html"
+    result = _invoke("report", str(record), "--no-trace", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
 @pytest.mark.parametrize("fmt", ["--perfetto", "--chrome-json"])

@@ -7,18 +7,14 @@ the reason, exit 2. A write that fails later (disk full) is one line too.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from ddscope.cli.common import handle_errors, warn
-from ddscope.errors import ConfigError, DdscopeError
+from ddscope.cli.out_file import check_target, write_errors
 from ddscope.exporters.otel.setup import PROTOCOLS
 from ddscope.exporters.result import ExportResult
-from ddscope.record.jsonl import record_parts
 
 
 @click.command("export")
@@ -92,42 +88,16 @@ def export_command(
     if chrome_json:
         from ddscope.exporters.trace.chrome_json import export_chrome_json
 
-        target = check_target(record, out or record.with_suffix(".trace.json"))
-        with _write_errors(target):
+        target = check_target([record], out or record.with_suffix(".trace.json"))
+        with write_errors(target):
             result = export_chrome_json(record, target, lenient=lenient)
     else:
         from ddscope.exporters.trace.perfetto import export_perfetto
 
-        target = check_target(record, out or record.with_suffix(".pftrace"))
-        with _write_errors(target):
+        target = check_target([record], out or record.with_suffix(".pftrace"))
+        with write_errors(target):
             result = export_perfetto(record, target, lenient=lenient)
     _report(result, f"{result.out}  ({result.events} events, {result.bytes_written:,} bytes)")
-
-
-def check_target(record: Path, target: Path) -> Path:
-    """Refuses a target that is the record itself (or a segment of it), a directory, or in a
-    directory that does not exist or cannot be written."""
-    for part in record_parts(record) if record.exists() else []:
-        if target.exists() and os.path.samefile(part, target):
-            raise ConfigError(f"-o {target}: is the record being exported; choose another file")
-    if target.is_dir():
-        raise ConfigError(f"-o {target}: is a directory; give a file name")
-    parent = target.parent
-    if not parent.is_dir():
-        why = "is not a directory" if parent.exists() else "does not exist"
-        raise ConfigError(f"-o {target}: cannot write: {parent} {why}")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"-o {target}: cannot write in {parent}")
-    return target
-
-
-@contextlib.contextmanager
-def _write_errors(target: Path) -> Iterator[None]:
-    """An OS error while writing the target becomes one line naming it (exit 1)."""
-    try:
-        yield
-    except OSError as exc:
-        raise DdscopeError(f"-o {target}: cannot write: {exc.strerror or exc}") from exc
 
 
 def _report(result: ExportResult, line: str) -> None:

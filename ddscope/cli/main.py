@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import importlib
+from typing import IO, Any
 
 import click
 
 from ddscope import __version__
+from ddscope.safe_text import escape_controls
 
 # command name → "module:attribute"
 COMMANDS: dict[str, str] = {
@@ -23,7 +25,52 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error shown as every ddscope error is: one ``Type: message`` line on stderr
+    (click's own puts the usage and a help hint on lines of their own before it), exit 2."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        message = self.format_message().rstrip(".")
+        click.echo(escape_controls(f"UsageError: {message}{hint}"), err=True)
+
+
+# Click ≥ 8.2 raises this for a group run without a command: its "message" is the help text,
+# which is what should be shown, as click shows it.
+_HELP_AS_ERROR: tuple[type[click.UsageError], ...] = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
+
+
+def _one_line(error: click.UsageError) -> click.UsageError:
+    if isinstance(error, (OneLineUsageError, *_HELP_AS_ERROR)):
+        return error
+    return OneLineUsageError(error.format_message(), error.ctx)
+
+
 class LazyGroup(click.Group):
+    """Commands imported on first use; usage errors (the group's or a command's) on one line."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:
+            raise _one_line(error) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:  # a command's options, arguments or own checks
+            raise _one_line(error) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

@@ -9,6 +9,7 @@ import click
 
 from ddscope.cli.common import handle_errors, warn
 from ddscope.cli.console.next_steps import invoked_as
+from ddscope.cli.out_file import check_target, write_errors
 
 
 def default_out(records: tuple[Path, ...]) -> Path:
@@ -45,18 +46,20 @@ def report_command(
     table with the better side marked, and both runs' plots on one time axis."""
     if len(records) > 2:
         raise click.UsageError("give one record, or two to compare (A then B)")
-    target = out or default_out(records)
+    target = check_target(records, out or default_out(records), make_parents=True)
     if len(records) == 1:
         from ddscope.exporters.report import build_report
 
-        result = build_report(records[0], target, lenient=lenient, trace=not no_trace)
+        with write_errors(target):
+            result = build_report(records[0], target, lenient=lenient, trace=not no_trace)
         trace = "trace embedded" if result.trace_embedded else f"trace not embedded: {result.note}"
         if no_trace:
             trace = "no trace"
     else:
         from ddscope.exporters.report import build_comparison
 
-        result = build_comparison(records[0], records[1], target, lenient=lenient)
+        with write_errors(target):
+            result = build_comparison(records[0], records[1], target, lenient=lenient)
         trace = "comparison"
     for line in result.warnings:
         warn(line)
