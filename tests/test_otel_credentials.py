@@ -70,7 +70,7 @@ def test_delivery_warnings_hide_the_endpoint_userinfo_and_header_values(
     stats = DeliveryStats(
         spans_ended=3,
         spans_failed=3,
-        first_error=f"401 for key {TOKEN} at svc:{PASSWORD}@collector:4318",
+        first_span_error=f"401 for key {TOKEN} at svc:{PASSWORD}@collector:4318",
     )
     lines = delivery_warnings(stats, f"http://svc:{PASSWORD}@collector:4318")
     text = "\n".join(lines)

@@ -289,7 +289,7 @@ def test_delivery_warnings_say_how_much_did_not_arrive_and_why() -> None:
     )
     stats = DeliveryStats(
         spans_ended=100, spans_delivered=60, spans_failed=30, metric_exports=4, metric_failures=2,
-        first_error="StatusCode.UNAVAILABLE",
+        first_span_error="StatusCode.UNAVAILABLE",
     )  # fmt: skip
     assert stats.spans_dropped == 10
     assert delivery_warnings(stats, "http://c:4317", "hint") == [

@@ -58,19 +58,25 @@ _LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk")
 
 
 class _HeldLogs(logging.Handler):
-    """Keeps the SDK's exporter log lines off the terminal; remembers the first one."""
+    """Keeps the SDK's exporter log lines off the terminal; remembers the first one of each
+    signal, so that the warning about spans quotes a span export's cause, not a metric's."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.first_error: str | None = None
+        self.first_errors: dict[str, str] = {}  # "spans", "metrics" or "other" → first line
         self._saved: list[tuple[logging.Logger, bool]] = []
         self._lifted: list[tuple[logging.Logger, Any]] = []  # (logger, the filter lifted)
 
     def emit(self, record: logging.LogRecord) -> None:
         # The first line at WARNING or above names the cause ("Connection refused", a status
         # code); later ones are retries and summaries of the same failure.
-        if self.first_error is None:
-            self.first_error = record.getMessage().splitlines()[0][:300]
+        signal = _signal_of(record)
+        if signal not in self.first_errors:
+            self.first_errors[signal] = record.getMessage().splitlines()[0][:300]
+
+    def first_error(self, signal: str) -> str | None:
+        """The first line about ``signal``, else the first that named neither signal."""
+        return self.first_errors.get(signal) or self.first_errors.get("other")
 
     def install(self) -> None:
         for name in _LOGGERS:
@@ -104,6 +110,24 @@ class _HeldLogs(logging.Handler):
         self._lifted.clear()
 
 
+_SIGNAL_WORDS = frozenset({"traces", "spans", "span", "metrics", "logs"})
+
+
+def _signal_of(record: logging.LogRecord) -> str:
+    """Which signal an SDK exporter's log line is about. Its template and arguments say so
+    ("Failed to export %s to %s" with "traces" or "metrics"; SDK 1.43's HTTP exporters:
+    "Failed to export span batch", "… metrics batch"), as does its logger's name; the
+    collector's own words (the formatted details) are not looked at."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    words = [arg for arg in args if arg in _SIGNAL_WORDS]
+    text = " ".join([record.name, str(record.msg), *words]).lower()
+    if "metric" in text:
+        return "metrics"
+    if "trace" in text or "span" in text:
+        return "spans"
+    return "other"
+
+
 def resource() -> Resource:
     """OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES first, then service.name=ddscope and the
     version. The run id is not here: it is a span attribute (a resource attribute would make
@@ -128,7 +152,8 @@ class DeliveryStats:
     request_limit_bytes: int | None = None
     metric_exports: int = 0
     metric_failures: int = 0
-    first_error: str | None = None
+    first_span_error: str | None = None  # the exporter's first complaint about spans
+    first_metric_error: str | None = None
 
     @property
     def spans_dropped(self) -> int:
@@ -331,7 +356,10 @@ class OtelSdk:
         return self.stats()
 
     def stats(self) -> DeliveryStats:
-        stats = DeliveryStats(first_error=self._logs.first_error)
+        stats = DeliveryStats(
+            first_span_error=self._logs.first_error("spans"),
+            first_metric_error=self._logs.first_error("metrics"),
+        )
         if self._spans is not None and self._span_exporter is not None:
             stats.spans_ended = self._spans.ended
             stats.spans_delivered = self._span_exporter.delivered

@@ -289,11 +289,18 @@ def capture_text(explicit: bool | None, environ: Mapping[str, str] | None = None
 def delivery_warnings(
     stats: DeliveryStats, endpoint: str | None, hint: str = LIVE_HINT
 ) -> list[str]:
-    """One line per signal that did not fully arrive; empty when everything did. The first
-    line quotes the exporter's first complaint (the cause) and ends with ``hint``."""
+    """One line per signal that did not fully arrive; empty when everything did. Each line
+    quotes the exporter's first complaint about its signal (the cause; the metrics line only
+    when it differs from the spans line's), and the first ends with ``hint``."""
     out: list[str] = []
     credentials = otlp_credentials(os.environ, [endpoint])
     endpoint = redact_url(endpoint) if endpoint is not None else None
+
+    def cause(error: str | None) -> str:
+        # The collector's own words (a status message), for a terminal or a caller's log.
+        quoted = escape_controls(redact_credentials(error or "", credentials))
+        return f" (first error: {quoted})" if quoted else ""
+
     lost = stats.spans_failed + stats.spans_dropped
     if lost:
         parts = [f"{stats.spans_failed} failed to export"] if stats.spans_failed else []
@@ -308,19 +315,19 @@ def delivery_warnings(
         if stats.spans_dropped:
             parts.append(f"{stats.spans_dropped} dropped (export queue full or shutdown timeout)")
         what = ", ".join(parts)
-        out.append(f"OTLP: {lost} of {stats.spans_ended} spans did not reach {endpoint}: {what}")
+        out.append(
+            f"OTLP: {lost} of {stats.spans_ended} spans did not reach {endpoint}: {what}"
+            + cause(stats.first_span_error)
+        )
     if stats.metric_failures:
+        said = lost and stats.first_metric_error == stats.first_span_error
         out.append(
             f"OTLP: {stats.metric_failures} of {stats.metric_exports} metric exports to "
-            f"{endpoint} failed"
+            f"{endpoint} failed" + ("" if said else cause(stats.first_metric_error))
         )
-    if out:
-        # The collector's own words (a status message), for a terminal or a caller's log.
-        first = escape_controls(redact_credentials(stats.first_error or "", credentials))
-        cause = f" (first error: {first})" if first else ""
-        # Spans too large to send are not the collector's fault: the hint would mislead.
-        only_too_large = stats.spans_too_large == lost and not stats.metric_failures
-        out[0] += cause if only_too_large else f"{cause}; {hint}"
+    # Spans too large to send are not the collector's fault: the hint would mislead.
+    if out and not (stats.spans_too_large == lost and not stats.metric_failures):
+        out[0] += f"; {hint}"
     return out
 
 
