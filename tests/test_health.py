@@ -354,7 +354,7 @@ def test_unknown_domain_is_reported_not_fatal(tmp_path):
 # -- the JSON document ---------------------------------------------------------------------
 
 # Every key path of ddscope.health/1 ("[]" = list items; maps keyed by outcome/reason are
-# leaves). Changing this set is a schema change: update README_health.md, bump HEALTH_SCHEMA.
+# leaves). A key added is documented in the README; one renamed or removed bumps HEALTH_SCHEMA.
 PINNED_KEYS = """
 schema record record.path record.run_id record.pipeline_name record.ddscope_version
 record.events record.warnings as_of_s verdict reasons findings findings[].code findings[].level
@@ -363,7 +363,8 @@ totals.reason totals.message totals.duration_s totals.num_records totals.rows_co
 totals.rows_dropped totals.drops_by_reason totals.drop_examples totals.drop_examples[].reason
 totals.drop_examples[].count totals.drop_examples[].rows totals.drop_examples[].column
 totals.drop_examples[].message totals.rows_per_s totals.requests totals.requests_per_s
-totals.row_groups_total totals.row_groups_finished domains domains[].domain domains[].provider
+totals.row_groups_total totals.row_groups_finished totals.resumes totals.stopped_s
+domains domains[].domain domains[].provider
 domains[].model domains[].max_parallel_requests domains[].attempts domains[].attempts_total
 domains[].share_429 domains[].tokens_in domains[].tokens_out domains[].limit
 domains[].limit.initial domains[].limit.min domains[].limit.max domains[].limit.final

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,7 +137,43 @@ def test_killed_runs_resume_to_the_rows_of_an_uninterrupted_run(
     assert kinds[-1] == "run_finished"
     health = CliRunner().invoke(cli, ["health", str(out / "run.jsonl"), "--json"])
     assert health.exit_code == 0, health.output
-    assert f'"rows_completed": {RESUME_ROWS}' in health.output
+    totals = json.loads(health.output)["totals"]
+    assert totals["rows_completed"] == RESUME_ROWS and totals["rows_dropped"] == 0
+    assert totals["row_groups_finished"] == totals["row_groups_total"]
+    assert totals["resumes"] == 2 and totals["stopped_s"] > 0
+
+
+def test_a_stopped_run_resumed_is_explained_as_one_run_with_nothing_dropped(
+    server: MockServer, tmp_path: Path
+) -> None:
+    """SIGTERM cancels the rows in flight (``row_dropped`` cancelled, their row group
+    abandoned); the resume generates them again. Health counts the run as a whole: no drops,
+    each row group once, the stop named and not taken for a stall of the endpoint."""
+    server.reset(MockBehavior(latency_ms=40))
+    pipeline = write_pipeline(tmp_path, pipeline_dict(server.base_url, 200))
+    out = tmp_path / "out"
+    first = ddtrace("run", str(pipeline), "--out", str(out), "--quiet")
+    wait_until(lambda: line_count(out / "data.jsonl") >= 20, first)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 1
+    stopped = CliRunner().invoke(cli, ["health", str(out / "run.jsonl"), "--json"])
+    dropped_at_stop = json.loads(stopped.output)["totals"]["drops_by_reason"]
+    assert dropped_at_stop.get("cancelled", 0) > 0  # the case under test: drops at the stop
+    time.sleep(1.5)  # stopped for a while: not a stall
+    second = run_ddtrace("run", str(pipeline), "--out", str(out), "--quiet", "--resume")
+    assert second.returncode == 0, second.stderr
+    health = CliRunner().invoke(cli, ["health", str(out / "run.jsonl"), "--json"])
+    assert health.exit_code == 0, health.output
+    report = json.loads(health.output)
+    totals = report["totals"]
+    assert (totals["state"], totals["outcome"]) == ("finished", "complete")
+    assert (totals["rows_completed"], totals["rows_dropped"]) == (200, 0)
+    assert totals["drops_by_reason"] == {} and totals["drop_examples"] == []
+    assert totals["row_groups_finished"] == totals["row_groups_total"]
+    assert totals["resumes"] == 1 and totals["stopped_s"] >= 1.5
+    assert report["scheduler"]["longest_no_progress"]["duration_s"] < 1.5
+    text = CliRunner().invoke(cli, ["health", str(out / "run.jsonl")]).output
+    assert "resumed once; stopped" in text and "dropped (cancelled)" not in text
 
 
 def test_resume_with_a_changed_pipeline_is_refused_naming_the_change(

@@ -42,9 +42,9 @@ class HealthAnalyzer:
         "_tracker_list", "at_ns", "events", "finished", "handlers", "header",
         "last_progress", "last_signal", "lease_hist", "lease_outcomes", "leases",
         "longest_gap", "longest_gap_ns", "max_silence_ns", "num_records", "peak_leases",
-        "peak_row_groups", "pending", "readiness", "row_groups_finished",
+        "peak_row_groups", "pending", "readiness", "resumes", "row_groups_finished",
         "row_groups_open", "row_groups_total", "rows_resolved", "rows_written",
-        "skipped_after_at", "t_last", "t_start", "tally", "trackers",
+        "skipped_after_at", "stopped_ns", "t_last", "t_start", "tally", "trackers",
         "warnings",
     )
     # fmt: on
@@ -70,6 +70,8 @@ class HealthAnalyzer:
         self.rows_written = 0
         self.rows_resolved = 0
         self.row_groups_finished = 0
+        self.resumes = 0  # segments after the first
+        self.stopped_ns = 0  # between segments: the run was not running
         self.tally = RunTally()
         # peaks seen in the events themselves: a short run may have a single health event
         self.peak_leases = 0
@@ -215,6 +217,33 @@ class HealthAnalyzer:
 
     def _run_finished(self, data: dict[str, Any], t: int) -> None:
         self.finished = data
+
+    def _resumed(self, data: dict[str, Any], t: int) -> None:
+        """A later segment of the same run: the row groups it starts from were done before it;
+        the ones after are generated again, so what earlier segments said of them is void."""
+        done = int(data["row_groups_done"])
+        self.resumes += 1
+        # The time the run was stopped is not a stall: close the no-progress interval where the
+        # previous segment ended (its run_finished, else its last health event or progress).
+        previous_end = max(self.last_signal, int(self.finished["t_ns"]) if self.finished else 0)
+        if self.pending and previous_end - self.last_progress > self.longest_gap_ns:
+            self._record_gap(self.last_progress, previous_end, open_=False)
+        self.stopped_ns += max(0, t - previous_end)
+        self.finished = None  # the previous segment's end is not the run's
+        self.tally.forget_drops_from(done)
+        self.row_groups_finished = done
+        self.row_groups_open = 0
+        self.rows_written = int(data["rows_done"])
+        self.rows_resolved = self.rows_written + sum(
+            sum(reasons.values()) for reasons in self.tally.drops_by_group.values()
+        )
+        self.leases.clear()  # a killed segment's leases never end; none carries over
+        self.readiness.resumed(t)
+        for tracker in self._tracker_list:
+            tracker.resumed(t)
+            tracker.mark = read_snapshot(tracker)
+        self.last_progress = self.last_signal = t
+        self.pending = self.rows_resolved < self.num_records
 
     def _row_group_started(self, data: dict[str, Any], t: int) -> None:
         self.readiness.row_group_started(t, data["row_group"], data["first_row"], data["rows"])

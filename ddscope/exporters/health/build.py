@@ -102,6 +102,8 @@ def _totals(a: HealthAnalyzer) -> Totals:
         requests_per_s=requests / duration if duration > 0 else 0.0,
         row_groups_total=a.row_groups_total,
         row_groups_finished=a.row_groups_finished,
+        resumes=a.resumes,
+        stopped_s=a.stopped_ns / S,
     )
 
 

@@ -252,6 +252,22 @@ class DomainTracker:
                 }
             )
 
+    def resumed(self, t: int) -> None:
+        """A later segment of the run: a new engine, with nothing on the wire or waiting, no
+        cooldown, its breaker closed, not stopping, at its configured limit. What the previous
+        segment left open (a kill ends nothing) is closed here, at the resume."""
+        self.touch(t)
+        self.cooldown_ends(t)
+        self.in_flight = self.waits_open = 0
+        self.open_waits.clear()
+        self.open_attempts.clear()
+        self.breaker_open = self.stopping = False
+        if self.limit != self.cap:  # not a change the engine made: not counted as one
+            self.limit = self.cap
+            self.bins.limit(t, self.cap)
+            if self.cap > 1:
+                self.close_floor_stretch(t)
+
     def close(self, t: int) -> None:
         """The end of the window: integrate up to ``t`` and close open stretches (not intervals:
         an open cooldown or attempt stays open and is reported as such)."""

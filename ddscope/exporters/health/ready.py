@@ -118,6 +118,15 @@ class Readiness:
             self._deferred.pop(row, None)
             self._dropped.discard(row)
 
+    def resumed(self, t: int) -> None:
+        """A later segment starts with nothing in flight: the groups a kill left open, and the
+        work they counted as ready or remaining, are gone (their rows are generated again)."""
+        for group in list(self._groups):
+            self.row_group_finished(group)
+        for tracker, _, _ in self._per_tracker.values():
+            tracker.touch(t)
+            tracker.ready = tracker.remaining = tracker.deferred = 0
+
 
 def _model_inputs(name: str, by_name: dict[str, ColumnInfo], model: set[str]) -> set[str]:
     """The model columns ``name`` reads, looking through non-model columns (a DAG: bounded)."""

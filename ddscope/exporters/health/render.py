@@ -108,7 +108,10 @@ def run_state(t: Totals, limit: int = MESSAGE_CHARS) -> str:
 
 
 def _totals(t: Totals) -> list[str]:
-    run = f"run: {run_state(t)}"
+    run = [f"run: {run_state(t)}"]
+    if t.resumes:
+        times = "once" if t.resumes == 1 else f"{t.resumes} times"
+        run.append(f"  resumed {times}; stopped {t.stopped_s:.1f} s in all (within the time above)")
     drops = ", ".join(f"{r} ×{n}" for r, n in sorted(t.drops_by_reason.items()))
     rows = (
         f"rows: {t.rows_completed}/{t.num_records} completed, {t.rows_dropped} dropped"
@@ -124,7 +127,7 @@ def _totals(t: Totals) -> list[str]:
         for ex in t.drop_examples
         if ex.rows
     ]
-    return [run, rows, *examples]
+    return [*run, rows, *examples]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -81,6 +81,8 @@ class Totals:
     requests_per_s: float
     row_groups_total: int
     row_groups_finished: int
+    resumes: int = 0  # segments after the first (``--resume``)
+    stopped_s: float = 0.0  # between segments, within duration_s: the run was not running
 
 
 @dataclass(frozen=True)

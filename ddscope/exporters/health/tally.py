@@ -14,6 +14,8 @@ EXAMPLE_ROWS = 5  # rows listed per drop reason
 class RunTally:
     drops: dict[str, int] = field(default_factory=dict)  # by reason
     drop_examples: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # by row group, then reason: what a resume takes back (the groups it generates again)
+    drops_by_group: dict[int, dict[str, int]] = field(default_factory=dict)
     deferred_by_kind: dict[str, int] = field(default_factory=dict)
     salvage: dict[int, dict[str, Any]] = field(default_factory=dict)  # by round
     health_count: int = 0
@@ -39,15 +41,40 @@ class RunTally:
     def row_dropped(self, data: dict[str, Any], t: int) -> None:
         reason = data["reason"]
         self.drops[reason] = self.drops.get(reason, 0) + 1
+        in_group = self.drops_by_group.setdefault(data["row_group"], {})
+        in_group[reason] = in_group.get(reason, 0) + 1
         example = self.drop_examples.get(reason)
         if example is None:
             self.drop_examples[reason] = {
                 "rows": [data["row"]],
+                "groups": [data["row_group"]],
                 "column": data.get("column"),
                 "message": data["message"],
             }
         elif len(example["rows"]) < EXAMPLE_ROWS:
             example["rows"].append(data["row"])
+            example["groups"].append(data["row_group"])
+
+    def forget_drops_from(self, first_group: int) -> None:
+        """A resume generates row groups ``first_group`` on again (a stop abandoned them, or a
+        kill cut them off): their rows were not lost, so their drops no longer count."""
+        for group in [g for g in self.drops_by_group if g >= first_group]:
+            for reason, n in self.drops_by_group.pop(group).items():
+                left = self.drops[reason] - n
+                if left:
+                    self.drops[reason] = left
+                else:
+                    del self.drops[reason]
+        for reason in list(self.drop_examples):
+            example = self.drop_examples[reason]
+            pairs = zip(example["rows"], example["groups"], strict=True)
+            kept = [(row, group) for row, group in pairs if group < first_group]
+            if reason not in self.drops or not kept:
+                # none left, or only rows not listed: the example's message may be about either
+                del self.drop_examples[reason]
+                continue
+            example["rows"] = [r for r, _ in kept]
+            example["groups"] = [g for _, g in kept]
 
     def health(self, data: dict[str, Any], t: int) -> None:
         self.health_count += 1
