@@ -3,10 +3,21 @@ URL) never appear in a message, a warning or a log line: the option is named, no
 
 from __future__ import annotations
 
+import base64
+import http.server
 import logging
+import threading
+from concurrent import futures
+from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from click.testing import CliRunner
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from otel_support import REAL_MOCK, reference_pipeline_file
 
+from ddscope.cli.main import cli
 from ddscope.errors import ConfigError
 from ddscope.exporters.otel.sdk import DeliveryStats
 from ddscope.exporters.otel.setup import (
@@ -16,6 +27,7 @@ from ddscope.exporters.otel.setup import (
     redact_url,
     resolve_config,
 )
+from ddscope.mock.server import MockServer
 
 TOKEN = "tok-5e3c1d9b7a"
 PASSWORD = "pw-88a1f0"
@@ -101,3 +113,81 @@ def test_grpc_refuses_url_credentials_naming_the_option() -> None:
     url = f"http://svc:{PASSWORD}@127.0.0.1:4318"
     config, _ = resolve_config(url, "http/protobuf", None, environ={})
     assert config is not None and config.endpoint == url  # HTTP sends them as Basic auth
+
+
+def test_every_form_a_collector_may_quote_is_collected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """URL credentials travel as ``Basic base64(user:password)``; a header's token comes back
+    without its scheme word; a proxy's credentials are the client's too."""
+    env = {
+        "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer%20{TOKEN}",
+        "HTTPS_PROXY": f"http://proxy-user:{PASSWORD}x@127.0.0.1:3128",
+    }
+    found = otlp_credentials(env, [f"http://svc:{PASSWORD}@collector:4318"])
+    assert TOKEN in found  # alone, not only as "Bearer tok-…"
+    assert base64.b64encode(f"svc:{PASSWORD}".encode()).decode() in found
+    assert f"{PASSWORD}x" in found
+    assert base64.b64encode(f"proxy-user:{PASSWORD}x".encode()).decode() in found
+    assert found == sorted(found, key=len, reverse=True)
+
+
+class _EchoingHttpCollector(http.server.BaseHTTPRequestHandler):
+    """Refuses every export with 401, quoting the Authorization header it got."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(401, f"bad credentials {self.headers.get('authorization', '')}")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _EchoingGrpcTraces(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request: Any, context: Any) -> Any:
+        token = dict(context.invocation_metadata()).get("authorization", "")
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid token {token.split()[-1]}")
+
+
+def _run(tmp_path: Path, *options: str) -> Any:
+    with MockServer(latency_ms=1, **REAL_MOCK) as server:
+        pipeline = reference_pipeline_file(server.base_url, tmp_path / "p.json")
+        args = ["run", str(pipeline), "-q", "-o", str(tmp_path / "out"), *options]
+        return CliRunner().invoke(cli, args)
+
+
+def test_url_credentials_a_collector_quotes_as_basic_auth_are_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoingHttpCollector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://svc:{PASSWORD}@127.0.0.1:{server.server_address[1]}"
+        result = _run(tmp_path, "--otlp-endpoint", endpoint, "--otlp-protocol", "http/protobuf")
+    finally:
+        server.shutdown()
+        server.server_close()
+    basic = base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
+    assert result.exit_code == 0, result.output
+    assert "bad credentials Basic [redacted]" in result.stderr  # the cause, without the secret
+    assert PASSWORD not in result.stderr and basic not in result.stderr
+
+
+def test_a_token_a_collector_quotes_without_its_scheme_word_is_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer {TOKEN}")
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_EchoingGrpcTraces(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        result = _run(tmp_path, "--otlp-endpoint", f"http://127.0.0.1:{port}")
+    finally:
+        server.stop(grace=None).wait(5)
+    assert result.exit_code == 0, result.output
+    assert "invalid token [redacted]" in result.stderr
+    assert TOKEN not in result.stderr

@@ -48,8 +48,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
+from ddscope.credentials import (
+    header_value_credentials,
+    longest_first,
+    proxy_credentials,
+    url_credentials,
+)
 from ddscope.errors import ConfigError
 from ddscope.exporters.otel.batching import SpanBatching, span_batching
 from ddscope.safe_text import escape_controls
@@ -117,23 +123,19 @@ def redact_url(text: str) -> str:
 
 
 def otlp_credentials(env: Mapping[str, str], endpoints: Iterable[str | None] = ()) -> list[str]:
-    """Every credential the OTLP set-up holds, as given and URL-decoded: header values from the
-    header variables, and userinfo of ``endpoints`` and of the endpoint variables."""
+    """Every credential the OTLP set-up holds, in every form a collector may quote it
+    (``ddscope.credentials``): header values from the header variables and the token inside
+    them, the userinfo of ``endpoints`` and of the endpoint variables with its ``Basic`` form
+    (the SDK sends URL credentials that way), and the proxy variables' credentials."""
     found: set[str] = set()
     for variable in HEADER_VARIABLES:
         for entry in env.get(variable, "").split(","):
             _, sep, value = entry.partition("=")
             if sep and value.strip():
-                found.update({value.strip(), unquote(value.strip())})
-    urls = [*endpoints, *(env.get(v) for v in ENDPOINT_VARIABLES)]
-    for url in urls:
-        parsed = urlparse(url or "")
-        if "@" in parsed.netloc:
-            userinfo = parsed.netloc.rpartition("@")[0]
-            found.update({userinfo, unquote(userinfo)})
-            if parsed.password:
-                found.update({parsed.password, unquote(parsed.password)})
-    return sorted((c for c in found if c), key=len, reverse=True)  # longest first
+                found |= header_value_credentials(value)
+    for url in [*endpoints, *(env.get(v) for v in ENDPOINT_VARIABLES)]:
+        found |= url_credentials(url)
+    return longest_first(found | proxy_credentials(env))
 
 
 def redact_credentials(text: str, credentials: Iterable[str]) -> str:
