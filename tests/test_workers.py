@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -380,6 +381,24 @@ def test_shards_run_separately_then_merge_into_one_run(
     assert health_json(job / "run.jsonl")["totals"]["rows_completed"] == 50
     again = subprocess.run(ddtrace("merge", str(job)), capture_output=True, text=True, timeout=60)
     assert again.stdout == merged.stdout  # merging again gives the same run
+
+
+@pytest.mark.parametrize(("extra", "mode"), [(["--record-text"], 0o600), ([], 0o644)])
+def test_the_job_s_record_is_private_when_its_parts_hold_text(
+    tmp_path: Path, redis_server: LocalRedis, extra: list[str], mode: int
+) -> None:
+    """With ``--record-text`` each worker's record is 0600, and so is the merged one (and
+    again after ``ddtrace merge``): it holds the same prompts and completions."""
+    with MockServer(MockBehavior(latency_ms=1)) as server:
+        done = run_job(tmp_path, server, redis_server.url, records=20, workers=2, extra=extra)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    parts = sorted((out / "workers").glob("*/run.jsonl"))
+    assert len(parts) == 2
+    assert [stat.S_IMODE(p.stat().st_mode) for p in [out / "run.jsonl", *parts]] == [mode] * 3
+    merged = subprocess.run(ddtrace("merge", str(out)), capture_output=True, text=True, timeout=60)
+    assert merged.returncode == 0, merged.stderr
+    assert stat.S_IMODE((out / "run.jsonl").stat().st_mode) == mode
 
 
 def test_merge_refuses_a_job_with_a_missing_shard(tmp_path: Path) -> None:

@@ -83,7 +83,13 @@ def merge_records(
     header = _job_header(readers[0].header, job_id, start, num_records, len(parts))
     result = MergeResult(parts=len(parts))
     tmp = out.with_name(out.name + ".merging")
-    with tmp.open("wb") as handle:
+    # Parts that hold prompts and completions are private files (``recorder``): so is the
+    # record made of them. fchmod too: a stale .merging file keeps its mode through O_TRUNC.
+    private = any(reader.header.record_text for reader in readers)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    if private:
+        os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as handle:
         handle.write(header_line(header) + b"\n")
         last_t = 0
         first = True
