@@ -189,6 +189,32 @@ def test_endpoint_must_be_a_url_without_credentials() -> None:
     assert "SECRET123" not in message
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://example.com/v1?api-key=sk-SECRET123",
+        "https://example.com/v1#sk-SECRET123",
+        "https://example.com/v1?",
+    ],
+)
+def test_endpoint_must_not_carry_a_query_string_where_a_key_could_hide(endpoint: str) -> None:
+    data = _data()
+    data["providers"][0]["endpoint"] = endpoint
+    message = _error(data)
+    assert "providers[0].endpoint: must not have a query string or fragment" in message
+    assert "SECRET123" not in message
+
+
+def test_endpoint_port_must_be_a_number_and_is_not_echoed() -> None:
+    data = _data()
+    data["providers"][0]["endpoint"] = "http://127.0.0.1:sk-SECRET123/v1"
+    message = _error(data)
+    assert "providers[0].endpoint: has a port that is not a number" in message
+    assert "SECRET123" not in message
+    data["providers"][0]["endpoint"] = "http://127.0.0.1:70000/v1"
+    assert "has a port that is not a number from 0 to 65535" in _error(data)
+
+
 def test_column_type_and_sampler_checks() -> None:
     data = _data()
     del data["columns"][0]["type"]

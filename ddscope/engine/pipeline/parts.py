@@ -70,6 +70,18 @@ class Provider(ConfigModel):
                 "must not contain credentials; name the environment "
                 "variable holding the key in api_key_env",
             )
+        if parts.query or parts.fragment or value.endswith(("?", "#")):
+            # Requests go to ENDPOINT/chat/completions: a query would be dropped (and a key in
+            # one, e.g. ?api-key=…, would be printed with the URL in errors).
+            raise PipelineProblem(
+                (),
+                "must not have a query string or fragment; a key belongs in an environment "
+                "variable named by api_key_env",
+            )
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise PipelineProblem((), "has a port that is not a number from 0 to 65535") from None
         return value.rstrip("/")
 
     @field_validator("api_key_env")
