@@ -326,7 +326,14 @@ def test_admission_url_is_redacted(text: str, shown: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["http://h:1/0", "redis://:pw@/0", "redis://h:1/x", "redis://h:no"]
+    "text",
+    [
+        "http://h:1/0",
+        "redis://:pw@/0",
+        "redis://h:1/x",
+        "redis://h:no",
+        "redis://:pw@h:1/0?socket_timeout=bad",
+    ],
 )
 def test_a_bad_admission_url_is_a_config_error_without_the_password(text: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -45,7 +45,14 @@ class AdmissionUrl:
         if not db_text.isdigit():
             raise ConfigError(f"{option}: the database must be a number, got {shown}")
         password = unquote(parts.password) if parts.password else None
-        return cls(text, parts.scheme, parts.hostname, port, int(db_text), password)
+        url = cls(text, parts.scheme, parts.hostname, port, int(db_text), password)
+        from redis.connection import parse_url  # only a run with --admission pays for redis
+
+        try:  # the query's options (socket_timeout=…) are redis-py's to read: ask it first
+            parse_url(text)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        except ValueError as exc:
+            raise ConfigError(f"{option}: {url.scrub(str(exc)).rstrip('.')}") from None
+        return url
 
     def redacted(self) -> str:
         """The URL without user or password: safe to print, record and put on a span."""
