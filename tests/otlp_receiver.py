@@ -46,6 +46,7 @@ class _Store:
     """Decoded requests, appended from server threads."""
 
     max_body_bytes: int | None = None  # OTLP/HTTP: a larger body is refused with 413
+    prefix = ""  # OTLP/HTTP: the path the signal paths are under
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -170,12 +171,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         self.store.add_raw(body, {k.lower(): v for k, v in self.headers.items()})
-        if self.path == "/v1/traces":
+        path = self.path.removeprefix(self.store.prefix)
+        if path == "/v1/traces":
             request: Any = TraceRequest()
             request.ParseFromString(body)
             self.store.add_traces(request)
             reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-        elif self.path == "/v1/metrics":
+        elif path == "/v1/metrics":
             request = MetricsRequest()
             request.ParseFromString(body)
             self.store.add_metrics(request)
@@ -194,13 +196,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class HttpReceiver(_Store):
-    """OTLP/HTTP protobuf on 127.0.0.1 (a free port); ``endpoint`` is ``http://127.0.0.1:PORT``."""
+    """OTLP/HTTP protobuf on 127.0.0.1 (a free port); ``endpoint`` is ``http://127.0.0.1:PORT``.
+    ``prefix``: the signal paths are under it (``/tenant/v1/traces``), as behind a gateway."""
 
     protocol = "http/protobuf"
 
-    def __init__(self, max_body_bytes: int | None = None) -> None:
+    def __init__(self, max_body_bytes: int | None = None, prefix: str = "") -> None:
         super().__init__()
         self.max_body_bytes = max_body_bytes
+        self.prefix = prefix
         handler = type("BoundHandler", (_Handler,), {"store": self})
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self._server.server_address[1]

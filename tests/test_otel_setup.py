@@ -297,3 +297,48 @@ def test_delivery_warnings_say_how_much_did_not_arrive_and_why() -> None:
         "(export queue full or shutdown timeout) (first error: StatusCode.UNAVAILABLE); hint",
         "OTLP: 2 of 4 metric exports to http://c:4317 failed",
     ]
+
+
+def test_per_signal_endpoints_follow_the_otlp_exporter_specification() -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://tempo.example/otlp/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+    }
+    config, warnings = resolve_config(None, None, None, environ=env)
+    assert config is not None and warnings == []
+    # Used as given for OTLP/HTTP; the other signal follows the general variables.
+    assert config.target("traces") == ("https://tempo.example/otlp/v1/traces", "http/protobuf")
+    assert config.target("metrics") == ("http://collector:4317", "grpc")
+    # Only a per-signal variable: OTLP is on, and the other signal gets the default.
+    only = {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4317/ignored/path"}
+    config, warnings = resolve_config(None, None, None, environ=only)
+    assert config is not None and warnings == []
+    assert config.target("metrics") == ("http://m:4317", "grpc")  # gRPC: host and port
+    assert config.target("traces") == ("http://localhost:4317", "grpc")
+    # The options are for every signal and win.
+    config, _ = resolve_config("http://cli:4318", "http/protobuf", None, environ=env)
+    assert config is not None
+    assert config.target("traces") == ("http://cli:4318/v1/traces", "http/protobuf")
+    assert config.target("metrics") == ("http://cli:4318/v1/metrics", "http/protobuf")
+
+
+@pytest.mark.parametrize(
+    ("value", "protocol", "why"),
+    [
+        ("not a url", "", "is not a URL"),
+        ("http://h:port/v1/traces", "http/protobuf", "port that is not a number"),
+        ("http://u:SECRET@h:4317", "grpc", "only with http/protobuf"),
+    ],
+)
+def test_a_bad_per_signal_endpoint_is_skipped_with_a_warning_naming_it(
+    value: str, protocol: str, why: str
+) -> None:
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": value}
+    if protocol:
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = protocol
+    config, warnings = resolve_config(None, None, None, environ=env)
+    (warning,) = warnings
+    assert warning.startswith("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ") and why in warning
+    assert warning.endswith("; not used") and "SECRET" not in warning
+    assert config is None  # nothing else asked for OTLP

@@ -71,8 +71,9 @@ def live_run(
     return finish(), events
 
 
-def check_received(receiver: Any, events: list[Any]) -> None:
-    """The receiver decoded every span the events imply and every metric of docs/METRICS.md."""
+def check_received(receiver: Any, events: list[Any], metrics_receiver: Any = None) -> None:
+    """The receiver decoded every span the events imply and every metric of docs/METRICS.md
+    (the metrics at ``metrics_receiver`` when they go elsewhere)."""
     spans = receiver.spans()
     kinds = Counter(e.kind for e in events)
     names = Counter(span.name for span in spans)
@@ -88,8 +89,9 @@ def check_received(receiver: Any, events: list[Any]) -> None:
     (cooldown, *_) = [s for s in spans if s.name == "cooldown"]
     assert len(cooldown.links) == 1 and cooldown.links[0].span_id in {s.span_id for s in spans}
     # Every instrument, counters with no event in this run too (exported at 0).
-    assert set(receiver.metrics()) == METRIC_NAMES
-    attempts = receiver.metrics()["ddscope.request.attempts"].sum.data_points
+    metrics_receiver = metrics_receiver or receiver
+    assert set(metrics_receiver.metrics()) == METRIC_NAMES
+    attempts = metrics_receiver.metrics()["ddscope.request.attempts"].sum.data_points
     outcomes = {attributes(p.attributes)["ddscope.outcome"]: p.as_int for p in attempts}
     counted = Counter(e.outcome for e in events if e.kind == "attempt_finished")
     assert outcomes == {outcome: counted.get(outcome, 0) for outcome in ATTEMPT_OUTCOMES}
@@ -332,3 +334,22 @@ def test_ddtrace_run_exits_0_with_a_warning_when_the_collector_is_down(tmp_path:
     assert time.monotonic() - started < DEADLINE_S
     assert result.exit_code == 0, result.output
     assert "warning: OTLP: " in result.stderr and f"did not reach {endpoint}" in result.stderr
+
+
+def test_each_signal_goes_where_its_own_variables_say(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` over OTLP/HTTP, used as given (a gateway's path,
+    nothing added), and ``…_METRICS_ENDPOINT`` over gRPC: no general endpoint at all."""
+    with HttpReceiver(prefix="/tenant-a") as traces, GrpcReceiver() as metrics:
+        monkeypatch.setenv(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{traces.endpoint}/tenant-a/v1/traces"
+        )
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", metrics.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")
+        warnings, events = live_run(tmp_path / "run.jsonl", None, None)
+        assert warnings == []
+        check_received(traces, events.events, metrics_receiver=metrics)
+        assert not metrics.spans()
+        assert traces.spans() and not traces.metrics()

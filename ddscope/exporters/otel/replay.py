@@ -21,7 +21,6 @@ from ddscope.exporters.otel.sdk import OtelSdk
 from ddscope.exporters.otel.setup import (
     capture_text,
     delivery_warnings,
-    redact_url,
     resolve_config,
 )
 from ddscope.exporters.otel.sink import OtelSink
@@ -47,7 +46,7 @@ def replay_to_otlp(
     protocol's default). Recorded prompts and completions are sent only with ``record_text``
     (else OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true)."""
     config, warnings = resolve_config(endpoint, protocol, None, otlp_requested=True)
-    if config is None or config.endpoint is None:  # OTEL_SDK_DISABLED, or a bad variable
+    if config is None or not config.targets():  # OTEL_SDK_DISABLED, or a bad variable
         raise OtlpExportError("; ".join(warnings) or "OpenTelemetry is disabled")
     reader = open_record(record, lenient=lenient)  # raises RecordError before any set-up
     sdk = OtelSdk(
@@ -58,6 +57,7 @@ def replay_to_otlp(
         traces=config.traces,
         metrics=config.metrics,
         batching=config.batching,
+        targets=config.targets(),
     )
     sink = OtelSink(sdk.tracer_provider, sdk.meter_provider, record_text=capture_text(record_text))
     try:
@@ -70,8 +70,10 @@ def replay_to_otlp(
         reader.close()
         stats = sdk.shutdown()
     warnings += reader.finish_warnings()
-    failures = delivery_warnings(stats, config.endpoint, REPLAY_HINT)
+    failures = delivery_warnings(
+        stats, config.url("traces"), REPLAY_HINT, metrics_endpoint=config.url("metrics")
+    )
     if failures:
         raise OtlpExportError("; ".join(failures))
-    shown = redact_url(config.endpoint)  # never the userinfo of the URL
+    shown = config.shown("traces") or config.shown("metrics") or ""  # never the userinfo
     return ExportResult(out=shown, events=reader.stats.events, warnings=warnings)

@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from ddscope.exporters.otel.delivery import (
     CountingSpanProcessor,
     InlineBatchSpanProcessor,
 )
+from ddscope.exporters.otel.setup import SIGNALS, signal_url
 
 EXPORT_TIMEOUT_S = 2.0  # per OTLP export request, retries included
 SHUTDOWN_TIMEOUT_S = 5.0  # flushing spans and metrics at the end, together
@@ -228,39 +229,43 @@ def held_logs() -> _HeldLogs:
 
 
 def otlp_span_exporter(
-    endpoint: str, protocol: str, max_request_bytes: int = MAX_REQUEST_BYTES
+    url: str, protocol: str, max_request_bytes: int = MAX_REQUEST_BYTES
 ) -> SpanExporter:
-    """OTLP span exporter for ``endpoint`` (a base URL such as ``http://127.0.0.1:4317``).
-    Headers, TLS files and compression still come from the OTEL_EXPORTER_OTLP_* variables.
-    The SDK's exporters with a faster span encoder and requests of at most
-    ``max_request_bytes`` (``otel/otlp.py``)."""
+    """OTLP span exporter sending to ``url`` (``setup.signal_url``: for gRPC a base URL such as
+    ``http://127.0.0.1:4317``, for OTLP/HTTP the whole URL, ``…/v1/traces``). Headers, TLS files
+    and compression still come from the OTEL_EXPORTER_OTLP_* variables. The SDK's exporters
+    with a faster span encoder and requests of at most ``max_request_bytes``
+    (``otel/otlp.py``)."""
     from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
 
     exporter: GrpcSpanExporter | HttpSpanExporter
     if protocol == "grpc":
-        exporter = GrpcSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
+        exporter = GrpcSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
     else:
-        exporter = HttpSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S)
+        exporter = HttpSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
     exporter.max_request_bytes = max_request_bytes
     return exporter
 
 
-def otlp_metric_exporter(endpoint: str, protocol: str) -> MetricExporter:
+def otlp_metric_exporter(url: str, protocol: str) -> MetricExporter:
+    """OTLP metric exporter sending to ``url`` (as :func:`otlp_span_exporter`'s)."""
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_S)
+        return OTLPMetricExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return HttpMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=EXPORT_TIMEOUT_S)
+    return HttpMetricExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
 
 
 class OtelSdk:
     """The providers behind one ``OtelSink``: OTLP spans and/or metrics (``traces``,
     ``metrics``) when ``endpoint`` is set, a Prometheus pull endpoint on 127.0.0.1 when
-    ``prometheus_port`` is. ``replay=True`` exports spans inline and metrics only when flushed."""
+    ``prometheus_port`` is. ``replay=True`` exports spans inline and metrics only when flushed.
+    ``targets``: signal → (URL, protocol) where it goes instead (``OtelConfig.targets``, from
+    the per-signal variables); a signal not in it follows ``endpoint`` and ``protocol``."""
 
     def __init__(
         self,
@@ -272,8 +277,13 @@ class OtelSdk:
         traces: bool = True,
         metrics: bool = True,
         batching: SpanBatching | None = None,
+        targets: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        targets = dict(targets or {})
+        if endpoint is not None:
+            for signal in SIGNALS:
+                targets.setdefault(signal, (signal_url(endpoint, protocol, signal), protocol))
         self._logs = held_logs()
         self._server: Any = None
         self._spans: CountingSpanProcessor | None = None
@@ -283,16 +293,16 @@ class OtelSdk:
             readers: list[MetricReader] = []
             if prometheus_port is not None:
                 readers.append(self._start_prometheus(prometheus_port))
-            if endpoint is not None and traces:
+            if "traces" in targets and traces:
                 request_bytes = (batching or SpanBatching()).max_request_bytes
-                inner = otlp_span_exporter(endpoint, protocol, request_bytes)
+                inner = otlp_span_exporter(*targets["traces"], request_bytes)
                 self._span_exporter = CountingSpanExporter(inner)
                 self._span_exporter.give_up_after_failure = replay
                 processor = batch_processor(self._span_exporter, inline=replay, batching=batching)
                 # ddscope's OTLP exporters take the sink's FinishedSpans (otel/direct.py).
                 self._spans = CountingSpanProcessor(processor, takes_finished_spans=True)
-            if endpoint is not None and metrics:
-                exporter = CountingMetricExporter(otlp_metric_exporter(endpoint, protocol))
+            if "metrics" in targets and metrics:
+                exporter = CountingMetricExporter(otlp_metric_exporter(*targets["metrics"]))
                 self._metric_exporter = exporter
                 readers.append(periodic_reader(exporter, final_only=replay))
             self.tracer_provider: Any = (

@@ -3,8 +3,16 @@ environment, then defaults; and :func:`build_otel_sink`. (The ``ddtrace run`` op
 are in :mod:`ddscope.cli.otel_options`: click stays under ``cli/``.)
 
 Nothing is configured unless asked: OTLP export starts when ``--otlp-endpoint`` or
-``--otlp-protocol`` is given or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; the Prometheus pull
-endpoint when ``--prometheus-port`` is given. ``OTEL_SDK_DISABLED=true`` turns everything off.
+``--otlp-protocol`` is given or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or a per-signal
+``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT``) is set; the Prometheus pull endpoint when
+``--prometheus-port`` is given. ``OTEL_SDK_DISABLED=true`` turns everything off.
+
+Per signal, as the OTLP exporter specification says: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``
+and ``…_METRICS_ENDPOINT`` take that signal elsewhere, used as given (for OTLP/HTTP the whole
+URL, ``/v1/traces`` included; for gRPC its host and port), and
+``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_PROTOCOL`` its protocol; a signal without one follows the
+general variables or their defaults. ``--otlp-endpoint`` and ``--otlp-protocol`` are for every
+signal and win over all of them.
 
 =============================  =====================================  ========================
 setting                        explicit / environment                 default
@@ -88,6 +96,15 @@ ENDPOINT_VARIABLES = tuple(
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
 
 
+SIGNALS = ("traces", "metrics")
+
+
+def signal_url(endpoint: str, protocol: str, signal: str) -> str:
+    """Where an exporter of ``signal`` sends, given a base endpoint: OTLP/HTTP posts to the
+    signal's path under it, gRPC calls the endpoint itself."""
+    return endpoint if protocol == "grpc" else f"{endpoint}/v1/{signal}"
+
+
 @dataclass(frozen=True)
 class OtelConfig:
     endpoint: str | None  # OTLP base URL, e.g. http://127.0.0.1:4317; None: no OTLP export
@@ -96,6 +113,34 @@ class OtelConfig:
     traces: bool = True  # spans over OTLP (OTEL_TRACES_EXPORTER=none turns them off)
     metrics: bool = True  # metrics over OTLP (OTEL_METRICS_EXPORTER=none: e.g. for Jaeger)
     batching: SpanBatching = field(default_factory=SpanBatching)  # span export (OTEL_BSP_*)
+    # (signal, URL as the exporter takes it, protocol) from the per-signal variables
+    per_signal: tuple[tuple[str, str, str], ...] = ()
+
+    def target(self, signal: str) -> tuple[str, str] | None:
+        """(URL, protocol) the exporter of ``signal`` sends to; None: no OTLP export."""
+        for name, url, protocol in self.per_signal:
+            if name == signal:
+                return url, protocol
+        if self.endpoint is None:
+            return None
+        return signal_url(self.endpoint, self.protocol, signal), self.protocol
+
+    def targets(self) -> dict[str, tuple[str, str]]:
+        return {s: t for s in SIGNALS if (t := self.target(s)) is not None}
+
+    def url(self, signal: str) -> str | None:
+        """Where the signal goes, as the user gave it: its per-signal URL, else the endpoint.
+        Credentials included: for :func:`delivery_warnings` (which hides them); :meth:`shown`
+        for anything else."""
+        for name, url, _ in self.per_signal:
+            if name == signal:
+                return url
+        return self.endpoint
+
+    def shown(self, signal: str) -> str | None:
+        """The signal's URL for a message: its userinfo hidden."""
+        url = self.url(signal)
+        return redact_url(url) if url is not None else None
 
 
 def normalize_endpoint(value: str) -> str:
@@ -105,7 +150,11 @@ def normalize_endpoint(value: str) -> str:
     url = text if "://" in text else f"http://{text}"
     parsed = urlparse(url)
     shown = redact_url(value)  # a URL may carry credentials
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or any(char.isspace() for char in parsed.netloc)
+    ):
         raise ValueError(f"{shown!r} is not a URL like http://127.0.0.1:4317")
     try:
         parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -188,15 +237,21 @@ def _no_grpc_userinfo(explicit: bool, warnings: list[str]) -> tuple[bool, None]:
     return False, None
 
 
-def _protocol(explicit: str | None, env: Mapping[str, str], warnings: list[str]) -> str:
+def _protocol(
+    explicit: str | None,
+    env: Mapping[str, str],
+    warnings: list[str],
+    *,
+    variable: str = "OTEL_EXPORTER_OTLP_PROTOCOL",
+) -> str:
     if explicit is not None:
         if explicit not in PROTOCOLS:
             raise ConfigError(f"--otlp-protocol: {explicit!r} is not one of {', '.join(PROTOCOLS)}")
         return explicit
-    value = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
+    value = env.get(variable, "").strip()
     if value and value not in PROTOCOLS:
         warnings.append(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={value!r} is not supported ({', '.join(PROTOCOLS)}); "
+            f"{variable}={value!r} is not supported ({', '.join(PROTOCOLS)}); "
             f"using {DEFAULT_PROTOCOL}"
         )
         return DEFAULT_PROTOCOL
@@ -249,10 +304,14 @@ def resolve_config(
     if prometheus_port is not None and not 1 <= prometheus_port <= 65535:
         raise ConfigError(f"--prometheus-port: {prometheus_port} is not a port (1-65535)")
     protocol = _protocol(otlp_protocol, env, warnings)
-    wanted = otlp_requested or otlp_protocol is not None
+    # The options are for every signal: with one given, the per-signal variables do not apply.
+    explicit = otlp_endpoint is not None or otlp_protocol is not None
+    per_signal = () if explicit else _per_signal(protocol, env, warnings)
+    wanted = otlp_requested or otlp_protocol is not None or bool(per_signal)
     asked, endpoint = _endpoint(otlp_endpoint, wanted, env, warnings)
     if asked and protocol == "grpc" and _USERINFO.search(endpoint or ""):
         asked, endpoint = _no_grpc_userinfo(otlp_endpoint is not None, warnings)
+        asked = asked or bool(per_signal)
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         if asked or prometheus_port is not None:
             warnings.append("OTEL_SDK_DISABLED=true: no OpenTelemetry export for this run")
@@ -272,9 +331,55 @@ def resolve_config(
         endpoint = DEFAULT_ENDPOINTS[protocol]
     batching = span_batching(env, warnings) if asked and traces else SpanBatching()
     config = OtelConfig(
-        endpoint if asked else None, protocol, prometheus_port, traces, metrics, batching
+        endpoint if asked else None,
+        protocol,
+        prometheus_port,
+        traces,
+        metrics,
+        batching,
+        per_signal if asked else (),
     )
     return config, warnings
+
+
+def _per_signal(
+    protocol: str, env: Mapping[str, str], warnings: list[str]
+) -> tuple[tuple[str, str, str], ...]:
+    """The signals that ``OTEL_EXPORTER_OTLP_{SIGNAL}_ENDPOINT`` takes elsewhere: (signal, URL
+    as the exporter takes it, protocol). A bad value is skipped with a warning naming it."""
+    found: list[tuple[str, str, str]] = []
+    for signal in SIGNALS:
+        variable = f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
+        value = env.get(variable, "").strip()
+        if not value:
+            continue
+        signal_protocol = _protocol(
+            None, env, warnings, variable=f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+        )
+        if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip():
+            signal_protocol = protocol
+        try:
+            url = _signal_endpoint(value, signal_protocol)
+        except ValueError as exc:
+            warnings.append(f"{variable}: {exc}; not used")
+            continue
+        found.append((signal, url, signal_protocol))
+    return tuple(found)
+
+
+def _signal_endpoint(value: str, protocol: str) -> str:
+    """A per-signal endpoint as its exporter takes it: for OTLP/HTTP the URL as given (the
+    specification says so: nothing is added), for gRPC ``scheme://host:port``."""
+    base = urlparse(normalize_endpoint(value))  # checks scheme, host and port (ValueError)
+    if protocol == "grpc":
+        if "@" in base.netloc:
+            raise ValueError(
+                "credentials in the URL are sent only with http/protobuf; for gRPC put them "
+                "in OTEL_EXPORTER_OTLP_HEADERS"
+            )
+        return f"{base.scheme}://{base.netloc}"  # gRPC calls a host: a path means nothing
+    text = value.strip()
+    return text if "://" in text else f"http://{text}"
 
 
 LIVE_HINT = "run.jsonl has every event (`ddtrace export run.jsonl --otlp` sends them again)"
@@ -289,13 +394,18 @@ def capture_text(explicit: bool | None, environ: Mapping[str, str] | None = None
 
 
 def delivery_warnings(
-    stats: DeliveryStats, endpoint: str | None, hint: str = LIVE_HINT
+    stats: DeliveryStats,
+    endpoint: str | None,
+    hint: str = LIVE_HINT,
+    *,
+    metrics_endpoint: str | None = None,
 ) -> list[str]:
     """One line per signal that did not fully arrive; empty when everything did. Each line
     quotes the exporter's first complaint about its signal (the cause; the metrics line only
     when it differs from the spans line's), and the first ends with ``hint``."""
     out: list[str] = []
-    credentials = otlp_credentials(os.environ, [endpoint])
+    credentials = otlp_credentials(os.environ, [endpoint, metrics_endpoint])
+    metrics_endpoint = redact_url(metrics_endpoint or endpoint or "") or None
     endpoint = redact_url(endpoint) if endpoint is not None else None
 
     def cause(error: str | None) -> str:
@@ -325,7 +435,7 @@ def delivery_warnings(
         said = lost and stats.first_metric_error == stats.first_span_error
         out.append(
             f"OTLP: {stats.metric_failures} of {stats.metric_exports} metric exports to "
-            f"{endpoint} failed" + ("" if said else cause(stats.first_metric_error))
+            f"{metrics_endpoint} failed" + ("" if said else cause(stats.first_metric_error))
         )
     # Spans too large to send are not the collector's fault: the hint would mislead.
     if out and not (stats.spans_too_large == lost and not stats.metric_failures):
@@ -356,6 +466,7 @@ def build_otel_sink(
         traces=config.traces,
         metrics=config.metrics,
         batching=config.batching,
+        targets=config.targets(),
     )
     text = capture_text(record_text)
     sink = OtelSink(sdk.tracer_provider, sdk.meter_provider, record_text=text)
@@ -364,7 +475,9 @@ def build_otel_sink(
     def finish() -> list[str]:
         nonlocal finished
         if finished is None:
-            finished = warnings + delivery_warnings(sdk.shutdown(), config.endpoint)
+            finished = warnings + delivery_warnings(
+                sdk.shutdown(), config.url("traces"), metrics_endpoint=config.url("metrics")
+            )
         return list(finished)
 
     return sink, finish
