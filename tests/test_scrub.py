@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import random
+import re
 import time
 from typing import Any
 
 import orjson
 import pytest
 
+from ddscope.engine.client import scrub
 from ddscope.engine.client.scrub import (
     ERROR_TEXT_LIMIT,
     MIN_QUOTE_CHARS,
@@ -150,3 +154,162 @@ def test_a_notice_from_an_earlier_cut_is_kept_when_cut_again() -> None:
     assert out.endswith("y… (cut; 52,428,882 bytes in all)")
     short = "quota exceeded" + cut_notice_text("70,000 bytes")
     assert scrub_error_text(short) == short
+
+
+# -- letter case and escapes -------------------------------------------------------------------
+
+
+def test_a_quote_in_another_letter_case_is_masked_in_place() -> None:
+    for quoted in (PROMPT.upper(), PROMPT.lower(), PROMPT.title()):
+        out = scrub_error_text(f"rejected input: {quoted} (policy 7)", sent=[("prompt", PROMPT)])
+        assert out == f"rejected input: <prompt:{len(PROMPT)} chars> (policy 7)", out
+    # U+0130 lowers to two characters: the masked span still lands where the quote is.
+    text = f"İİ rejected: {PROMPT.upper()} İ"
+    out = scrub_error_text(text, sent=[("prompt", PROMPT)], limit=None)
+    assert out == f"İİ rejected: <prompt:{len(PROMPT)} chars> İ"
+    assert scrub_error_text("NO ROUTE TO LISBON", sent=[("column city", "Lisbon")]) == (
+        "NO ROUTE TO <column city:6 chars>"
+    )
+
+
+GERMAN = (
+    "Herr Jürgen Müller, geboren 1970 in Köln, wohnt in der Hauptstraße 5 und hat die "
+    "Kontonummer DE89 3704."
+)
+
+
+def test_unicode_escapes_in_either_hex_case_are_matched() -> None:
+    """A gateway that wraps the upstream's JSON error in its own message: .NET and Java write
+    non-ASCII as upper-case \\u escapes."""
+    inner = json.dumps({"error": {"message": "Invalid prompt: " + GERMAN}})
+    upper_hex = inner.replace("\\u00fc", "\\u00FC").replace("\\u00f6", "\\u00F6")
+    upper_hex = upper_hex.replace("\\u00df", "\\u00DF")
+    assert "\\u00FC" in upper_hex
+    for wrapped in (inner, upper_hex):
+        out = scrub_error_text(f"gateway: upstream said {wrapped}", sent=[("prompt", GERMAN)])
+        assert out.endswith(f'"Invalid prompt: <prompt:{len(GERMAN)} chars>"}}}}'), out
+        assert "rgen" not in out and "Konto" not in out
+
+
+def test_html_safe_escapes_as_go_and_dotnet_write_them_are_matched() -> None:
+    prompt = 'Summarise <b>Ada\'s</b> notes & "quotes" + back`ticks` for ID-5531 please.'
+    go = orjson.dumps(prompt).decode()[1:-1]
+    for char in "<>&":
+        go = go.replace(char, f"\\u{ord(char):04x}")
+    dotnet = json.dumps(prompt)[1:-1].replace('\\"', "\\u0022")
+    for char in "<>&'+`":
+        dotnet = dotnet.replace(char, f"\\u{ord(char):04X}")
+    for escaped in (go, dotnet):
+        out = scrub_error_text(f'{{"message": "bad: {escaped}"}}', sent=[("prompt", prompt)])
+        assert out == f'{{"message": "bad: <prompt:{len(prompt)} chars>"}}', out
+
+
+def test_secrets_are_redacted_in_any_letter_case() -> None:
+    key = "sk-Test-AbCdEf-123456"
+    text = f"key {key.lower()} / {key.upper()} / {key} refused"
+    assert scrub_error_text(text, secrets=[key]) == (
+        "key [redacted] / [redacted] / [redacted] refused"
+    )
+    # Overlapping secrets become one redaction, not a half-redacted tail.
+    assert scrub_error_text("token abcdef123", secrets=["abcdef", "def123"]) == ("token [redacted]")
+
+
+def test_secret_forms_cover_what_a_server_may_echo() -> None:
+    from ddscope.engine.client.scrub import secret_forms
+
+    forms = secret_forms(" sk-key-1\n", "user:pässword", "")
+    assert "sk-key-1" in forms and " sk-key-1\n" in forms
+    assert "user:p\\u00e4ssword" in forms  # as a JSON string holds it
+    for encoding in ("utf-8", "latin-1"):  # Basic credentials, as httpx / aiohttp send them
+        assert base64.b64encode("user:pässword".encode(encoding)).decode() in forms
+    assert "" not in forms and len(forms) == len(set(forms))
+    assert base64.b64encode(b"sk-key-1").decode() not in forms  # not a user:password pair
+
+
+# -- repeated phrases: every stretch of MIN_QUOTE_CHARS or more -------------------------------
+
+
+def test_a_quote_of_a_repeated_phrase_is_masked_in_a_long_error_text() -> None:
+    """The gram index kept only a gram's first place: a quote that only a later one explains
+    escaped in texts over 2 KiB."""
+    prompt = "patient id: A-1001; patient id: B-7734; "
+    quote = " patient id: B-7"
+    assert len(quote) >= MIN_QUOTE_CHARS
+    for pad in (0, 3000):  # the find path and the index path
+        text = f"refused:{quote} tail " + "x" * pad
+        out = scrub_error_text(text, sent=[("prompt", prompt)], limit=None)
+        assert out.startswith(f"refused:<prompt:{len(quote)} of {len(prompt)} chars> tail"), out
+
+
+@pytest.mark.parametrize("pad", [0, 3000])
+def test_a_quote_of_a_phrase_repeated_more_often_than_grams_are_tried_is_masked(pad: int) -> None:
+    """A 15-character quote whose only whole gram is a label the prompt repeats 60 times, and
+    whose rest follows the label only from its 22nd place on: beyond the places grown from."""
+    prompt = "".join(f"patient id: {chr(65 + i % 26)}-{1000 + i}; " for i in range(60))
+    quote = "patient id: V-1"
+    assert len(quote) == MIN_QUOTE_CHARS and prompt.index(quote) == 21 * 20
+    text = f"refused:{quote}| " + "y" * pad  # the quote starts on a gram boundary (8)
+    out = scrub_error_text(text, sent=[("prompt", prompt)])
+    assert out.startswith(f"refused:<prompt:{len(quote)} of {len(prompt)} chars>|"), out
+
+
+def _brute_force_cover(text: str, body: str) -> set[int]:
+    """The positions of ``text`` inside some MIN_QUOTE_CHARS-long window that ``body`` holds."""
+    covered: set[int] = set()
+    for start in range(len(text) - MIN_QUOTE_CHARS + 1):
+        if text[start : start + MIN_QUOTE_CHARS] in body:
+            covered.update(range(start, start + MIN_QUOTE_CHARS))
+    return covered
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_common_stretch_is_masked_as_brute_force_finds_it(seed: int) -> None:
+    """Repetitive sent texts (a few phrases in many orders) and error texts made of pieces of
+    them: what is masked is exactly what a brute-force search of every window finds."""
+    rng = random.Random(seed)
+    for _ in range(150):
+        phrases = ["".join(rng.choice("abcd-") for _ in range(rng.randint(3, 14))) for _ in "xyz"]
+        body = "".join(rng.choice(phrases) + rng.choice(["", "x", "yz"]) for _ in range(60))
+        pieces = []
+        for _ in range(rng.randint(1, 8)):
+            start = rng.randrange(len(body))
+            pieces.append(body[start : start + rng.randint(5, 40)])
+            pieces.append("".join(rng.choice("abxyz-") for _ in range(rng.randint(1, 6))))
+        text = "".join(pieces) + rng.choice(["", "#" * 2100])  # the find path, the index path
+        out = scrub_error_text(text, sent=[("prompt", body)], limit=None)
+        covered = _brute_force_cover(text, body)
+        expected = "".join("\0" if i in covered else c for i, c in enumerate(text))
+        masked = re.sub(r"\0+", "<>", expected)
+        assert re.sub(r"<prompt:[^>]*>", "<>", out) == masked, (text, body)
+
+
+def test_text_without_spaces_is_judged_as_the_full_walk_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model name (no space) is first checked against the sent texts as they are: the result
+    is the one the full walk gives."""
+    rng = random.Random(7)
+    url = "https://records.example/patients/A-1001/notes?token=PROMPT-7f3a9c-Zephyr-kettle"
+    sent = [("prompt", f"Summarise {url} for\nthe team."), ("column city", "Lisbon")]
+    names = ["gpt-4o-2024-08-06", "Lisbon", "LISBON-eu", "x" * 30]
+    for _ in range(300):
+        start = rng.randrange(len(url))
+        piece = url[start : start + rng.randint(4, 40)]
+        names.append(rng.choice(["m-", ""]) + rng.choice([piece, piece.upper()]))
+    fast = [scrub_error_text(n, sent=sent, secrets=["sk-x"]) for n in names]
+    monkeypatch.setattr(scrub, "_could_be_quoted", lambda text, sent: sent)
+    assert fast == [scrub_error_text(n, sent=sent, secrets=["sk-x"]) for n in names]
+    assert fast[:3] == ["gpt-4o-2024-08-06", "<column city:6 chars>", "<column city:6 chars>-eu"]
+    assert sum("<prompt:" in f for f in fast) > 100
+
+
+def test_a_long_text_of_repeated_fragments_is_scrubbed_in_bounded_time() -> None:
+    """Adversarial: a 64 KiB text made of a 12-character label the prompt repeats 5,000 times,
+    none of it a 15-character quote — every place of it is a hit that grows to nothing."""
+    rng = random.Random(3)
+    prompt = "".join(f"patient id: {rng.randrange(10**6):06d}; " for _ in range(5000))
+    text = ("patient id: ZZZ" * 5000)[:65_536]
+    started = time.process_time()
+    out = scrub_error_text(text, sent=[("prompt", prompt)], limit=None)
+    assert time.process_time() - started < 10  # generous: it takes a small part of a second
+    assert "<prompt" not in out

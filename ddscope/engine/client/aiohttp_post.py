@@ -20,6 +20,8 @@ import httpx
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from ddscope.engine.client.scrub import secret_forms
+
 __all__ = ["BODY_CUT", "ERROR_BODY_BYTES", "AiohttpPoster", "RawAnswer"]
 
 ERROR_BODY_BYTES = 64 * 1024  # of an error body: enough for any real message, bounded
@@ -74,6 +76,7 @@ class AiohttpPoster:
         self._session: aiohttp.ClientSession | None = None
         self._proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
+        self.proxy_secrets: tuple[str, ...] = ()  # the proxy credentials sent, once resolved
 
     def _open(self) -> aiohttp.ClientSession:
         # As httpx did: certifi's CA bundle and the environment's proxy (resolved once here, not
@@ -87,6 +90,12 @@ class AiohttpPoster:
             self._proxy, self._proxy_auth = get_env_proxy_for_url(self._url)
         except LookupError:
             self._proxy, self._proxy_auth = None, None
+        if self._proxy_auth is not None:
+            # They may come from .netrc, out of the client's sight: a proxy that refuses them
+            # may quote them back, so the client redacts them too.
+            login, password = self._proxy_auth.login, self._proxy_auth.password
+            # (A login without a password is the credential itself: a token.)
+            self.proxy_secrets = secret_forms(password or login, f"{login}:{password}")
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=self._headers,

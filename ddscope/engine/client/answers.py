@@ -13,7 +13,7 @@ HTTP 5xx                                       ServerError (``retry_after_s`` li
                                                that says when to come back is pushback)
 HTTP 408                                       RequestTimeout (the server gave up waiting)
 other HTTP 4xx; 3xx (redirects not followed)   ClientError (not retryable)
-2xx that is not JSON / not a chat completion   BadResponse
+2xx that is not JSON / not a chat completion   BadResponse (its shape, never its text)
 2xx body over ``max_response_bytes``           BadResponse ("response body larger than …")
 timeouts (httpx, aiohttp, overall deadline)    RequestTimeout
 refused, reset, disconnected, protocol error   ConnectionFailed
@@ -21,15 +21,23 @@ undecodable Content-Encoding                   BadResponse
 an invalid request or URL (ours)               ClientError
 =============================================  ================================================
 
+A chat completion's ``content`` is a string or — as several OpenAI-compatible providers send
+it — a list of content parts, whose text parts are joined.
+
 Secrets: the API key lives in a pydantic ``SecretStr`` and travels only in the Authorization
 header. Error messages go through :func:`ddscope.engine.client.scrub.scrub_error_text`: one
-line, the key redacted should a server echo it back, the request's own messages masked where the
-server quotes them, control characters escaped, cut to ``ERROR_TEXT_LIMIT``.
+line, the key (and proxy credentials) redacted should a server echo them back, the request's own
+messages masked where the server quotes them, control characters escaped, cut to
+``ERROR_TEXT_LIMIT``. So does the model name an answer states (cut to ``MODEL_NAME_LIMIT``).
+A 2xx that is not a usable chat completion is described by its shape (``not JSON (text/html,
+1,234 bytes)``, ``a JSON object with keys choices, id (choices is an empty list)``) and never
+quoted: its body may be the completion itself, which is recorded only with ``--record-text``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +73,7 @@ __all__ = [
     "CLASSIFIED_EXCEPTIONS",
     "EXCEPTION_CLASSES",
     "MAX_DETAIL_CHARS",
+    "MODEL_NAME_LIMIT",
     "STATUS_CLASSES",
     "ChatResult",
     "classify",
@@ -75,6 +84,7 @@ __all__ = [
 ]
 
 MAX_DETAIL_CHARS = ERROR_TEXT_LIMIT
+MODEL_NAME_LIMIT = 100  # characters of an answer's model name kept (real ones are under 64)
 
 # Exception class → error class. First match wins, so subclasses precede their bases.
 EXCEPTION_CLASSES: tuple[tuple[type[BaseException], type[ModelError]], ...] = (
@@ -233,44 +243,158 @@ def parse_chat_completion(
 ) -> ChatResult:
     """A 2xx response as a :class:`ChatResult`; BadResponse if it is not a chat completion."""
     status = response.status_code
-    result = completion_from_body(status, response.content, response.headers.raw)
+    result = completion_from_body(
+        status, response.content, response.headers.raw, secrets=secrets, sent=sent
+    )
     if result is not None:
         return result
-    detail = _error_detail(response)
-    try:
-        orjson.loads(response.content)
-        what = "not a chat completion"
-    except orjson.JSONDecodeError:
-        what = "body is not JSON"
-    raise BadResponse(
-        _one_line(f"HTTP {status}: {what}: {detail}", secrets, sent), status_code=status
-    )
+    message = f"HTTP {status}: {_not_a_completion(response)}"
+    raise BadResponse(_one_line(message, secrets, sent), status_code=status)
 
 
 def completion_from_body(
-    status: int, content: bytes, raw_headers: Sequence[tuple[bytes, bytes]]
+    status: int,
+    content: bytes,
+    raw_headers: Sequence[tuple[bytes, bytes]],
+    *,
+    secrets: Sequence[str] = (),
+    sent: Sequence[SentText] | Callable[[], Sequence[SentText]] = (),
+    requested_model: str | None = None,
 ) -> ChatResult | None:
     """The short path for a 2xx: the ChatResult, or None when the body is not a chat completion
-    (the caller then builds the error with the full scrubbing)."""
+    (the caller then builds the error with the full scrubbing). ``secrets`` and ``sent`` are
+    scrubbed from the model name the answer states, as from error text — unless it is the
+    ``requested_model`` itself (the usual answer: nothing a server added), which costs no
+    scrub on the hot path; ``sent`` may be a callable, made only when a scrub is needed."""
     try:
         body = orjson.loads(content)
         text = body["choices"][0]["message"]["content"]
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
         return None
     if not isinstance(text, str):
-        return None
+        text = _text_of_parts(text)
+        if text is None:
+            return None
     usage = body.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     model = body.get("model")
+    if isinstance(model, str) and model != requested_model:
+        texts = sent() if callable(sent) else sent
+        model = scrub_error_text(model, sent=texts, secrets=secrets, limit=MODEL_NAME_LIMIT)
     return ChatResult(
         text=text,
         input_tokens=_count(usage.get("prompt_tokens")),
         output_tokens=_count(usage.get("completion_tokens")),
-        # Server-sent text bound for the record and spans: one line, controls escaped, cut.
-        response_model=scrub_error_text(model) if isinstance(model, str) else None,
+        # Server-sent text bound for the record and spans: a server may put anything here (the
+        # key it was sent, the prompt), so it was scrubbed like error text above.
+        response_model=model if isinstance(model, str) else None,
         status_code=status,
         ratelimit=ratelimit_from_raw(raw_headers),
     )
+
+
+def _text_of_parts(content: object) -> str | None:
+    """The text of ``content`` given as a list of content parts (``{"type": "text", "text":
+    …}``), its text parts joined; None if it is not such a list or has no text part."""
+    if not isinstance(content, list):
+        return None
+    texts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict)
+        and part.get("type", "text") == "text"
+        and isinstance(part.get("text"), str)
+    ]
+    return "".join(texts) if texts else None
+
+
+# -- what a 2xx that is not a chat completion looks like ---------------------------------------
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,39}\Z")  # a key name, not text
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+\-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+\-]{0,63}\Z")
+_MAX_NAMES = 10
+
+
+def _not_a_completion(response: httpx.Response) -> str:
+    """What a 2xx body that is not a usable chat completion is, told by its shape only: its
+    text may be the completion (a streamed reply, content in a form not understood), which
+    must not reach the record unless text recording is on."""
+    content = response.content
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not _MEDIA_TYPE.match(media):
+            media = "an unusual content type" if media else "no content type"
+        if not content:
+            return f"an empty body ({media})"
+        streamed = "; a streamed reply" if media == "text/event-stream" else ""
+        return f"not JSON ({media}, {len(content):,} bytes{streamed})"
+    if not isinstance(body, dict):
+        return f"not a chat completion: {_kind(body)}"
+    return f"not a chat completion: {_kind(body)} ({_completion_problem(body)})"
+
+
+def _completion_problem(body: dict[str, Any]) -> str:
+    """Where ``body["choices"][0]["message"]["content"]`` breaks down, in names and kinds."""
+    if "choices" not in body:
+        error = body.get("error")
+        return "no choices" if error is None else f"no choices; error is {_kind(error)}"
+    choices = body["choices"]
+    if not isinstance(choices, list):
+        return f"choices is {_kind(choices)}, not a list"
+    if not choices:
+        return "choices is an empty list"
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        return f"choices[0] is {_kind(choice)}, not an object"
+    if not isinstance(choice.get("message"), dict):
+        if "message" in choice:
+            return f"choices[0].message is {_kind(choice['message'])}, not an object"
+        return f"choices[0] has no message; its keys: {_names(choice)}"
+    message = choice["message"]
+    if "content" not in message:
+        return f"choices[0].message has no content; its keys: {_names(message)}"
+    content = message["content"]
+    if content is None:
+        return f"choices[0].message.content is null; message keys: {_names(message)}"
+    if isinstance(content, list):
+        kinds = sorted({_part_type(part) for part in content})
+        of = f"; part types: {', '.join(kinds)}" if kinds else ""
+        return f"choices[0].message.content is a list with no text in its parts{of}"
+    return f"choices[0].message.content is {_kind(content)}, not a string"
+
+
+def _kind(value: object) -> str:
+    """A JSON value's kind and size, never its content."""
+    if isinstance(value, dict):
+        return f"a JSON object with keys {_names(value)}" if value else "an empty JSON object"
+    if isinstance(value, list):
+        return f"a JSON array of {len(value):,} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, str):
+        return f"a JSON string of {len(value):,} chars"
+    if isinstance(value, bool):
+        return "JSON true" if value else "JSON false"
+    if value is None:
+        return "JSON null"
+    return "a JSON number"
+
+
+def _names(mapping: dict[str, Any]) -> str:
+    """An object's key names, sorted — those that look like names: a key could be any text."""
+    names = sorted(k for k in mapping if _NAME.match(k))
+    others = len(mapping) - min(len(names), _MAX_NAMES)
+    if not names:
+        return f"({others} not shown)"
+    shown = ", ".join(names[:_MAX_NAMES])
+    return f"{shown} and {others} more" if others else shown
+
+
+def _part_type(part: object) -> str:
+    if not isinstance(part, dict):
+        return "not an object"
+    kind = part.get("type")
+    return kind if isinstance(kind, str) and _NAME.match(kind) else "untyped"
 
 
 def _count(value: Any) -> int | None:

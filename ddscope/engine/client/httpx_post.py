@@ -19,6 +19,10 @@ __all__ = ["HttpxPoster"]
 class HttpxPoster:
     """POSTs JSON bodies to one URL over an ``httpx.AsyncClient``."""
 
+    # httpx takes proxy credentials only from the proxy variables' URLs, which the client
+    # redacts already (aiohttp may add .netrc's: AiohttpPoster.proxy_secrets).
+    proxy_secrets: tuple[str, ...] = ()
+
     def __init__(
         self,
         url: httpx.URL,

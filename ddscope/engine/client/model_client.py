@@ -16,13 +16,21 @@ How a failure becomes one error (the failure map) and how a 2xx becomes a :class
 Bodies are read with a bound, so a huge answer cannot exhaust memory: a success body over
 ``max_response_bytes`` (default 8 MiB) is a BadResponse; of an error body only the first
 ``aiohttp_post.ERROR_BODY_BYTES`` (64 KiB) are read — the message says how large the body was.
+
+Secrets redacted from whatever a server sends back (``scrub.secret_forms``): the API key — as
+given and stripped of surrounding whitespace, the form sent (a server echoes a header value
+stripped) — and the credentials in the proxy variables both transports honour
+(``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, either case; a proxy's 407 may quote its
+``Proxy-Authorization``): the password, ``user:password`` and their ``Basic`` base64 form.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
@@ -37,16 +45,31 @@ from ddscope.engine.client.answers import (
     parse_chat_completion,
 )
 from ddscope.engine.client.httpx_post import HttpxPoster
-from ddscope.engine.client.scrub import sent_texts
+from ddscope.engine.client.scrub import secret_forms, sent_texts
 from ddscope.engine.pipeline.parts import ModelAlias
 from ddscope.errors import BadResponse, ConfigError
 
-__all__ = ["DEFAULT_MAX_RESPONSE_BYTES", "DEFAULT_TIMEOUT_S", "ModelClient"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "PROXY_VARIABLES",
+    "ModelClient",
+    "proxy_secrets",
+]
 
 TransportName = Literal["aiohttp", "httpx"]
 # The model alias's default is the one source (RunSettings / ModelAlias hold every default).
 DEFAULT_TIMEOUT_S: float = ModelAlias.model_fields["timeout_s"].default
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is rarely above a few hundred KB
+# The proxy variables httpx reads (aiohttp reads the HTTP(S) ones); lower case wins in both.
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
 
 
 class ModelClient:
@@ -72,13 +95,18 @@ class ModelClient:
             raise ConfigError(f"max_connections must be >= 1, got {max_connections!r}")
         if transport not in ("aiohttp", "httpx"):
             raise ConfigError(f"transport must be 'aiohttp' or 'httpx', got {transport!r}")
-        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
-        self._secrets = (self._api_key.get_secret_value(),) if self._api_key else ()
+        raw_key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key or ""
+        # Stripped: a key pasted with a newline or a space around it would make a header
+        # aiohttp refuses (a crash), or one servers strip before quoting it back.
+        key = _checked_key(raw_key)
+        self._api_key = SecretStr(key) if key else None
+        # What a server could quote back: the key as sent and as given, and proxy credentials.
+        self._secrets = secret_forms(key, raw_key) + proxy_secrets()
         self._timeout_s = float(timeout_s)
         self._transport_name = transport
         headers = {"content-type": "application/json"}
-        if self._secrets:  # the key travels in this header and nowhere else
-            headers["authorization"] = f"Bearer {self._secrets[0]}"
+        if key:  # the key travels in this header and nowhere else
+            headers["authorization"] = f"Bearer {key}"
         # Built once: a relative URL costs a parse and a merge per request (~45 µs in httpx).
         self._chat_url = self._base_url.join("chat/completions")
         self._poster: AiohttpPoster | HttpxPoster
@@ -102,10 +130,14 @@ class ModelClient:
     def from_env(
         cls, base_url: str, api_key_env: str = "OPENAI_API_KEY", **kwargs: Any
     ) -> ModelClient:
-        """A client whose API key is read from the environment variable ``api_key_env``."""
+        """A client whose API key is read from the environment variable ``api_key_env``
+        (surrounding whitespace stripped; one that is blank is as good as unset)."""
         value = os.environ.get(api_key_env)
-        if not value:
+        if value is None:
             raise ConfigError(f"environment variable {api_key_env} is not set (the API key)")
+        if not value.strip():
+            raise ConfigError(f"environment variable {api_key_env} is blank (the API key)")
+        _checked_key(value, f"environment variable {api_key_env} (the API key)")
         return cls(base_url, api_key=SecretStr(value), **kwargs)
 
     async def chat(
@@ -128,10 +160,18 @@ class ModelClient:
             async with asyncio.timeout(self._timeout_s):
                 answer: RawAnswer | httpx.Response = await self._poster.post(content)
         except CLASSIFIED_EXCEPTIONS as exc:
-            raise classify(exc, secrets=self._secrets, timeout_s=self._timeout_s) from exc
+            raise classify(exc, secrets=self._all_secrets, timeout_s=self._timeout_s) from exc
         if isinstance(answer, RawAnswer):
             if answer.is_success and answer.cut_total is None:
-                result = completion_from_body(answer.status, answer.body, answer.raw_headers)
+                result = completion_from_body(
+                    answer.status,
+                    answer.body,
+                    answer.raw_headers,
+                    secrets=self._all_secrets,
+                    # what the stated model name must not quote, made only if it is not `model`
+                    sent=lambda: sent_texts(messages),
+                    requested_model=model,
+                )
                 if result is not None:
                     return result
             answer = answer.as_httpx()
@@ -140,15 +180,21 @@ class ModelClient:
     def _judged(self, response: httpx.Response, messages: list[dict[str, Any]]) -> ChatResult:
         """A whole answer judged: the ChatResult, or the one ModelError, its text scrubbed."""
         sent = sent_texts(messages)  # what the error text must not quote
+        secrets = self._all_secrets
         if not response.is_success:
-            raise classify(response, secrets=self._secrets, sent=sent)
+            raise classify(response, secrets=secrets, sent=sent)
         if response.extensions.get(BODY_CUT) is not None:
             raise BadResponse(
                 f"HTTP {response.status_code}: response body larger than max_response_bytes "
                 f"({self._max_response_bytes:,} bytes); not read",
                 status_code=response.status_code,
             )
-        return parse_chat_completion(response, secrets=self._secrets, sent=sent)
+        return parse_chat_completion(response, secrets=secrets, sent=sent)
+
+    @property
+    def _all_secrets(self) -> tuple[str, ...]:
+        # With the proxy credentials aiohttp found in .netrc once it resolved the proxy.
+        return self._secrets + self._poster.proxy_secrets
 
     async def aclose(self) -> None:
         await self._poster.aclose()
@@ -169,6 +215,45 @@ class ModelClient:
             f"ModelClient(base_url={self.base_url!r}, transport={self._transport_name!r}, "
             f"timeout_s={self._timeout_s:g}, api_key={key})"
         )
+
+
+def _checked_key(raw_key: str, name: str = "api_key") -> str:
+    """The API key as sent: stripped of surrounding whitespace; ConfigError if nothing is left
+    of a non-empty one, or if it holds a character a header cannot carry (aiohttp would raise
+    on a line break, httpx on non-ASCII). The error names ``name``, never the key."""
+    key = raw_key.strip()
+    if raw_key and not key:
+        raise ConfigError(f"{name} is blank")
+    if not (key.isascii() and key.isprintable()):
+        raise ConfigError(
+            f"{name} holds a control or non-ASCII character, which an HTTP header cannot carry"
+        )
+    return key
+
+
+def proxy_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The credentials in the proxy variables (:data:`PROXY_VARIABLES`) as
+    :func:`~ddscope.engine.client.scrub.secret_forms`: the password, ``user:password`` and its
+    ``Basic`` base64 form — percent-encoded as in the URL and decoded as sent — or, for a URL
+    with only a user name (a token), that name."""
+    env = os.environ if environ is None else environ
+    values: list[str] = []
+    for name in PROXY_VARIABLES:
+        url = env.get(name, "").strip()
+        if "@" not in url:
+            continue
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            user, password = parts.username or "", parts.password or ""
+        except ValueError:  # not a URL either client could use; its text is what is known
+            userinfo = url.rpartition("@")[0].rpartition("//")[2]
+            user, _, password = userinfo.partition(":")
+        for user_form, password_form in {(user, password), (unquote(user), unquote(password))}:
+            if password_form:
+                values += (password_form, f"{user_form}:{password_form}")
+            elif user_form:
+                values += (user_form, f"{user_form}:")
+    return secret_forms(*values)
 
 
 def _checked_base_url(base_url: str) -> httpx.URL:
