@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 # The proxy variables the HTTP clients (aiohttp, httpx) and gRPC honour, in either case.
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "GRPC_PROXY")
@@ -48,11 +48,27 @@ def header_value_credentials(value: str) -> set[str]:
 
 
 def proxy_credentials(env: Mapping[str, str]) -> set[str]:
-    """The credentials in the proxy variables (upper and lower case)."""
+    """The credentials in the proxy variables (either case): each password with
+    ``user:password`` and its ``Basic`` form — percent-encoded as in the URL and decoded as
+    sent — or, for a URL with only a user name (a token), that name."""
     found: set[str] = set()
     for name in PROXY_VARIABLES:
         for variable in (name, name.lower()):
-            found |= url_credentials(env.get(variable))
+            url = env.get(variable, "").strip()
+            if "@" not in url:
+                continue
+            try:
+                parts = urlsplit(url if "://" in url else f"http://{url}")
+                user, password = parts.username or "", parts.password or ""
+            except ValueError:  # not a URL a client could use; its text is what is known
+                userinfo = url.rpartition("@")[0].rpartition("//")[2]
+                user, _, password = userinfo.partition(":")
+            for user_form, password_form in {(user, password), (unquote(user), unquote(password))}:
+                if password_form:
+                    pair = f"{user_form}:{password_form}"
+                    found.update({password_form, pair, *basic_forms(pair)})
+                elif user_form:  # sent as Basic "user:" with an empty password
+                    found.update({user_form, f"{user_form}:", *basic_forms(f"{user_form}:")})
     return found
 
 

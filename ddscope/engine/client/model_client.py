@@ -30,12 +30,12 @@ import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
 from pydantic import SecretStr
 
+from ddscope.credentials import proxy_credentials
 from ddscope.engine.client.aiohttp_post import BODY_CUT, AiohttpPoster, RawAnswer
 from ddscope.engine.client.answers import (
     CLASSIFIED_EXCEPTIONS,
@@ -52,7 +52,6 @@ from ddscope.errors import BadResponse, ConfigError
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT_S",
-    "PROXY_VARIABLES",
     "ModelClient",
     "proxy_secrets",
 ]
@@ -61,15 +60,6 @@ TransportName = Literal["aiohttp", "httpx"]
 # The model alias's default is the one source (RunSettings / ModelAlias hold every default).
 DEFAULT_TIMEOUT_S: float = ModelAlias.model_fields["timeout_s"].default
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a chat completion is rarely above a few hundred KB
-# The proxy variables httpx reads (aiohttp reads the HTTP(S) ones); lower case wins in both.
-PROXY_VARIABLES = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
 
 
 class ModelClient:
@@ -232,28 +222,11 @@ def _checked_key(raw_key: str, name: str = "api_key") -> str:
 
 
 def proxy_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """The credentials in the proxy variables (:data:`PROXY_VARIABLES`) as
-    :func:`~ddscope.engine.client.scrub.secret_forms`: the password, ``user:password`` and its
-    ``Basic`` base64 form — percent-encoded as in the URL and decoded as sent — or, for a URL
-    with only a user name (a token), that name."""
+    """The credentials in the proxy variables (``ddscope.credentials.proxy_credentials``: the
+    password, ``user:password``, its ``Basic`` form, or a lone user name as a token), as
+    :func:`~ddscope.engine.client.scrub.secret_forms`."""
     env = os.environ if environ is None else environ
-    values: list[str] = []
-    for name in PROXY_VARIABLES:
-        url = env.get(name, "").strip()
-        if "@" not in url:
-            continue
-        try:
-            parts = urlsplit(url if "://" in url else f"http://{url}")
-            user, password = parts.username or "", parts.password or ""
-        except ValueError:  # not a URL either client could use; its text is what is known
-            userinfo = url.rpartition("@")[0].rpartition("//")[2]
-            user, _, password = userinfo.partition(":")
-        for user_form, password_form in {(user, password), (unquote(user), unquote(password))}:
-            if password_form:
-                values += (password_form, f"{user_form}:{password_form}")
-            elif user_form:
-                values += (user_form, f"{user_form}:")
-    return secret_forms(*values)
+    return secret_forms(*sorted(proxy_credentials(env)))
 
 
 def _checked_base_url(base_url: str) -> httpx.URL:
