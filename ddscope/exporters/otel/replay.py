@@ -9,21 +9,23 @@ dropping spans.
 Exit status: sending is the replay's only job, so if anything did not arrive (the collector is
 down, slow or refuses) it raises :class:`OtlpExportError` (exit 1) after the whole record was
 read and the delivery was attempted — at most one export timeout is spent on a collector that is
-down. A live run, by contrast, only warns and keeps exit 0.
+down. A live run, by contrast, only warns and keeps exit 0. The error is one line, and the CLI
+prints no warnings with it: the replay's warnings (a bad variable, which may be why nothing
+arrived) are in its message, after the failures.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ddscope.errors import DdscopeError
-from ddscope.exporters.otel.sdk import OtelSdk
 from ddscope.exporters.otel.setup import (
     capture_text,
     delivery_warnings,
     resolve_config,
+    sdk_environment,
 )
-from ddscope.exporters.otel.sink import OtelSink
 from ddscope.exporters.result import ExportResult
 from ddscope.record.detect import open_record
 
@@ -31,7 +33,12 @@ REPLAY_HINT = "is an OTLP collector listening there?"
 
 
 class OtlpExportError(DdscopeError):
-    """An OTLP replay could not deliver everything to the collector."""
+    """An OTLP replay could not deliver everything to the collector. ``warnings``: the replay's
+    own (also at the end of the message)."""
+
+    def __init__(self, message: str, warnings: Sequence[str] = ()) -> None:
+        self.warnings = list(warnings)
+        super().__init__("; ".join([message, *(f"warning: {w}" for w in self.warnings)]))
 
 
 def replay_to_otlp(
@@ -49,16 +56,26 @@ def replay_to_otlp(
     if config is None or not config.targets():  # OTEL_SDK_DISABLED, or a bad variable
         raise OtlpExportError("; ".join(warnings) or "OpenTelemetry is disabled")
     reader = open_record(record, lenient=lenient)  # raises RecordError before any set-up
-    sdk = OtelSdk(
-        config.endpoint,
-        config.protocol,
-        None,
-        replay=True,
-        traces=config.traces,
-        metrics=config.metrics,
-        batching=config.batching,
-        targets=config.targets(),
-    )
+    try:
+        # Imported here, with the bad variables hidden: the SDK reads some on import.
+        with sdk_environment(config.hidden):
+            from ddscope.exporters.otel.sdk import OtelSdk
+            from ddscope.exporters.otel.sink import OtelSink
+
+            sdk = OtelSdk(
+                config.endpoint,
+                config.protocol,
+                None,
+                replay=True,
+                traces=config.traces,
+                metrics=config.metrics,
+                batching=config.batching,
+                targets=config.targets(),
+                compression=config.compressions(),
+            )
+    except BaseException:
+        reader.close()
+        raise
     sink = OtelSink(sdk.tracer_provider, sdk.meter_provider, record_text=capture_text(record_text))
     try:
         sink.open(reader.header)
@@ -74,6 +91,6 @@ def replay_to_otlp(
         stats, config.url("traces"), REPLAY_HINT, metrics_endpoint=config.url("metrics")
     )
     if failures:
-        raise OtlpExportError("; ".join(failures))
+        raise OtlpExportError("; ".join(failures), warnings)
     shown = config.shown("traces") or config.shown("metrics") or ""  # never the userinfo
     return ExportResult(out=shown, events=reader.stats.events, warnings=warnings)

@@ -11,12 +11,15 @@ A collector that is down or slow must never stall or fail the run, so:
 - shutdown runs in helper threads joined against one deadline (``SHUTDOWN_TIMEOUT_S``): the SDK's
   own ``BatchSpanProcessor.shutdown()`` may wait 30 s;
 - every span is accounted for (``otel_delivery``: ended = delivered + failed + dropped) and
-  :meth:`OtelSdk.shutdown` returns the figures for one warning line. The SDK's own exporter
-  log lines are held back while this set-up is live; the first error is quoted in that line.
+  :meth:`OtelSdk.shutdown` returns the figures for one warning line. The SDK's own log lines
+  are held back while this set-up is live; the first error of its exporting code is quoted in
+  that line (its other lines, e.g. about a bad variable, are not the export's cause:
+  ``setup.resolve_config`` warns about those variables itself).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -48,19 +51,33 @@ from ddscope.exporters.otel.delivery import (
     CountingSpanProcessor,
     InlineBatchSpanProcessor,
 )
-from ddscope.exporters.otel.setup import SIGNALS, signal_url
+from ddscope.exporters.otel.signals import METRIC_INTERVAL_MS, SIGNALS, signal_url
 
 EXPORT_TIMEOUT_S = 2.0  # per OTLP export request, retries included
 SHUTDOWN_TIMEOUT_S = 5.0  # flushing spans and metrics at the end, together
-METRIC_INTERVAL_MS = 10_000  # unless OTEL_METRIC_EXPORT_INTERVAL says otherwise
 # Events per span (AIMD limit changes pile up on a domain's span); OTEL_SPAN_EVENT_COUNT_LIMIT wins.
 SPAN_EVENT_LIMIT = 1024
-_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk")
+# Held while the set-up is live. opentelemetry.util.re parses the header variables (its line
+# about a malformed entry would reach the terminal through logging's last resort, once per
+# exporter, beside ddscope's own warning about that variable).
+_LOGGERS = ("opentelemetry.exporter", "opentelemetry.sdk", "opentelemetry.util.re")
+# Of those, the code that exports (the exporters, the span and metric processors and readers):
+# only its lines may be a failed export's cause.
+_EXPORT_LOGGERS = (
+    "opentelemetry.exporter",
+    "opentelemetry.sdk.trace.export",
+    "opentelemetry.sdk.metrics.export",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.sdk._shared_internal",  # the batch processor behind BatchSpanProcessor
+)
 
 
 class _HeldLogs(logging.Handler):
-    """Keeps the SDK's exporter log lines off the terminal; remembers the first one of each
-    signal, so that the warning about spans quotes a span export's cause, not a metric's."""
+    """Keeps the SDK's log lines off the terminal; remembers the first one of the exporting
+    code's about each signal, so that the warning about spans quotes a span export's cause, not
+    a metric's, nor a line about something else (the sampler's "Couldn't recognize sampler" is
+    logged by ``opentelemetry.sdk.trace.sampling``, which a name-based signal would put to
+    spans)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -71,6 +88,8 @@ class _HeldLogs(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         # The first line at WARNING or above names the cause ("Connection refused", a status
         # code); later ones are retries and summaries of the same failure.
+        if not _about_exporting(record):
+            return
         signal = _signal_of(record)
         if signal not in self.first_errors:
             self.first_errors[signal] = record.getMessage().splitlines()[0][:300]
@@ -112,6 +131,11 @@ class _HeldLogs(logging.Handler):
 
 
 _SIGNAL_WORDS = frozenset({"traces", "spans", "span", "metrics", "logs"})
+
+
+def _about_exporting(record: logging.LogRecord) -> bool:
+    """Whether the line comes from the code that exports (and may name a failure's cause)."""
+    return any(record.name == n or record.name.startswith(f"{n}.") for n in _EXPORT_LOGGERS)
 
 
 def _signal_of(record: logging.LogRecord) -> str:
@@ -172,7 +196,7 @@ def run_bounded(calls: Sequence[Callable[[], object]], timeout_s: float) -> bool
     return not any(t.is_alive() for t in threads)
 
 
-def tracer_provider(processor: SpanProcessor) -> TracerProvider:
+def tracer_provider(processor: SpanProcessor, res: Resource | None = None) -> TracerProvider:
     limits = None if os.environ.get("OTEL_SPAN_EVENT_COUNT_LIMIT") else SPAN_EVENT_LIMIT
     # OTEL_TRACES_SAMPLER, if set, is read by the SDK. Unset, the SDK's default is
     # parentbased_always_on; the sink starts every run as a root, so that samples exactly what
@@ -180,7 +204,7 @@ def tracer_provider(processor: SpanProcessor) -> TracerProvider:
     sampler = None if os.environ.get("OTEL_TRACES_SAMPLER", "").strip() else ALWAYS_ON
     provider = TracerProvider(
         sampler=sampler,
-        resource=resource(),
+        resource=res or resource(),
         shutdown_on_exit=False,  # we shut down, bounded; the SDK's atexit hook could wait 30 s
         span_limits=SpanLimits(max_events=limits),
     )
@@ -218,8 +242,8 @@ def periodic_reader(exporter: MetricExporter, *, final_only: bool) -> MetricRead
     )
 
 
-def meter_provider(readers: list[MetricReader]) -> MeterProvider:
-    return MeterProvider(readers, resource=resource(), shutdown_on_exit=False)
+def meter_provider(readers: list[MetricReader], res: Resource | None = None) -> MeterProvider:
+    return MeterProvider(readers, resource=res or resource(), shutdown_on_exit=False)
 
 
 def held_logs() -> _HeldLogs:
@@ -228,36 +252,53 @@ def held_logs() -> _HeldLogs:
     return handler
 
 
+def _compression(protocol: str, name: str | None) -> Any:
+    """The exporter's ``compression`` argument for ``name`` ("gzip", "deflate", "none"; as
+    ``setup.resolve_config`` checked it for the protocol). None: the exporter reads the
+    OTEL_EXPORTER_OTLP_*COMPRESSION variables itself."""
+    if name is None:
+        return None
+    if protocol == "grpc":
+        grpc = importlib.import_module("grpc")  # so: grpcio ships no type information
+        return grpc.Compression.Gzip if name == "gzip" else grpc.Compression.NoCompression
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    return Compression(name)
+
+
 def otlp_span_exporter(
-    url: str, protocol: str, max_request_bytes: int = MAX_REQUEST_BYTES
+    url: str,
+    protocol: str,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    compression: str | None = None,
 ) -> SpanExporter:
     """OTLP span exporter sending to ``url`` (``setup.signal_url``: for gRPC a base URL such as
-    ``http://127.0.0.1:4317``, for OTLP/HTTP the whole URL, ``…/v1/traces``). Headers, TLS files
-    and compression still come from the OTEL_EXPORTER_OTLP_* variables. The SDK's exporters
-    with a faster span encoder and requests of at most ``max_request_bytes``
-    (``otel/otlp.py``)."""
+    ``http://127.0.0.1:4317``, for OTLP/HTTP the whole URL, ``…/v1/traces``). Headers and TLS
+    files still come from the OTEL_EXPORTER_OTLP_* variables, and so does the compression unless
+    ``compression`` is given (:func:`_compression`). The SDK's exporters with a faster span
+    encoder and requests of at most ``max_request_bytes`` (``otel/otlp.py``)."""
     from ddscope.exporters.otel.otlp import GrpcSpanExporter, HttpSpanExporter
 
-    exporter: GrpcSpanExporter | HttpSpanExporter
-    if protocol == "grpc":
-        exporter = GrpcSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
-    else:
-        exporter = HttpSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
+    kind = GrpcSpanExporter if protocol == "grpc" else HttpSpanExporter
+    exporter = kind(
+        endpoint=url, timeout=EXPORT_TIMEOUT_S, compression=_compression(protocol, compression)
+    )
     exporter.max_request_bytes = max_request_bytes
     return exporter
 
 
-def otlp_metric_exporter(url: str, protocol: str) -> MetricExporter:
+def otlp_metric_exporter(url: str, protocol: str, compression: str | None = None) -> MetricExporter:
     """OTLP metric exporter sending to ``url`` (as :func:`otlp_span_exporter`'s)."""
+    chosen = _compression(protocol, compression)
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
+        return OTLPMetricExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S, compression=chosen)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return HttpMetricExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
+    return HttpMetricExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S, compression=chosen)
 
 
 class OtelSdk:
@@ -265,7 +306,9 @@ class OtelSdk:
     ``metrics``) when ``endpoint`` is set, a Prometheus pull endpoint on 127.0.0.1 when
     ``prometheus_port`` is. ``replay=True`` exports spans inline and metrics only when flushed.
     ``targets``: signal → (URL, protocol) where it goes instead (``OtelConfig.targets``, from
-    the per-signal variables); a signal not in it follows ``endpoint`` and ``protocol``."""
+    the per-signal variables); a signal not in it follows ``endpoint`` and ``protocol``.
+    ``compression``: signal → its compression (``OtelConfig.compressions``); a signal not in it
+    is compressed as the OTEL_EXPORTER_OTLP_*COMPRESSION variables say, read by the SDK."""
 
     def __init__(
         self,
@@ -278,8 +321,10 @@ class OtelSdk:
         metrics: bool = True,
         batching: SpanBatching | None = None,
         targets: Mapping[str, tuple[str, str]] | None = None,
+        compression: Mapping[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        compression = compression or {}
         targets = dict(targets or {})
         if endpoint is not None:
             for signal in SIGNALS:
@@ -295,22 +340,31 @@ class OtelSdk:
                 readers.append(self._start_prometheus(prometheus_port))
             if "traces" in targets and traces:
                 request_bytes = (batching or SpanBatching()).max_request_bytes
-                inner = otlp_span_exporter(*targets["traces"], request_bytes)
+                inner = otlp_span_exporter(
+                    *targets["traces"], request_bytes, compression.get("traces")
+                )
                 self._span_exporter = CountingSpanExporter(inner)
                 self._span_exporter.give_up_after_failure = replay
                 processor = batch_processor(self._span_exporter, inline=replay, batching=batching)
                 # ddscope's OTLP exporters take the sink's FinishedSpans (otel/direct.py).
                 self._spans = CountingSpanProcessor(processor, takes_finished_spans=True)
             if "metrics" in targets and metrics:
-                exporter = CountingMetricExporter(otlp_metric_exporter(*targets["metrics"]))
+                exporter = CountingMetricExporter(
+                    otlp_metric_exporter(*targets["metrics"], compression.get("metrics"))
+                )
                 self._metric_exporter = exporter
                 readers.append(periodic_reader(exporter, final_only=replay))
+            res = resource()  # once: the SDK logs a bad OTEL_RESOURCE_ATTRIBUTES each time
             self.tracer_provider: Any = (
-                tracer_provider(self._spans) if self._spans is not None else NoOpTracerProvider()
+                tracer_provider(self._spans, res)
+                if self._spans is not None
+                else NoOpTracerProvider()
             )
             # No reader (spans only, e.g. to Jaeger): a no-op provider, so the sink's histogram
             # measurements cost nothing instead of ~3.5 µs each for nobody.
-            self.meter_provider: Any = meter_provider(readers) if readers else NoOpMeterProvider()
+            self.meter_provider: Any = (
+                meter_provider(readers, res) if readers else NoOpMeterProvider()
+            )
             self._has_readers = bool(readers)
             self._logs.lift_duplicate_filters()
         except BaseException:

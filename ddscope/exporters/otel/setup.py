@@ -31,13 +31,25 @@ span export batches            ``OTEL_BSP_MAX_QUEUE_SIZE``,           8,192 span
                                ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``     512 spans a request
 bytes per export request       ``DDSCOPE_OTLP_MAX_REQUEST_BYTES``     4 MiB (larger batches
                                                                       go as several requests)
+compression                    ``OTEL_EXPORTER_OTLP_COMPRESSION``     none
+                               (+ ``…_{TRACES,METRICS}_…``)
+metric export interval         ``OTEL_METRIC_EXPORT_INTERVAL`` (ms)   10,000 ms (a live run)
+span limits                    ``OTEL_ATTRIBUTE_*``,                  the SDK's (1,024 events
+                               ``OTEL_SPAN_*``, ``OTEL_EVENT_*``,     a span)
+                               ``OTEL_LINK_*``
 prompt/completion text         ``record_text`` / ``OTEL_INSTRUMENTA-  off
 in spans (if the run           TION_GENAI_CAPTURE_MESSAGE_CONTENT``
 recorded it)                   (the GenAI instrumentations' opt-in)
 =============================  =====================================  ========================
 
 A bad explicit value raises :class:`ConfigError` naming the option; a bad environment value is
-skipped with a warning (as the OTel SDKs do), so a stray variable never stops a run.
+skipped with a warning naming the variable (as the OTel SDKs do), so a stray variable never stops
+a run. The SDK reads some variables itself and raises on a bad one (span limits, the gRPC
+exporters' compression and per-signal timeouts), or logs a line that would be taken for an export
+error (the sampler): those are checked here too (:func:`_check_sdk_variables`), and a bad one is
+hidden from the SDK while it is imported and set up (:func:`sdk_environment`; ``os.environ`` is
+restored at once), so the SDK uses its default. Compression is worked out here and handed to the
+exporters, which then read none of its variables (gRPC's exporters refuse even ``none``).
 
 Credentials stay inside: the values of ``OTEL_EXPORTER_OTLP_HEADERS`` (and the per-signal
 ``OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_HEADERS``) and userinfo in an endpoint URL go to the
@@ -51,10 +63,13 @@ imports no OpenTelemetry at load time: ``ddtrace`` commands that do not use it s
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
@@ -66,6 +81,7 @@ from ddscope.credentials import (
 )
 from ddscope.errors import ConfigError
 from ddscope.exporters.otel.batching import SpanBatching, span_batching
+from ddscope.exporters.otel.signals import METRIC_INTERVAL_MS, SIGNALS, signal_url
 from ddscope.safe_text import escape_controls
 
 if TYPE_CHECKING:
@@ -94,15 +110,25 @@ ENDPOINT_VARIABLES = tuple(
     f"OTEL_EXPORTER_OTLP_{signal}ENDPOINT" for signal in ("", "TRACES_", "METRICS_", "LOGS_")
 )
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
-
-
-SIGNALS = ("traces", "metrics")
-
-
-def signal_url(endpoint: str, protocol: str, signal: str) -> str:
-    """Where an exporter of ``signal`` sends, given a base endpoint: OTLP/HTTP posts to the
-    signal's path under it, gRPC calls the endpoint itself."""
-    return endpoint if protocol == "grpc" else f"{endpoint}/v1/{signal}"
+# What each protocol's exporter takes (the specification names gzip and none; OTLP/HTTP in the
+# Python SDK also deflate).
+COMPRESSIONS = {"grpc": ("gzip", "none"), "http/protobuf": ("gzip", "deflate", "none")}
+# The span limits the SDK reads (a non-negative whole number, or empty for no limit). It raises
+# on anything else: in TracerProvider(), and for OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT when
+# opentelemetry.sdk.trace is imported.
+SPAN_LIMIT_VARIABLES = (
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+)
+TIMEOUT_VARIABLES = tuple(
+    f"OTEL_EXPORTER_OTLP_{signal}TIMEOUT" for signal in ("", "TRACES_", "METRICS_")
+)
 
 
 @dataclass(frozen=True)
@@ -115,6 +141,11 @@ class OtelConfig:
     batching: SpanBatching = field(default_factory=SpanBatching)  # span export (OTEL_BSP_*)
     # (signal, URL as the exporter takes it, protocol) from the per-signal variables
     per_signal: tuple[tuple[str, str, str], ...] = ()
+    # (signal, "gzip" or "deflate") for a signal sent compressed; the others go uncompressed
+    compression: tuple[tuple[str, str], ...] = ()
+    # Variables with a bad value the SDK would read itself: hidden from it (sdk_environment).
+    # Not compared: which variables were bad is not what was configured.
+    hidden: frozenset[str] = field(default=frozenset(), compare=False)
 
     def target(self, signal: str) -> tuple[str, str] | None:
         """(URL, protocol) the exporter of ``signal`` sends to; None: no OTLP export."""
@@ -127,6 +158,12 @@ class OtelConfig:
 
     def targets(self) -> dict[str, tuple[str, str]]:
         return {s: t for s in SIGNALS if (t := self.target(s)) is not None}
+
+    def compressions(self) -> dict[str, str]:
+        """Signal → the compression its exporter is given, for every signal sent over OTLP
+        (given one, an exporter reads none of the compression variables)."""
+        chosen = dict(self.compression)
+        return {signal: chosen.get(signal, "none") for signal in self.targets()}
 
     def url(self, signal: str) -> str | None:
         """Where the signal goes, as the user gave it: its per-signal URL, else the endpoint.
@@ -312,15 +349,15 @@ def resolve_config(
     if asked and protocol == "grpc" and _USERINFO.search(endpoint or ""):
         asked, endpoint = _no_grpc_userinfo(otlp_endpoint is not None, warnings)
         asked = asked or bool(per_signal)
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower()
+    if disabled == "true":
         if asked or prometheus_port is not None:
             warnings.append("OTEL_SDK_DISABLED=true: no OpenTelemetry export for this run")
         return None, warnings
     if not asked and prometheus_port is None:
         return None, warnings
-    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
-    if sampler and sampler not in SAMPLERS:
-        warnings.append(f"OTEL_TRACES_SAMPLER={sampler!r} is unknown; parentbased_always_on used")
+    if disabled not in ("", "false"):  # the SDK takes anything but "true" as false, silently
+        warnings.append(f"OTEL_SDK_DISABLED={disabled!r} is not true or false; taken as false")
     traces = _signal_on("OTEL_TRACES_EXPORTER", env, warnings)
     metrics = _signal_on("OTEL_METRICS_EXPORTER", env, warnings)
     if not (traces or metrics or prometheus_port is not None):
@@ -339,7 +376,125 @@ def resolve_config(
         batching,
         per_signal if asked else (),
     )
-    return config, warnings
+    sent = {
+        signal: target
+        for signal, target in config.targets().items()
+        if {"traces": traces, "metrics": metrics}[signal]
+    }
+    chosen = {signal: _compression(signal, p, env, warnings) for signal, (_, p) in sent.items()}
+    compression = tuple((signal, c) for signal, c in chosen.items() if c != "none")
+    hidden = _check_sdk_variables(env, warnings, metric_interval="metrics" in sent)
+    return replace(config, compression=compression, hidden=hidden), warnings
+
+
+def _compression(signal: str, protocol: str, env: Mapping[str, str], warnings: list[str]) -> str:
+    """The signal's compression: its own variable, else the general one, else none. A value the
+    protocol's exporter does not take is skipped with a warning (the gRPC exporter raised on it,
+    the HTTP one logged a line and sent uncompressed)."""
+    allowed = COMPRESSIONS[protocol]
+    for variable in (f"OTEL_EXPORTER_OTLP_{signal.upper()}_COMPRESSION", _GENERAL_COMPRESSION):
+        value = env.get(variable, "").strip().lower()
+        if value in allowed:
+            return value
+        if value:
+            warning = (
+                f"{variable}={value!r} is not supported with {protocol} "
+                f"({', '.join(allowed)}); ignored"
+            )
+            if warning not in warnings:  # the general variable serves both signals
+                warnings.append(warning)
+    return "none"
+
+
+_GENERAL_COMPRESSION = "OTEL_EXPORTER_OTLP_COMPRESSION"
+_RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+
+
+def _check_sdk_variables(
+    env: Mapping[str, str], warnings: list[str], *, metric_interval: bool
+) -> frozenset[str]:
+    """Checks the variables the SDK reads itself; returns those to hide from it
+    (:func:`sdk_environment`), each named in a warning. ``metric_interval``: metrics are sent
+    over OTLP (a live run's periodic reader reads OTEL_METRIC_EXPORT_INTERVAL)."""
+    hidden: set[str] = set()
+
+    def bad(variable: str, why: str) -> None:
+        hidden.add(variable)
+        warnings.append(f"{variable}={env[variable].strip()!r} {why}")
+
+    for variable in SPAN_LIMIT_VARIABLES:
+        text = env.get(variable)
+        if text is not None and text.strip() and not _whole_number(text.strip()):
+            bad(variable, "is not a whole number of 0 or more; the default limit is used")
+    # ddscope's exporters time out on their own (a replay or shutdown must not wait 10 s), so
+    # these are not used; but the gRPC exporters parse the per-signal ones and raise on a bad one.
+    for variable in TIMEOUT_VARIABLES:
+        if env.get(variable, "").strip() and _number(env[variable]) is None:
+            bad(variable, "is not a number; ignored")
+    if metric_interval and env.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip():
+        interval = _number(env["OTEL_METRIC_EXPORT_INTERVAL"])
+        if interval is None or interval <= 0:
+            bad(
+                "OTEL_METRIC_EXPORT_INTERVAL",
+                f"is not a positive number of milliseconds; using {METRIC_INTERVAL_MS}",
+            )
+    sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler and sampler not in SAMPLERS:
+        # Hidden too: the SDK's own line about it would otherwise be held as an export error.
+        bad("OTEL_TRACES_SAMPLER", "is unknown; parentbased_always_on used")
+    if sampler in _RATIO_SAMPLERS and env.get("OTEL_TRACES_SAMPLER_ARG", "").strip():
+        ratio = _number(env["OTEL_TRACES_SAMPLER_ARG"])
+        if ratio is None or not 0 <= ratio <= 1:  # the SDK raises on a ratio outside [0, 1]
+            bad("OTEL_TRACES_SAMPLER_ARG", f"is not a ratio from 0 to 1; {sampler} uses 1.0")
+    _check_resource_attributes(env, warnings)
+    return frozenset(hidden)
+
+
+def _whole_number(text: str) -> bool:
+    """As the SDK's span limits take it: ``int(text) >= 0``."""
+    try:
+        return int(text) >= 0
+    except ValueError:
+        return False
+
+
+def _number(text: str) -> float | None:
+    """A finite number as the SDK parses it (``float``), else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _check_resource_attributes(env: Mapping[str, str], warnings: list[str]) -> None:
+    """Names an OTEL_RESOURCE_ATTRIBUTES entry that is not key=value, by its place (the SDK
+    skips it and logs it verbatim; a resource attribute may be something private)."""
+    entries = [e.strip() for e in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")]
+    bad = [i for i, e in enumerate(entries, 1) if e and "=" not in e]
+    if bad:
+        where = ", ".join(str(i) for i in bad)
+        warnings.append(
+            f"OTEL_RESOURCE_ATTRIBUTES: entry {where} is not key=value; skipped (value not shown)"
+        )
+
+
+_ENVIRONMENT_LOCK = threading.Lock()
+
+
+@contextmanager
+def sdk_environment(hidden: Iterable[str]) -> Iterator[None]:
+    """``hidden`` removed from ``os.environ`` while the SDK is imported and set up, then put
+    back (unless something set them meanwhile): the SDK reads them there, some when a module is
+    imported, and offers no other way to make it ignore a bad one. Only the SDK's constructors
+    read them, so nothing after this sees the difference."""
+    with _ENVIRONMENT_LOCK:
+        saved = {name: os.environ.pop(name) for name in hidden if name in os.environ}
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                os.environ.setdefault(name, value)
 
 
 def _per_signal(
@@ -456,18 +611,20 @@ def build_otel_sink(
     config, warnings = resolve_config(otlp_endpoint, otlp_protocol, prometheus_port)
     if config is None:
         return None, lambda: list(warnings)
-    from ddscope.exporters.otel.sdk import OtelSdk
-    from ddscope.exporters.otel.sink import OtelSink
+    with sdk_environment(config.hidden):  # the SDK reads some variables on import
+        from ddscope.exporters.otel.sdk import OtelSdk
+        from ddscope.exporters.otel.sink import OtelSink
 
-    sdk = OtelSdk(
-        config.endpoint,
-        config.protocol,
-        config.prometheus_port,
-        traces=config.traces,
-        metrics=config.metrics,
-        batching=config.batching,
-        targets=config.targets(),
-    )
+        sdk = OtelSdk(
+            config.endpoint,
+            config.protocol,
+            config.prometheus_port,
+            traces=config.traces,
+            metrics=config.metrics,
+            batching=config.batching,
+            targets=config.targets(),
+            compression=config.compressions(),
+        )
     text = capture_text(record_text)
     sink = OtelSink(sdk.tracer_provider, sdk.meter_provider, record_text=text)
     finished: list[str] | None = None
