@@ -26,7 +26,10 @@ class Converted:
 
 def convert_file(source: Path, out_dir: Path, *, lenient: bool = False) -> Converted:
     """Writes ``out_dir/run.jsonl`` (one segment) or ``run-1.jsonl``, ``run-2.jsonl``, …"""
-    count = len(scan_segments(source)[0])
+    scan = scan_segments(source)
+    if not lenient or not scan.segments:
+        scan.refuse_bad_start(source)
+    count = len(scan.segments)
     if count == 0:
         raise RecordError(f"{source}:1: no scheduler_job_started: not a complete DataDesigner run")
     targets = [

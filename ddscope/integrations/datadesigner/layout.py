@@ -19,6 +19,9 @@ from ddscope.events import SCHEMA, ColumnInfo, DomainInfo, RunHeader, split_doma
 
 REQUEST_RESOURCE_PREFIX = "request:"  # DataDesigner's scheduler resource per provider/model
 CELL_TASK_TYPE = "cell"
+# Task-id table entries kept at once (~150 B each): tables are a cache, the oldest go first.
+# Without a bound, leases naming many (column, row group) pairs would each add a group's rows.
+TABLE_ROWS_LIMIT = 2_000_000
 
 
 def stable_task_id(column: str, row_group: int, row_index: int | None, task_type: str) -> str:
@@ -46,6 +49,7 @@ class RunLayout:
     domains: list[DomainInfo]
     sizes: dict[int, int] = field(default_factory=dict)
     _rows: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    _table_rows: int = 0  # entries in _rows' tables
 
     @classmethod
     def from_job_started(
@@ -60,9 +64,10 @@ class RunLayout:
             if (domain := domain_of_resource(key)) is not None and isinstance(limit, int)
         ]
         known = {d.domain for d in domains}
+        scheduling = diag.get("column_scheduling")
         columns = [
             _column_info(spec, dependencies, known)
-            for spec in diag.get("column_scheduling") or ()
+            for spec in (scheduling if isinstance(scheduling, list) else ())
             if isinstance(spec, dict) and isinstance(spec.get("column"), str)
         ]
         num_records = _int(diag.get("num_records"))
@@ -126,14 +131,17 @@ class RunLayout:
     def forget(self, row_group: int) -> None:
         """The group is checkpointed: its cells' id tables are not needed any more."""
         for key in [k for k in self._rows if k[1] == row_group]:
-            del self._rows[key]
+            self._table_rows -= len(self._rows.pop(key))
 
     def _row_index(self, column: str, row_group: int, dd_task_id: str) -> int | None:
         table = self._rows.get((column, row_group))
         if table is None:  # once per (column, row group): size sha1s of a few µs each
-            size = self.group_size(row_group)
+            size = min(self.group_size(row_group), TABLE_ROWS_LIMIT)
+            while self._rows and self._table_rows + size > TABLE_ROWS_LIMIT:
+                self._table_rows -= len(self._rows.pop(next(iter(self._rows))))
             table = {stable_task_id(column, row_group, i, CELL_TASK_TYPE): i for i in range(size)}
             self._rows[(column, row_group)] = table
+            self._table_rows += size
         return table.get(dd_task_id)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +34,7 @@ from ddscope import __version__
 from ddscope.engine.client.scrub import scrub_error_text
 from ddscope.errors import RecordError
 from ddscope.events import Event, event_adapter
+from ddscope.integrations.datadesigner.checks import TIME, check_event
 from ddscope.integrations.datadesigner.layout import RunLayout, dependencies_from_config
 from ddscope.integrations.datadesigner.notes import closing_notes
 from ddscope.integrations.datadesigner.translate import RunTranslator
@@ -42,6 +43,10 @@ from ddscope.record.jsonl import ReadStats
 GZIP_MAGIC = b"\x1f\x8b"
 BUILDER_CONFIG = "builder_config.json"  # DataDesigner writes it beside scheduler_events.jsonl
 HOLD_LIMIT = 50_000  # events held back waiting for a snapshot, at most (memory bound)
+# A real line is ~1.7 KB (a big health snapshot a few tens); a longer one is not read whole, so
+# a file without newlines cannot make the reader hold gigabytes.
+MAX_LINE_BYTES = 16 << 20
+TOO_LONG = f"line longer than {MAX_LINE_BYTES >> 20} MiB"
 
 
 def open_bytes(path: Path) -> IO[bytes]:
@@ -57,34 +62,63 @@ def open_bytes(path: Path) -> IO[bytes]:
     return raw
 
 
+def bounded_lines(file: IO[bytes]) -> Iterator[bytes | None]:
+    """The file's lines; ``None`` for a line longer than MAX_LINE_BYTES (read past, not kept)."""
+    while raw := file.readline(MAX_LINE_BYTES + 1):
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while (rest := file.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass
+            yield None
+        else:
+            yield raw
+
+
 @dataclass
 class Segment:
     first_line: int  # 1-based line of its scheduler_job_started
     job_started: dict[str, Any]
 
 
-def scan_segments(path: Path) -> tuple[list[Segment], float | None]:
-    """The segments of the file (each starts with a ``scheduler_job_started``) and the last
-    event's monotonic time, in one quick pass."""
-    segments: list[Segment] = []
-    last_t: float | None = None
+@dataclass
+class Scan:
+    segments: list[Segment] = field(default_factory=list)
+    last_t: float | None = None  # the last event's monotonic time
+    bad_starts: list[tuple[int, str]] = field(default_factory=list)  # (line, "field: why")
+
+    def refuse_bad_start(self, path: Path) -> None:
+        """Strict reading: a job start that cannot be read is the file's first error (without
+        it, its segment's lines would silently join the one before)."""
+        if self.bad_starts:
+            line_no, why = self.bad_starts[0]
+            raise RecordError(f"{path}:{line_no}: {why}")
+
+
+def scan_segments(path: Path) -> Scan:
+    """The segments of the file (each starts with a readable ``scheduler_job_started``), the
+    last event's time and the job starts that fail :func:`check_event`, in one quick pass."""
+    scan = Scan()
     with open_bytes(path) as file:
         try:
-            for line_no, raw in enumerate(file, 1):
+            for line_no, raw in enumerate(bounded_lines(file), 1):
                 try:
-                    data = orjson.loads(raw)
+                    data = orjson.loads(raw) if raw is not None else None
                 except orjson.JSONDecodeError:
                     continue  # the main pass reports it with its line number
                 if not isinstance(data, dict):
                     continue
                 if data.get("event_kind") == "scheduler_job_started":
-                    segments.append(Segment(line_no, data))
+                    why = check_event(data, 0)
+                    if why is None:
+                        scan.segments.append(Segment(line_no, data))
+                    else:
+                        scan.bad_starts.append((line_no, why))
                 t = data.get("captured_at_monotonic")
-                last_t = float(t) if isinstance(t, int | float) else last_t
+                if isinstance(t, int | float) and TIME(t) is None:
+                    scan.last_t = float(t)
         except (OSError, EOFError) as exc:  # a cut gzip stream: keep what was read
-            if not segments:
+            if not scan.segments:
                 raise RecordError(f"{path}: cannot read: {exc}") from exc
-    return segments, last_t
+    return scan
 
 
 class DataDesignerReader:
@@ -96,7 +130,10 @@ class DataDesignerReader:
         self.path = Path(path)
         self.lenient = lenient
         self.stats = ReadStats()
-        segments, last_t = scan_segments(self.path)
+        scan = scan_segments(self.path)
+        if not lenient or not scan.segments:  # lenient, but nothing left to read: say why
+            scan.refuse_bad_start(self.path)
+        segments, last_t = scan.segments, scan.last_t
         if not segments:
             raise RecordError(
                 f"{self.path}:1: a DataDesigner scheduler event file without "
@@ -111,7 +148,10 @@ class DataDesignerReader:
         chosen = segments[index - 1]
         self._first_line = chosen.first_line
         self._end_line = segments[index].first_line if index < len(segments) else None
-        origin = float(chosen.job_started.get("captured_at_monotonic") or 0.0)
+        for line_no, why in scan.bad_starts:  # lenient; the main pass warns about its own lines
+            if index == 1 and line_no < self._first_line:
+                self._bad_line(line_no, why, cut=False)
+        origin = float(chosen.job_started["captured_at_monotonic"])  # checked by the scan
         dependencies = _dependencies(self.path.parent / BUILDER_CONFIG)
         self.layout = RunLayout.from_job_started(chosen.job_started, dependencies)
         self.header = self.layout.header(
@@ -154,9 +194,9 @@ class DataDesignerReader:
 
     def _segment_events(self) -> Iterator[tuple[int, dict[str, Any]]]:
         self._file = open_bytes(self.path)
-        pending: tuple[int, bytes] | None = None  # one line held back: only the last may be cut
+        pending: tuple[int, bytes | None] | None = None  # held back: only the last may be cut
         try:
-            for line_no, raw in enumerate(self._file, 1):
+            for line_no, raw in enumerate(bounded_lines(self._file), 1):
                 if line_no < self._first_line:
                     continue
                 if self._end_line is not None and line_no >= self._end_line:
@@ -172,7 +212,10 @@ class DataDesignerReader:
         if pending is not None and (event := self._parse(*pending, last=True)):
             yield pending[0], event
 
-    def _parse(self, line_no: int, raw: bytes, *, last: bool) -> dict[str, Any] | None:
+    def _parse(self, line_no: int, raw: bytes | None, *, last: bool) -> dict[str, Any] | None:
+        if raw is None:
+            self._bad_line(line_no, TOO_LONG, cut=False)
+            return None
         if not raw.strip():
             return None
         try:
@@ -183,8 +226,9 @@ class DataDesignerReader:
         if not isinstance(data, dict) or not isinstance(data.get("event_kind"), str):
             self._bad_line(line_no, "not a DataDesigner scheduler event (no event_kind)", cut=False)
             return None
-        if not isinstance(data.get("captured_at_monotonic"), int | float):
-            self._bad_line(line_no, "captured_at_monotonic: not a number", cut=False)
+        # Types and sizes of what the translator reads, in one place (see checks.py).
+        if (why := check_event(data, self.layout.num_records)) is not None:
+            self._bad_line(line_no, why, cut=False)
             return None
         return data
 

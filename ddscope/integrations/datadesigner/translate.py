@@ -243,7 +243,11 @@ class RunTranslator:
         state = self.task_state(group, task_id)
         state.leases += 1
         request = _diag(event).get("resource_request")
-        resources = {k: v for k, v in request.items() if isinstance(v, int)} if request else {}
+        resources = (
+            {k: v for k, v in request.items() if _int(v, -1) >= 0}
+            if isinstance(request, dict)  # live events are not checked like a file's lines
+            else {}
+        )
         started = {"kind": "lease_started", "t_ns": t, "lease_id": lease.lease_id}
         started |= {"task_id": task_id, "row_group": group, "column": column, "row": row}
         # DataDesigner re-runs deferred tasks in its salvage rounds but (0.9.x) marks no round
@@ -376,7 +380,9 @@ class RunTranslator:
     def _resolve(self, grown: dict[str, int]) -> None:
         """Gives pending deferrals, oldest first, the kinds whose counts grew (exact when one
         kind grew, which is the usual case); any left over wait for the next snapshot."""
-        budget = [kind for kind, n in sorted(grown.items()) for _ in range(n)]
+        # Counts come from the file: expand at most as many as there are deferrals to name.
+        wanted = len(self._unresolved)
+        budget = [kind for kind, n in sorted(grown.items()) for _ in range(min(n, wanted))]
         while self._unresolved and budget:
             lease = self._unresolved.pop(0)
             kind = budget.pop(0)
