@@ -4,7 +4,9 @@ A job spread over hosts (``ddtrace run --shard I/N --admission …`` on each) le
 host; copy them to ``DIR/workers/shard-I-of-N/`` (the layout ``--workers`` uses on one machine)
 and ``ddtrace merge DIR`` writes ``DIR/run.jsonl`` and ``DIR/data.jsonl``, which every command
 reads as one run (``record.merge``). Every shard of the job must be there; merging again gives
-the same files.
+the same files. A part that is not the shard of this job it is filed as, or whose ``data.jsonl``
+lacks rows its record says were written, is refused (exit 2, naming the shard and the file)
+before any file is written (``record.merge.check_part``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ddscope.engine.rows.row_groups import engine_group_rows, row_group_count
 from ddscope.engine.rows.shards import Shard
 from ddscope.errors import ConfigError
 from ddscope.record.jsonl import RunReader
-from ddscope.record.merge import MergeResult, merge_data, merge_records
+from ddscope.record.merge import MergeResult, check_part, merge_data, merge_records
 
 WORKERS_DIR = "workers"
 _PART = re.compile(r"^shard-(\d+)-of-(\d+)$")
@@ -50,7 +52,19 @@ def merge_job(out_dir: Path, count: int) -> MergeResult:
             raise ConfigError(f"shard {shard.label}: no record at {part / 'run.jsonl'}")
     headers = [RunReader(part / "run.jsonl").header for part in parts]
     first = headers[0]
-    groups = row_group_count(first.num_records, engine_group_rows(first.buffer_size))
+    group_rows = engine_group_rows(first.buffer_size)
+    groups = row_group_count(first.num_records, group_rows)
+    checks = [
+        check_part(
+            part / "run.jsonl",
+            part / "data.jsonl",
+            label=f"shard {shard.label}",
+            job=first,
+            groups=shard.row_groups(first.num_records, first.buffer_size),
+            group_rows=group_rows,
+        )
+        for shard, part in zip(shards, parts, strict=True)
+    ]
     job_id = hashlib.sha256("/".join(h.run_id for h in headers).encode()).hexdigest()[:16]
     result = merge_records(
         [part / "run.jsonl" for part in parts],
@@ -60,7 +74,12 @@ def merge_job(out_dir: Path, count: int) -> MergeResult:
         row_groups=groups,
         labels=[f"shard {s.label}" for s in shards],
     )
-    merge_data([part / "data.jsonl" for part in parts], out_dir / "data.jsonl")
+    merge_data(
+        [part / "data.jsonl" for part in parts],
+        out_dir / "data.jsonl",
+        [check.data_bytes for check in checks],
+    )
+    result.warnings += [w for check in checks for w in check.warnings]
     return result
 
 

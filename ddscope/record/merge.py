@@ -24,6 +24,15 @@ so this module writes one ordinary record that every command (``health``, ``expo
 ``data.jsonl``: the shards own contiguous row-group slices, so the job's file is the parts'
 files one after another (each already in row order). Both files are written to a temporary name
 and renamed, so a reader never sees half a merge.
+
+**Checked first** (:func:`check_part`, before anything is written, so a refused merge changes
+no file): each part must be the shard of *this* job it is filed as — the same pipeline as the
+first part (header ``num_records``, ``buffer_size``, ``fingerprint``), its ``run_started``
+owning the shard's slice, every ``row_group`` it names inside that slice — and its
+``data.jsonl`` must hold every row its record says was written (the record's
+``row_group_finished`` is emitted only after the write, so fewer rows on disk means a lost or
+wrong file), each row inside the shard's rows. A cut-off last line (a killed worker) is left
+out of the job's file with a warning, never copied into the middle of it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from typing import Any
 
 import orjson
 
+from ddscope.errors import RecordError
 from ddscope.events import RunHeader
 from ddscope.record.jsonl import RunReader
 from ddscope.record.recorder import header_line
@@ -111,17 +121,136 @@ def merge_records(
     return result
 
 
-def merge_data(parts: list[Path], out: Path) -> int:
+def merge_data(parts: list[Path], out: Path, lengths: list[int] | None = None) -> int:
     """Concatenates the shards' ``data.jsonl`` files (in shard order) into ``out``; returns the
-    bytes written. A missing part (a shard with no rows) adds nothing."""
+    bytes written. A missing part (a shard with no rows) adds nothing. ``lengths``: how many
+    bytes of each part to take (its whole lines, :attr:`PartCheck.data_bytes`)."""
     tmp = out.with_name(out.name + ".merging")
     with tmp.open("wb") as target:
-        for part in parts:
+        for index, part in enumerate(parts):
             if part.exists():
                 with part.open("rb") as source:
-                    shutil.copyfileobj(source, target, 1 << 20)
+                    if lengths is None:
+                        shutil.copyfileobj(source, target, 1 << 20)
+                    else:
+                        _copy_bytes(source, target, lengths[index])
     os.replace(tmp, out)
     return out.stat().st_size
+
+
+def _copy_bytes(source: Any, target: Any, count: int) -> None:
+    while count > 0:
+        chunk = source.read(min(count, 1 << 20))
+        if not chunk:
+            break
+        target.write(chunk)
+        count -= len(chunk)
+
+
+@dataclass
+class PartCheck:
+    """What :func:`check_part` found: the bytes of the part's ``data.jsonl`` to merge (its
+    whole lines) and warnings about it to show."""
+
+    data_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_part(
+    record: Path,
+    data: Path,
+    *,
+    label: str,
+    job: RunHeader,
+    groups: range,
+    group_rows: int,
+) -> PartCheck:
+    """Checks that ``record`` (with its segments) and ``data`` are the part ``label`` of the job
+    whose first part's header is ``job``, owning row groups ``groups`` of ``group_rows`` rows
+    each (see the module). RecordError naming the part and the file otherwise."""
+    reader = RunReader(record)
+    header = reader.header
+    for name in ("num_records", "buffer_size", "fingerprint"):
+        mine, theirs = getattr(header, name), getattr(job, name)
+        if mine != theirs:
+            what = name if name == "fingerprint" else f"{name} {mine}, not {theirs}"
+            raise RecordError(
+                f"{label}: {record} is not a part of this job (its {what} differs from the "
+                "first shard's: another run's record?)"
+            )
+    written: dict[int, int] = {}  # row group -> rows its last row_group_finished wrote
+    started = False
+    for line_no, event in reader.iter_dicts():
+        kind = event["kind"]
+        where = f"{label}: {reader.path}:{line_no}"
+        if kind == "run_started" and not started:
+            started = True
+            if event.get("row_groups") != groups.stop:
+                raise RecordError(
+                    f"{where}: run_started owns row groups up to {event.get('row_groups')!r}, "
+                    f"not {groups.stop}: not this shard's record (another run's?)"
+                )
+        group = event.get("row_group")
+        if group is not None and (type(group) is not int or group not in groups):
+            raise RecordError(
+                f"{where}: row group {group!r} is not one of this shard's "
+                f"({groups.start}-{groups.stop - 1}): not this shard's record (another run's?)"
+            )
+        if kind == "resumed" and type(event.get("row_groups_done")) is int:
+            # the resume cut data.jsonl back to before this group: what was written of the
+            # groups after it is on disk again only once a later event says so
+            for cut in [g for g in written if g >= event["row_groups_done"]]:
+                del written[cut]
+        elif kind == "row_group_finished" and group is not None:
+            count = event["rows_completed"]
+            written[group] = count if type(count) is int else 0
+    result = PartCheck()  # the record's own warnings: merge_records reads it again, and says
+    rows = range(groups.start * group_rows, min(groups.stop * group_rows, job.num_records))
+    on_disk = _data_rows(data, label, rows, group_rows, result)
+    for group in sorted(written):
+        count, found = written[group], on_disk.get(group, 0)
+        if found < count:
+            state = "is missing" if not data.exists() else f"holds {found} of them"
+            raise RecordError(
+                f"{label}: {record} says {count} rows of row group {group} were written, but "
+                f"{data} {state}; copy the shard's data.jsonl with its run.jsonl"
+            )
+    return result
+
+
+def _data_rows(
+    data: Path, label: str, rows: range, group_rows: int, result: PartCheck
+) -> dict[int, int]:
+    """Row group -> rows of it in ``data`` (whole lines), each checked to be one of the
+    shard's ``rows``; sets ``result.data_bytes``."""
+    found: dict[int, int] = {}
+    if not data.exists():
+        return found
+    if not data.is_file():
+        raise RecordError(f"{label}: {data} is not a regular file")
+    try:
+        with data.open("rb") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                if not line.endswith(b"\n"):
+                    result.warnings.append(
+                        f"{label}: {data}:{line_no}: cut-off last line left out (worker killed?)"
+                    )
+                    break
+                where = f"{label}: {data}:{line_no}"
+                try:
+                    row = orjson.loads(line).get("_row")
+                except (orjson.JSONDecodeError, AttributeError) as exc:
+                    raise RecordError(f"{where}: not a row line") from exc
+                if type(row) is not int or row not in rows:
+                    raise RecordError(
+                        f"{where}: _row {row!r} is not one of this shard's rows "
+                        f"({rows.start}-{rows.stop - 1}): another run's data.jsonl?"
+                    )
+                found[row // group_rows] = found.get(row // group_rows, 0) + 1
+                result.data_bytes += len(line)
+    except OSError as exc:
+        raise RecordError(f"{label}: {data}: cannot read: {exc.strerror or exc}") from exc
+    return found
 
 
 def _job_header(

@@ -60,17 +60,20 @@ class JsonlRecorder:
         line = header_line(header)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Found before the old record is truncated: a segment that cannot be removed (a
+            # directory in its place) refuses the run with the old record intact.
+            stale = stale_segments(self.path) if self._replace_segments else []
             # A record holding prompts and completions is a private file (issue 19); fchmod
             # too, because an existing file keeps its old mode through O_TRUNC.
             mode = 0o600 if header.record_text else 0o644
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
             if header.record_text:
                 os.fchmod(self._fd, mode)
-            if self._replace_segments:
-                for stale in stale_segments(self.path):
-                    stale.unlink()
+            for path in stale:
+                path.unlink()
         except OSError as exc:
-            raise RecordWriteError(f"{self.path}: cannot create: {_why(exc)}") from exc
+            where = exc.filename if isinstance(exc.filename, str) else self.path
+            raise RecordWriteError(f"{where}: cannot create: {_why(exc)}") from exc
         with self._io_lock:
             self._write([line])
         self._raise_if_failed()
