@@ -88,6 +88,33 @@ def test_long_record_text_is_cut_with_its_length_and_escaped(tmp_path: Path) -> 
     assert "[cut: 2,000,004 characters]" in text
 
 
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\u202e"
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_every_record_text_in_the_health_text_is_escaped_and_colour_still_works(
+    tmp_path: Path, color: bool
+) -> None:
+    """Not only messages: a run id, a pipeline name, a reason — anything from the record — reach
+    the text escaped; the verdict's colour is the only terminal code left."""
+    spec = EngineSpec(rows=4, buffer_size=4, drop_rows=(1,))
+    header, events = engine_events(spec)
+    header = header.model_copy(
+        update={"run_id": f"run{HOSTILE}", "pipeline_name": f"pipe{HOSTILE}"}
+    )
+    items = [
+        e.model_copy(update={"reason": f"client_error{HOSTILE}"})
+        if isinstance(e, ev.RowDropped)
+        else e
+        for e in events
+    ]
+    text = render(analyze(write_record(tmp_path / "run.jsonl", header, items)), color=color)
+    assert "\x07" not in text and "\u202e" not in text and "\x1b[2J" not in text
+    assert text.count("\\x1b[2J") >= 3  # run id, pipeline name, the drop's reason
+    assert ("\x1b[" in text) is color  # the verdict's SGR colour, and nothing else
+    assert re.findall(r"\x1b\[[0-9;]*m", text) == re.findall(r"\x1b\[[^m]*m", text)
+
+
 def test_c1_controls_and_direction_overrides_in_record_text_are_escaped_too() -> None:
     """A C1 CSI (``\x9b``, ESC [ in one byte) drives many terminals; a bidi override reorders
     what follows it. The health text escapes them as the engine's scrub does."""

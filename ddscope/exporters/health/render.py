@@ -6,6 +6,7 @@ terminal. Everything shown here is in the JSON document too (``HealthReport.to_j
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from ddscope.exporters.health.report import (
@@ -57,12 +58,23 @@ def seconds(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
+# Where paint() puts colour: private-use characters that the escaping below leaves alone and
+# that only then become terminal codes, for known levels only. So everything else on a line —
+# run ids, pipeline names, domains, reasons, all from the record — is escaped, whatever it is.
+_PAINT = re.compile("\ue000([a-z_]+)(!?)\ue001(.*?)\ue002")
+
+
 def render(report: HealthReport, *, color: bool = False, warnings: bool = True) -> str:
-    """The report as text; ``warnings=False`` leaves out the record's warnings (the CLI prints
-    them to stderr instead, once)."""
+    """The report as text, every line's control characters shown as escapes (a record's text
+    never drives the terminal); ``warnings=False`` leaves out the record's warnings (the CLI
+    prints them to stderr instead, once)."""
 
     def paint(text: str, level: str, bold: bool = False) -> str:
-        return _style(text, COLOURS.get(level), bold) if color else text
+        return f"\ue000{level}{'!' if bold else ''}\ue001{text}\ue002" if color else text
+
+    def colour(match: re.Match[str]) -> str:
+        level, bold, text = match.groups()
+        return _style(text, COLOURS.get(level), bool(bold)) if level in COLOURS else text
 
     as_of = f"  (as of {report.as_of_s:g} s)" if report.as_of_s is not None else ""
     lines = [
@@ -81,7 +93,8 @@ def render(report: HealthReport, *, color: bool = False, warnings: bool = True) 
         lines.append("  " + _engine_line("engine's last health event", report.engine_health))
     if warnings:
         lines += [f"warning: {clip(w)}" for w in report.record.warnings]
-    return "\n".join(lines)
+    text = "\n".join(escape_controls(line) for line in lines)
+    return _PAINT.sub(colour, text) if color else text
 
 
 def _findings(findings: Sequence[Finding], paint: Callable[[str, str], str]) -> list[str]:
