@@ -107,3 +107,9 @@ class BreakerOpen(TaskError):
 
 class TemplateError(TaskError):
     kind = "template_error"
+
+
+# What a consumer of a record raises when an event's field has the wrong type or an impossible
+# value: the readers' fast path checks only kind, t_ns and required fields (millions of events),
+# so the CLI reads such a record again, validated, to name the line (``cli/bad_values.py``).
+BAD_VALUE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError)

@@ -116,18 +116,10 @@ def test_a_row_group_larger_than_the_run_is_refused_without_hashing_its_rows(
         analyze(path)
 
 
-MISSING_FILE = pytest.param(
-    "nonexistent.jsonl",
-    "No such file or directory",
-    marks=pytest.mark.xfail(
-        reason="ddscope/cli/convert.py calls detect_format() (which says 'unknown' for a file it "
-        "cannot open) before anything opens the file; the fix (open_bytes(source) first) is in "
-        "ddscope/cli/, outside this change",
-    ),
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("nonexistent.jsonl", "No such file or directory"), ("a-directory", "is a directory")],
 )
-
-
-@pytest.mark.parametrize(("name", "why"), [MISSING_FILE, ("a-directory", "is a directory")])
 def test_convert_of_an_unreadable_path_says_it_cannot_open_it(
     tmp_path: Path, name: str, why: str
 ) -> None:

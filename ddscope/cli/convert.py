@@ -11,17 +11,17 @@ from pathlib import Path
 
 import click
 
-from ddscope.cli.common import handle_errors, warn
+from ddscope.cli.common import NonEmptyPath, handle_errors, warn
 from ddscope.errors import RecordError
 
 
 @click.command("convert")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=NonEmptyPath(dir_okay=False))
 @click.option(
     "-o",
     "--out",
     "out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=NonEmptyPath(file_okay=False),
     default=None,
     help="Directory for the run.jsonl file(s) (default: beside SOURCE).",
 )
@@ -30,9 +30,11 @@ from ddscope.errors import RecordError
 def convert_command(source: Path, out: Path | None, lenient: bool) -> None:
     """Convert a DataDesigner scheduler_events.jsonl into ddscope run.jsonl record(s)."""
     from ddscope.integrations.datadesigner.convert import convert_file
+    from ddscope.integrations.datadesigner.reader import open_bytes
     from ddscope.record.detect import detect_format
 
     if detect_format(source) != "datadesigner":
+        open_bytes(source).close()  # unreadable: "cannot open: No such file…" (a RecordError)
         raise RecordError(f"{source}:1: not a DataDesigner scheduler event file")
     result = convert_file(source, out or source.parent, lenient=lenient)
     for message in result.warnings:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import click
 
-from ddscope.cli.common import handle_errors, warn
+from ddscope.cli.common import NonEmptyPath, handle_errors, warn
 from ddscope.cli.out_file import check_target, write_errors
 from ddscope.exporters.otel.setup import PROTOCOLS
 from ddscope.exporters.result import ExportResult
 
 
 @click.command("export")
-@click.argument("record", type=click.Path(path_type=Path))
+@click.argument("record", type=NonEmptyPath(dir_okay=False))
 # Separate flags, not one option with flag values: click would silently keep the last of
 # `--perfetto --chrome-json`; two formats are refused instead (exit 2).
 @click.option("--perfetto", is_flag=True, help="Perfetto protobuf trace (default).")
@@ -45,7 +45,7 @@ from ddscope.exporters.result import ExportResult
     "-o",
     "--out",
     "out",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     default=None,
     help="Output file (default: beside the record, .pftrace or .trace.json).",
 )

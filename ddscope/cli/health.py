@@ -13,20 +13,30 @@ from pathlib import Path
 import click
 import orjson
 
-from ddscope.cli.common import EXIT_FAILED, finite_seconds, handle_errors, warn
+from ddscope.cli.common import (
+    EXIT_FAILED,
+    MAX_RECORD_S,
+    NonEmptyPath,
+    handle_errors,
+    seconds_callback,
+    warn,
+)
 from ddscope.exporters.health.report import VERDICTS, Thresholds, verdict_rank
 
 _FAIL_ON = [v for v in VERDICTS if v != "healthy"]
 
 
 @click.command("health")
-@click.argument("record", type=click.Path(path_type=Path))
+@click.argument("record", type=NonEmptyPath(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document (ddscope.health/1).")
 @click.option(
     "--at",
     "at_s",
     type=click.FloatRange(min=0),
-    callback=lambda _ctx, _param, value: finite_seconds(value, "--at"),
+    # the snapshot time becomes int nanoseconds: bounded to what a record's times can be
+    callback=seconds_callback(
+        "--at", MAX_RECORD_S, " (about 292 years: the longest run a record can hold)"
+    ),
     default=None,
     metavar="SECONDS",
     help="The snapshot as of SECONDS after the run started (later events are ignored).",
@@ -41,6 +51,7 @@ _FAIL_ON = [v for v in VERDICTS if v != "healthy"]
 @click.option(
     "--stall-s",
     type=click.FloatRange(min=0, min_open=True),
+    callback=seconds_callback("--stall-s"),
     default=Thresholds.stall_s,
     show_default=True,
     help="A no-progress interval this long (with work pending) makes the run 'stalled'.",

@@ -7,7 +7,10 @@ The first stdout line is the base URL (``http://127.0.0.1:PORT/v1``) so scripts 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import math
 import os
 import types
 import typing
@@ -21,6 +24,14 @@ from ddscope.errors import ConfigError
 from ddscope.mock.behavior import MockBehavior
 
 _SCALARS: dict[type, click.ParamType[Any]] = {int: click.INT, float: click.FLOAT, str: click.STRING}
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    # nan and inf parse as floats; as a latency or a time they would hang requests forever
+    # (inf), or be refused with a misleading "must be >= 0" (nan).
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx, param)
+    return value
 
 
 def _option_for(knob: dataclasses.Field[Any], hint: Any) -> Callable[[Any], Any]:
@@ -42,6 +53,7 @@ def _option_for(knob: dataclasses.Field[Any], hint: Any) -> Callable[[Any], Any]
         multiple=multiple,
         default=knob.default,
         show_default=knob.default is not None,
+        callback=_finite if param_type is click.FLOAT else None,
         help=knob.metadata["help"],
     )
 
@@ -55,6 +67,14 @@ def _behavior_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def behavior_from_options(knobs: dict[str, Any], api_key_env: str | None) -> MockBehavior:
+    start, end = knobs.get("outage_from_s"), knobs.get("outage_until_s")
+    if start is not None and end is not None and end <= start:
+        # MockBehavior refuses it too, but by its field names; here the options are named
+        raise click.BadParameter(
+            f"{end:g} is not after --outage-from-s {start:g}: the outage would never happen",
+            click.get_current_context(silent=True),
+            param_hint="--outage-until-s",
+        )
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)
@@ -104,4 +124,13 @@ def mock_server_command(
     click.echo(base_url_of(sock))
     click.echo(f"mock behavior: {' '.join(behavior.to_cli_args()) or 'healthy'}", err=True)
     server = uvicorn.Server(uvicorn_config(MockApp(MockState(behavior)), log_level=log_level))
+    logging.getLogger("uvicorn.error").addFilter(_quiet_cancelled_requests)
     server.run(sockets=[sock])
+
+
+def _quiet_cancelled_requests(record: logging.LogRecord) -> bool:
+    """Drops uvicorn's traceback of a request it cancelled at shutdown (one still waiting out
+    its latency or hang): stopping the server with requests pending is normal, and uvicorn has
+    already said so on one line ("Cancel N running task(s), timeout graceful shutdown ...")."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, asyncio.CancelledError)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ddscope.cli.common import handle_errors, warn
+from ddscope.cli.common import NonEmptyPath, handle_errors, warn
 from ddscope.cli.console.next_steps import invoked_as
 from ddscope.cli.out_file import check_target, write_errors
 
@@ -26,11 +26,11 @@ def default_out(records: tuple[Path, ...]) -> Path:
 
 
 @click.command("report")
-@click.argument("records", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("records", nargs=-1, required=True, type=NonEmptyPath(dir_okay=False))
 @click.option(
     "-o",
     "--out",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     default=None,
     help="Output file (default: beside the record, RUN.report.html; A-vs-B.html for two).",
 )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ddscope.cli.common import handle_errors, warn
+from ddscope.cli.common import MAX_COUNT, NonEmptyPath, handle_errors, seconds_callback, warn
 from ddscope.cli.console.progress import ProgressSink
 from ddscope.cli.console.summary import exit_code_of, summary_paragraph
 from ddscope.cli.otel_options import otel_options
@@ -72,6 +72,9 @@ DEMO_SCENARIOS: dict[str, tuple[dict[str, object], str]] = {
         "a cold endpoint whose capacity climbs from 1 to 16 over 5 s; beyond it, 429",
     ),
 }
+
+# --prometheus-linger: long enough for any scrape interval; more is a slip (and 1e300 overflows).
+MAX_LINGER_S = 86_400.0
 
 _OUT_HELP = (
     "Directory for data.jsonl and run.jsonl (created; existing files are replaced once the run "
@@ -165,7 +168,7 @@ out_option = click.option(
     "-o",
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=NonEmptyPath(file_okay=False),
     default=DEFAULT_OUT,
     help=_OUT_HELP,
 )
@@ -173,6 +176,8 @@ prometheus_linger_option = click.option(
     "--prometheus-linger",
     "prometheus_linger_s",
     type=click.FloatRange(min=0),
+    # checked before the run: time.sleep overflows on a huge value only once the run is over
+    callback=seconds_callback("--prometheus-linger", MAX_LINGER_S, " (a day)"),
     default=0.0,
     metavar="SECONDS",
     help="With --prometheus-port: keep /metrics up this long after the run ends, so a scraper "
@@ -188,14 +193,15 @@ quiet_option = click.option(
 @click.option(
     "-n",
     "--records",
-    type=click.IntRange(min=1),
+    # the record's header carries it: bounded to what the record can hold and read back
+    type=click.IntRange(min=1, max=MAX_COUNT),
     default=None,
     help="Rows to generate (default: the pipeline's run.num_records).",
 )
 @out_option
 @click.option(
     "--buffer-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_COUNT),
     default=None,
     help="Rows per row group (default: run.buffer_size).",
 )
@@ -307,7 +313,7 @@ def run_command(
 @click.option(
     "-n",
     "--records",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_COUNT),
     default=None,
     help="Rows to generate (default: 24).",
 )

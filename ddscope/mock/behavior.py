@@ -149,6 +149,15 @@ class MockBehavior:
 
 def _problems(b: MockBehavior) -> list[str]:
     """Every invalid knob, each named."""
+    # nan fails every comparison below with a misleading reason, and inf passes most of them
+    # (a latency of inf hangs each request forever): say what is wrong with them first.
+    not_finite = [
+        f.name
+        for f in dataclasses.fields(b)
+        if isinstance(getattr(b, f.name), float) and not math.isfinite(getattr(b, f.name))
+    ]
+    if not_finite:
+        return [f"{name} is not a finite number" for name in not_finite]
     checks = [
         (b.latency_ms >= 0, "latency_ms must be >= 0"),
         (b.jitter_ms >= 0, "jitter_ms must be >= 0"),
@@ -166,6 +175,12 @@ def _problems(b: MockBehavior) -> list[str]:
         (
             (b.outage_from_s is None) == (b.outage_until_s is None),
             "outage_from_s and outage_until_s go together",
+        ),
+        (
+            b.outage_from_s is None
+            or b.outage_until_s is None
+            or b.outage_until_s > b.outage_from_s,
+            "outage_until_s must be after outage_from_s",
         ),
         (0 <= b.hang_rate <= 1, "hang_rate must be between 0 and 1"),
         (0 < b.hang_s <= 3600, "hang_s must be in (0, 3600]"),

@@ -13,6 +13,7 @@ from ddscope.exporters.health.analyzer import HealthAnalyzer
 from ddscope.exporters.health.build import build_report
 from ddscope.exporters.health.report import HealthReport, Thresholds
 from ddscope.record.detect import open_record
+from ddscope.record.jsonl import bad_values_located
 
 
 def analyze(
@@ -30,7 +31,8 @@ def analyze(
     reader = open_record(record, lenient=lenient)  # run.jsonl or DataDesigner events
     at_ns = None if at_s is None else max(0, int(at_s * 1e9))
     analyzer = HealthAnalyzer(reader.header, at_ns=at_ns)
-    analyzer.consume(reader.iter_dicts())
+    with bad_values_located(reader):
+        analyzer.consume(reader.iter_dicts())
     analyzer.finish()
     warnings = reader.finish_warnings() + analyzer.warnings
     return build_report(analyzer, Path(record), at_s, thresholds or Thresholds(), warnings)

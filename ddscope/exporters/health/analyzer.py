@@ -27,6 +27,7 @@ from ddscope.exporters.health.domain import DomainTracker, read_snapshot
 from ddscope.exporters.health.ready import Readiness
 from ddscope.exporters.health.stats import BINS, LogHistogram
 from ddscope.exporters.health.tally import RunTally
+from ddscope.record.jsonl import BadRecordValue
 
 Handler = Callable[[dict[str, Any], int], None]
 NEVER = 1 << 62  # "no --at": later than any t_ns
@@ -110,23 +111,27 @@ class HealthAnalyzer:
             if first[1]["t_ns"] <= at_ns:
                 self._begin(first[1]["t_ns"])
             it = chain([first], it)
-        last, skipped, read = self.t_last, 0, 0
-        while True:
-            n = -1
-            for n, (_line, data) in enumerate(islice(it, CHUNK)):  # noqa: B007 - n is used
-                t = data["t_ns"]
-                if t > at_ns:
-                    skipped += 1
-                    continue
-                last = t
-                handlers[data["kind"]](data, t)
-            read += n + 1
-            for tracker in self._tracker_list:
-                tracker.wait_hist.flush()
-                tracker.attempt_hist.flush()
-            self.lease_hist.flush()
-            if n < CHUNK - 1:
-                break
+        last, skipped, read, line = self.t_last, 0, 0, 0
+        try:
+            while True:
+                n = -1
+                for n, (line, data) in enumerate(islice(it, CHUNK)):  # noqa: B007 - n is used
+                    t = data["t_ns"]
+                    if t > at_ns:
+                        skipped += 1
+                        continue
+                    last = t
+                    handlers[data["kind"]](data, t)
+                read += n + 1
+                for tracker in self._tracker_list:
+                    tracker.wait_hist.flush()
+                    tracker.attempt_hist.flush()
+                self.lease_hist.flush()
+                if n < CHUNK - 1:
+                    break
+        except BadRecordValue as error:  # a handler's own check: say where (zero cost until)
+            error.line_no = line
+            raise
         self.events += read
         self.skipped_after_at += skipped
         self.t_last = last
@@ -246,7 +251,10 @@ class HealthAnalyzer:
         self.pending = self.rows_resolved < self.num_records
 
     def _row_group_started(self, data: dict[str, Any], t: int) -> None:
-        self.readiness.row_group_started(t, data["row_group"], data["first_row"], data["rows"])
+        rows = data["rows"]
+        if not 0 <= rows <= max(self.num_records, 1):  # walked row by row when it finishes
+            raise BadRecordValue("row_group_started.rows", f"{rows} is not 0 to num_records")
+        self.readiness.row_group_started(t, data["row_group"], data["first_row"], rows)
         self.row_groups_open += 1
         if self.row_groups_open > self.peak_row_groups:
             self.peak_row_groups = self.row_groups_open

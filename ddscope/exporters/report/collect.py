@@ -19,6 +19,7 @@ from ddscope.exporters.health.build import build_report
 from ddscope.exporters.health.report import HealthReport, Thresholds
 from ddscope.exporters.report.series import SeriesCollector
 from ddscope.record.detect import open_record
+from ddscope.record.jsonl import bad_values_located
 
 
 @dataclass
@@ -38,7 +39,8 @@ def collect(record: str | Path, *, lenient: bool = False) -> RunData:
     reader = open_record(path, lenient=lenient)  # run.jsonl or DataDesigner events
     analyzer = HealthAnalyzer(reader.header)
     series = SeriesCollector(analyzer)
-    analyzer.consume(_watched(reader.iter_dicts(), series))
+    with bad_values_located(reader):
+        analyzer.consume(_watched(reader.iter_dicts(), series))
     analyzer.finish()
     series.finish()
     warnings = reader.finish_warnings() + analyzer.warnings
