@@ -173,6 +173,26 @@ def test_an_unset_api_key_leaves_the_previous_output_untouched(
     _unchanged(out, before)
 
 
+def test_a_blank_api_key_leaves_the_previous_output_untouched(
+    server: MockServer, tmp_path: Path, previous_run: tuple[Path, dict[str, bytes]]
+) -> None:
+    """A key of spaces only is no key (the client strips it): refused before the out dir is
+    touched, not after it was replaced."""
+    out, before = previous_run
+    data = pipeline_dict(server.base_url, 30)
+    data["providers"][0]["api_key_env"] = "DDSCOPE_FAULTS_BLANK_KEY"
+    pipeline = write_pipeline(tmp_path, data, "k.yaml")
+    result = run_ddtrace(
+        "run", str(pipeline), "--out", str(out), env={"DDSCOPE_FAULTS_BLANK_KEY": "  "}
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ConfigError: providers: mock: api_key_env: environment variable "
+        "DDSCOPE_FAULTS_BLANK_KEY is blank"
+    ]
+    _unchanged(out, before)
+
+
 def test_a_bad_setting_leaves_the_previous_output_untouched(
     server: MockServer, tmp_path: Path, previous_run: tuple[Path, dict[str, bytes]]
 ) -> None:

@@ -30,13 +30,15 @@ def check_otlp_endpoint(value: str | None, option: str = "--otlp-endpoint") -> N
 
 
 def check_api_keys(pipeline: Pipeline) -> None:
-    """Every API-key variable a used provider names is set (before the out dir is touched)."""
+    """Every API-key variable a used provider names is set, and not blank (the client strips
+    the key: one of spaces only is none), before the out dir is touched."""
     for alias in pipeline.domains().values():
         provider = pipeline.provider_for(alias)
-        if provider.api_key_env and not os.environ.get(provider.api_key_env):
+        if provider.api_key_env and not os.environ.get(provider.api_key_env, "").strip():
+            state = "blank" if provider.api_key_env in os.environ else "not set"
             raise ConfigError(
                 f"providers: {provider.name}: api_key_env: environment variable "
-                f"{provider.api_key_env} is not set"
+                f"{provider.api_key_env} is {state}"
             )
 
 

@@ -228,8 +228,9 @@ COLUMN_TYPES: dict[str, type[_ColumnBase]] = {
 
 
 class RunSettings(ConfigModel):
-    num_records: int = Field(10, gt=0)
-    buffer_size: int = Field(10, gt=0)  # rows per row group
+    # At most int64, as the CLI's -n: the record must be able to carry it and read it back.
+    num_records: int = Field(10, gt=0, le=2**63 - 1)
+    buffer_size: int = Field(10, gt=0, le=2**63 - 1)  # rows per row group
     row_groups_in_flight: Annotated[int, Field(gt=0)] | Literal["adaptive"] = "adaptive"
     max_row_groups_in_flight: int = Field(8, gt=0)  # hard cap for adaptive
     salvage_rounds: int = Field(2, ge=0)
