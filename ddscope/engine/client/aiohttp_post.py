@@ -76,6 +76,7 @@ class AiohttpPoster:
         self._session: aiohttp.ClientSession | None = None
         self._proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._proxy_headers: dict[str, str] | None = None  # for a CONNECT tunnel (https)
         self.proxy_secrets: tuple[str, ...] = ()  # the proxy credentials sent, once resolved
 
     def _open(self) -> aiohttp.ClientSession:
@@ -90,15 +91,24 @@ class AiohttpPoster:
             self._proxy, self._proxy_auth = get_env_proxy_for_url(self._url)
         except LookupError:
             self._proxy, self._proxy_auth = None, None
+        headers = self._headers
         if self._proxy_auth is not None:
             # They may come from .netrc, out of the client's sight: a proxy that refuses them
             # may quote them back, so the client redacts them too.
             login, password = self._proxy_auth.login, self._proxy_auth.password
             # (A login without a password is the credential itself: a token.)
             self.proxy_secrets = secret_forms(password or login, f"{login}:{password}")
+            # aiohttp's proxy_auth= is deprecated (gone in aiohttp 4), and its replacement,
+            # proxy_headers=, reaches only a CONNECT tunnel (an https endpoint): a plain-http
+            # request through the proxy carries the header itself, as aiohttp did.
+            credentials = {"Proxy-Authorization": self._proxy_auth.encode()}
+            if self._url.scheme == "https":
+                self._proxy_headers = credentials
+            else:
+                headers = {**headers, **credentials}
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers=self._headers,
+            headers=headers,
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -112,7 +122,7 @@ class AiohttpPoster:
             data=content,
             allow_redirects=False,
             proxy=self._proxy,
-            proxy_auth=self._proxy_auth,
+            proxy_headers=self._proxy_headers,
         ) as response:
             return await self._read(response)
 
