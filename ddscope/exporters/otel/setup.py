@@ -147,11 +147,15 @@ class OtelConfig:
     # Not compared: which variables were bad is not what was configured.
     hidden: frozenset[str] = field(default=frozenset(), compare=False)
 
+    def _own(self, signal: str) -> tuple[str, str] | None:
+        """(URL, protocol) the per-signal variables give ``signal``, if they do."""
+        return next(((u, p) for name, u, p in self.per_signal if name == signal), None)
+
     def target(self, signal: str) -> tuple[str, str] | None:
         """(URL, protocol) the exporter of ``signal`` sends to; None: no OTLP export."""
-        for name, url, protocol in self.per_signal:
-            if name == signal:
-                return url, protocol
+        own = self._own(signal)
+        if own is not None:
+            return own
         if self.endpoint is None:
             return None
         return signal_url(self.endpoint, self.protocol, signal), self.protocol
@@ -169,10 +173,8 @@ class OtelConfig:
         """Where the signal goes, as the user gave it: its per-signal URL, else the endpoint.
         Credentials included: for :func:`delivery_warnings` (which hides them); :meth:`shown`
         for anything else."""
-        for name, url, _ in self.per_signal:
-            if name == signal:
-                return url
-        return self.endpoint
+        own = self._own(signal)
+        return own[0] if own is not None else self.endpoint
 
     def shown(self, signal: str) -> str | None:
         """The signal's URL for a message: its userinfo hidden."""
@@ -235,13 +237,17 @@ def redact_credentials(text: str, credentials: Iterable[str]) -> str:
 def _check_headers(env: Mapping[str, str], warnings: list[str]) -> None:
     """Names a header variable with a malformed entry; never shows the entry (it may be a token)."""
     for variable in HEADER_VARIABLES:
-        entries = [e.strip() for e in env.get(variable, "").split(",")]
-        bad = [i for i, e in enumerate(entries, 1) if e and "=" not in e]
-        if bad:
-            where = ", ".join(str(i) for i in bad)
-            warnings.append(
-                f"{variable}: entry {where} is not name=value; skipped (value not shown)"
-            )
+        _check_pairs(variable, "name=value", env, warnings)
+
+
+def _check_pairs(variable: str, form: str, env: Mapping[str, str], warnings: list[str]) -> None:
+    """Names the entries of a comma-separated ``variable`` that are not ``form`` (``k=v``) by
+    their place, never their text: the SDK skips them, and logs them verbatim."""
+    entries = [e.strip() for e in env.get(variable, "").split(",")]
+    bad = [i for i, e in enumerate(entries, 1) if e and "=" not in e]
+    if bad:
+        where = ", ".join(str(i) for i in bad)
+        warnings.append(f"{variable}: entry {where} is not {form}; skipped (value not shown)")
 
 
 class _HideHeaderValues(logging.Filter):
@@ -446,7 +452,8 @@ def _check_sdk_variables(
         ratio = _number(env["OTEL_TRACES_SAMPLER_ARG"])
         if ratio is None or not 0 <= ratio <= 1:  # the SDK raises on a ratio outside [0, 1]
             bad("OTEL_TRACES_SAMPLER_ARG", f"is not a ratio from 0 to 1; {sampler} uses 1.0")
-    _check_resource_attributes(env, warnings)
+    # a resource attribute may be something private: named by its place, as a header is
+    _check_pairs("OTEL_RESOURCE_ATTRIBUTES", "key=value", env, warnings)
     return frozenset(hidden)
 
 
@@ -465,18 +472,6 @@ def _number(text: str) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) else None
-
-
-def _check_resource_attributes(env: Mapping[str, str], warnings: list[str]) -> None:
-    """Names an OTEL_RESOURCE_ATTRIBUTES entry that is not key=value, by its place (the SDK
-    skips it and logs it verbatim; a resource attribute may be something private)."""
-    entries = [e.strip() for e in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")]
-    bad = [i for i, e in enumerate(entries, 1) if e and "=" not in e]
-    if bad:
-        where = ", ".join(str(i) for i in bad)
-        warnings.append(
-            f"OTEL_RESOURCE_ATTRIBUTES: entry {where} is not key=value; skipped (value not shown)"
-        )
 
 
 _ENVIRONMENT_LOCK = threading.Lock()
@@ -508,11 +503,9 @@ def _per_signal(
         value = env.get(variable, "").strip()
         if not value:
             continue
-        signal_protocol = _protocol(
-            None, env, warnings, variable=f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
-        )
-        if not env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL", "").strip():
-            signal_protocol = protocol
+        own = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+        given = env.get(own, "").strip()
+        signal_protocol = _protocol(None, env, warnings, variable=own) if given else protocol
         try:
             url = _signal_endpoint(value, signal_protocol)
         except ValueError as exc:
