@@ -10,6 +10,7 @@ engine and the exporters may not import each other)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote, urlparse, urlsplit
 
@@ -73,9 +74,15 @@ def proxy_credentials(env: Mapping[str, str]) -> set[str]:
 
 
 def basic_forms(user_password: str) -> set[str]:
-    """``user:password`` as HTTP Basic credentials: standard base64, padded and not."""
-    encoded = base64.b64encode(user_password.encode("utf-8")).decode("ascii")
-    return {encoded, encoded.rstrip("=")}
+    """``user:password`` as HTTP Basic credentials, in base64 padded and not: of its UTF-8
+    bytes (as httpx and the OTLP exporters encode it) and of its Latin-1 bytes (as aiohttp
+    does, when the text has no other characters)."""
+    found: set[str] = set()
+    for encoding in ("utf-8", "latin-1"):
+        with contextlib.suppress(UnicodeEncodeError):
+            encoded = base64.b64encode(user_password.encode(encoding)).decode("ascii")
+            found.update({encoded, encoded.rstrip("=")})
+    return found
 
 
 def longest_first(credentials: Iterable[str]) -> list[str]:
