@@ -15,8 +15,8 @@ the run with. A killed process can still leave a partial last group: ``--resume`
 in memory while an earlier group still waits. So that a killed run does not have to ask the
 model again for those rows, :meth:`JsonlRowWriter.note_row` appends each finished row at once
 to ``data.pending.jsonl`` beside the dataset (the engine calls it when a row's last model cell
-completes). ``--resume`` reads it back (``read_journal``). The journal holds only rows not yet
-in ``data.jsonl``: past ``JOURNAL_COMPACT_BYTES`` it is rewritten with just those (a bounded
+completes). ``--resume`` reads it back, each line checked (``rows.resume``). The journal
+holds only rows not yet in ``data.jsonl``: past ``JOURNAL_COMPACT_BYTES`` it is rewritten with just those (a bounded
 set: the groups in memory), and it is removed on close when nothing in it is still unwritten.
 
 **Opened late.** The file is created (and an old one replaced) by :meth:`JsonlRowWriter.open`,
@@ -43,20 +43,6 @@ JOURNAL_COMPACT_BYTES = 8 * 1024 * 1024
 def journal_path(data: str | Path) -> Path:
     data = Path(data)
     return data.with_name(data.stem + JOURNAL_SUFFIX)
-
-
-def read_journal(path: str | Path) -> dict[int, dict[str, object]]:
-    """Row -> values (without ``_row``) of every whole line of a journal (none if missing)."""
-    rows: dict[int, dict[str, object]] = {}
-    if not Path(path).exists():
-        return rows
-    with Path(path).open("rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                break  # cut off by a kill
-            values = orjson.loads(line)
-            rows[values.pop(ROW_INDEX_KEY)] = values
-    return rows
 
 
 class OutputWriteError(DdscopeError):
