@@ -16,8 +16,9 @@ in memory while an earlier group still waits. So that a killed run does not have
 model again for those rows, :meth:`JsonlRowWriter.note_row` appends each finished row at once
 to ``data.pending.jsonl`` beside the dataset (the engine calls it when a row's last model cell
 completes). ``--resume`` reads it back, each line checked (``rows.resume``). The journal
-holds only rows not yet in ``data.jsonl``: past ``JOURNAL_COMPACT_BYTES`` it is rewritten with just those (a bounded
-set: the groups in memory), and it is removed on close when nothing in it is still unwritten.
+holds only rows not yet in ``data.jsonl``: past ``JOURNAL_COMPACT_BYTES`` it is rewritten with
+just those (a bounded set: the groups in memory), and it is removed on close when nothing in it
+is still unwritten.
 
 **Opened late.** The file is created (and an old one replaced) by :meth:`JsonlRowWriter.open`,
 which the engine calls once the run has really started (pipeline, keys and endpoint checked), or
