@@ -30,16 +30,21 @@ def check_otlp_endpoint(value: str | None, option: str = "--otlp-endpoint") -> N
 
 
 def check_api_keys(pipeline: Pipeline) -> None:
-    """Every API-key variable a used provider names is set, and not blank (the client strips
-    the key: one of spaces only is none), before the out dir is touched."""
+    """Every API-key variable a used provider names holds a key the client will send (the
+    client's own check: set, not blank, no character a header cannot carry), before the out
+    dir is touched."""
+    from ddscope.engine.client.model_client import checked_api_key
+
     for alias in pipeline.domains().values():
         provider = pipeline.provider_for(alias)
-        if provider.api_key_env and not os.environ.get(provider.api_key_env, "").strip():
-            state = "blank" if provider.api_key_env in os.environ else "not set"
-            raise ConfigError(
-                f"providers: {provider.name}: api_key_env: environment variable "
-                f"{provider.api_key_env} is {state}"
-            )
+        if not provider.api_key_env:
+            continue
+        name = f"providers: {provider.name}: api_key_env: environment variable "
+        value = os.environ.get(provider.api_key_env)
+        if not value:
+            state = "blank" if value is not None else "not set"
+            raise ConfigError(f"{name}{provider.api_key_env} is {state}")
+        checked_api_key(value, f"{name}{provider.api_key_env}")
 
 
 def check_endpoints(pipeline: Pipeline, timeout_s: float = ENDPOINT_CHECK_S) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUT_S",
     "ModelClient",
+    "checked_api_key",
     "proxy_secrets",
 ]
 
@@ -88,7 +89,7 @@ class ModelClient:
         raw_key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key or ""
         # Stripped: a key pasted with a newline or a space around it would make a header
         # aiohttp refuses (a crash), or one servers strip before quoting it back.
-        key = _checked_key(raw_key)
+        key = checked_api_key(raw_key)
         self._api_key = SecretStr(key) if key else None
         # What a server could quote back: the key as sent and as given, and proxy credentials.
         self._secrets = secret_forms(key, raw_key) + proxy_secrets()
@@ -127,7 +128,7 @@ class ModelClient:
             raise ConfigError(f"environment variable {api_key_env} is not set (the API key)")
         if not value.strip():
             raise ConfigError(f"environment variable {api_key_env} is blank (the API key)")
-        _checked_key(value, f"environment variable {api_key_env} (the API key)")
+        checked_api_key(value, f"environment variable {api_key_env} (the API key)")
         return cls(base_url, api_key=SecretStr(value), **kwargs)
 
     async def chat(
@@ -207,7 +208,7 @@ class ModelClient:
         )
 
 
-def _checked_key(raw_key: str, name: str = "api_key") -> str:
+def checked_api_key(raw_key: str, name: str = "api_key") -> str:
     """The API key as sent: stripped of surrounding whitespace; ConfigError if nothing is left
     of a non-empty one, or if it holds a character a header cannot carry (aiohttp would raise
     on a line break, httpx on non-ASCII). The error names ``name``, never the key."""
