@@ -182,19 +182,20 @@ def check_part(
     started = False
     for line_no, event in reader.iter_dicts():
         kind = event["kind"]
-        where = f"{label}: {reader.path}:{line_no}"
         if kind == "run_started" and not started:
             started = True
             if event.get("row_groups") != groups.stop:
                 raise RecordError(
-                    f"{where}: run_started owns row groups up to {event.get('row_groups')!r}, "
-                    f"not {groups.stop}: not this shard's record (another run's?)"
+                    f"{label}: {reader.path}:{line_no}: run_started owns row groups up to "
+                    f"{event.get('row_groups')!r}, not {groups.stop}: not this shard's record "
+                    "(another run's?)"
                 )
         group = event.get("row_group")
         if group is not None and (type(group) is not int or group not in groups):
             raise RecordError(
-                f"{where}: row group {group!r} is not one of this shard's "
-                f"({groups.start}-{groups.stop - 1}): not this shard's record (another run's?)"
+                f"{label}: {reader.path}:{line_no}: row group {group!r} is not one of this "
+                f"shard's ({groups.start}-{groups.stop - 1}): not this shard's record "
+                "(another run's?)"
             )
         if kind == "resumed" and type(event.get("row_groups_done")) is int:
             # the resume cut data.jsonl back to before this group: what was written of the
@@ -236,14 +237,13 @@ def _data_rows(
                         f"{label}: {data}:{line_no}: cut-off last line left out (worker killed?)"
                     )
                     break
-                where = f"{label}: {data}:{line_no}"
                 try:
                     row = orjson.loads(line).get("_row")
                 except (orjson.JSONDecodeError, AttributeError) as exc:
-                    raise RecordError(f"{where}: not a row line") from exc
+                    raise RecordError(f"{label}: {data}:{line_no}: not a row line") from exc
                 if type(row) is not int or row not in rows:
                     raise RecordError(
-                        f"{where}: _row {row!r} is not one of this shard's rows "
+                        f"{label}: {data}:{line_no}: _row {row!r} is not one of this shard's rows "
                         f"({rows.start}-{rows.stop - 1}): another run's data.jsonl?"
                     )
                 found[row // group_rows] = found.get(row // group_rows, 0) + 1
